@@ -1,0 +1,1 @@
+//! telecart-devices
