@@ -404,13 +404,13 @@ impl Config {
                 format!("must be \"auto\" or a path under /dev, got {:?}", v.device),
             );
         }
-        if !(160..=3840).contains(&v.width) || v.width % 2 != 0 {
+        if !(160..=3840).contains(&v.width) || !v.width.is_multiple_of(2) {
             bad(
                 "video.width",
                 format!("must be an even number from 160 to 3840, got {}", v.width),
             );
         }
-        if !(120..=2160).contains(&v.height) || v.height % 2 != 0 {
+        if !(120..=2160).contains(&v.height) || !v.height.is_multiple_of(2) {
             bad(
                 "video.height",
                 format!("must be an even number from 120 to 2160, got {}", v.height),
