@@ -298,21 +298,30 @@ class Session:
             log.info("[%s] audio track ended: %r", self.id[:8], e)
 
     async def inbound(self) -> dict[str, dict]:
-        """inbound-rtp counters per kind (live while open, frozen at close)."""
+        """Received-RTP counters per kind (live while open, frozen at close).
+
+        Read from aiortc's receivers directly: its getStats() gives every SSRC of a receiver
+        the same id, so the RTX stream's entry overwrites the media stream's. packets_lost is
+        counted on the wire (before NACK/RTX recovery): RTX repairs show up in
+        rtx_packets_received, not as a smaller loss.
+        """
         if self.closed:
             return self.final_inbound
         out: dict[str, dict] = {}
-        try:
-            report = await self.pc.getStats()
-        except Exception:
-            return self.final_inbound
-        for st in report.values():
-            if getattr(st, "type", None) == "inbound-rtp":
-                agg = out.setdefault(st.kind, {"packets_received": 0, "packets_lost": 0,
-                                               "jitter": 0.0})
-                agg["packets_received"] += st.packetsReceived
-                agg["packets_lost"] += st.packetsLost
-                agg["jitter"] = max(agg["jitter"], float(st.jitter))
+        for r in self.pc.getReceivers():
+            streams = getattr(r, "_RTCRtpReceiver__remote_streams", {})
+            rtx = getattr(r, "_RTCRtpReceiver__rtx_ssrc", {})
+            kind = r.track.kind if r.track else "unknown"
+            agg = out.setdefault(kind, {"packets_received": 0, "packets_lost": 0,
+                                        "jitter_ms": 0.0, "rtx_packets_received": 0})
+            for ssrc, st in list(streams.items()):
+                if ssrc in rtx:
+                    agg["rtx_packets_received"] += st.packets_received
+                    continue
+                agg["packets_received"] += st.packets_received
+                agg["packets_lost"] += max(0, st.packets_lost)
+                clock = getattr(st, "_clockrate", 0) or 90000
+                agg["jitter_ms"] = max(agg["jitter_ms"], round(st.jitter * 1000.0 / clock, 3))
         self.final_inbound = out
         return out
 
@@ -495,10 +504,10 @@ class Endpoint:
         for s in list(self.sessions.values()):
             for kind, st in (await s.inbound()).items():
                 agg = inbound.setdefault(kind, {"packets_received": 0, "packets_lost": 0,
-                                                "jitter": 0.0})
-                agg["packets_received"] += st["packets_received"]
-                agg["packets_lost"] += st["packets_lost"]
-                agg["jitter"] = max(agg["jitter"], st["jitter"])
+                                                "jitter_ms": 0.0, "rtx_packets_received": 0})
+                for k in ("packets_received", "packets_lost", "rtx_packets_received"):
+                    agg[k] += st[k]
+                agg["jitter_ms"] = max(agg["jitter_ms"], st["jitter_ms"])
         out: dict[str, Any] = {
             "sessions": len(self.sessions),
             "active_sessions": len(active),
