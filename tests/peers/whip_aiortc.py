@@ -64,6 +64,7 @@ class StampStats:
     """Aggregates the stamp decoder's JSON lines (all sessions together)."""
 
     def __init__(self) -> None:
+        self.fed = 0
         self.decoded = 0
         self.failed = 0
         self.first_sequence: Optional[int] = None
@@ -107,6 +108,7 @@ class StampStats:
         lat = sorted(self.latencies_ms)
         dlat = sorted(self.decoder_latencies_ms)
         return {
+            "frames_fed": self.fed,
             "decoded": self.decoded,
             "failed": self.failed,
             "first_sequence": self.first_sequence,
@@ -183,6 +185,7 @@ class StampDecoder:
             return
         data = frame.to_ndarray(format="yuv420p").tobytes()
         self.arrivals.append(arrival_us)
+        self.stats.fed += 1
         try:
             self.proc.stdin.write(data)
             await self.proc.stdin.drain()
