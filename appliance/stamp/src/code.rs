@@ -189,7 +189,8 @@ fn cell_mean(y_plane: &[u8], stride: usize, x0: usize, x1: usize, y0: usize, y1:
 /// Reads the stamp from the top of a luma plane.
 ///
 /// `width` and `height` are the picture's size in pixels and `stride` the distance in
-/// bytes between the starts of two rows (`width` for a tightly packed plane). The
+/// bytes between the starts of two rows (`width` for a tightly packed plane);
+/// `y_plane` may run on past the plane (a whole I420 frame will do). The
 /// geometry is derived from the width alone, in proportion to it, so a picture scaled
 /// on its way (an SFU's lower layer, a receiver's resize) still reads.
 ///

@@ -114,7 +114,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, St
 
 fn parse_dimension(name: &str, value: &str) -> Result<u32, String> {
     match value.parse::<u32>() {
-        Ok(v) if v > 0 && v % 2 == 0 && v <= MAX_DIMENSION => Ok(v),
+        Ok(v) if v > 0 && v.is_multiple_of(2) && v <= MAX_DIMENSION => Ok(v),
         _ => Err(format!(
             "{name} must be an even number of pixels from 2 to {MAX_DIMENSION}, not {value:?}"
         )),
