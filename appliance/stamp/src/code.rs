@@ -19,6 +19,7 @@ const DATA_BITS: usize = 128;
 const CRC_BITS: usize = 32;
 const TAIL_BITS: usize = CELLS - HEAD_BITS - DATA_BITS - CRC_BITS;
 const TAIL: u64 = 0x4D_B1C6;
+const _: () = assert!(TAIL_BITS == 24 && TAIL < 1 << TAIL_BITS && HEAD < 1 << HEAD_BITS);
 
 /// Luma of a white cell (top of BT.601 video range).
 pub(crate) const WHITE: u8 = 235;
@@ -107,8 +108,8 @@ fn check_plane(len: usize, width: u32, height: u32, stride: usize) -> Result<(),
 /// Writes `stamp` as a strip of black and white cells along the top of a luma plane.
 ///
 /// `stride` is the distance in bytes between the starts of two rows. Only the top
-/// [`strip_height`]`(width)` rows are touched. The plane must be at least
-/// [`MIN_WIDTH`] wide and hold the strip.
+/// [`strip_height`]`(width)` rows are touched, but the plane must be whole (`height`
+/// rows), at least [`MIN_WIDTH`] wide and at least as tall as the strip.
 pub fn write_stamp(
     y_plane: &mut [u8],
     width: u32,

@@ -37,7 +37,11 @@ const BOX_STEP_Y: u64 = 4;
 pub struct TestPattern {
     width: u32,
     height: u32,
+    /// Rows of the stamp strip.
     strip: usize,
+    /// First row of the picture below it: `strip` rounded up to even, so that chroma
+    /// rows line up with luma row pairs.
+    top: usize,
     ramp_top: usize,
     bars: [Vec<u8>; 3],
     ramp: Vec<u8>,
@@ -61,9 +65,9 @@ impl TestPattern {
             return Err(StampError::BadSize { width, height });
         }
         let (w, h) = (width as usize, height as usize);
-        // Even, so chroma rows line up with luma row pairs.
-        let strip = (strip_height(width) as usize + 1) & !1;
-        let ramp_top = (strip + (h - strip) * 2 / 3) & !1;
+        let strip = strip_height(width) as usize;
+        let top = strip.next_multiple_of(2);
+        let ramp_top = (top + (h - top) * 2 / 3) & !1;
 
         let bar_of = |x: usize| BARS[x * BARS.len() / w];
         let bars_y = (0..w).map(|x| bar_of(x).0).collect();
@@ -77,12 +81,13 @@ impl TestPattern {
             })
             .collect();
 
-        let box_size = (w.min(h - strip) / 4) & !1;
+        let box_size = (w.min(h - top) / 4) & !1;
         let square = (box_size / 6).max(2) & !1;
         Ok(Self {
             width,
             height,
             strip,
+            top,
             ramp_top,
             bars: [bars_y, bars_u, bars_v],
             ramp,
@@ -129,7 +134,8 @@ impl TestPattern {
         let scroll = ((sequence % (w as u64 / 2)) * SCROLL_PER_FRAME % w as u64) as usize;
         let (y_plane, u_plane, v_plane) = frame.planes_mut();
 
-        // Bars scroll left, the ramp scrolls right: rows are rotated copies of one template row.
+        // Bars scroll left, the ramp scrolls right: rows are rotated copies of one template
+        // row. They start right under the strip, so that every byte of the frame is written.
         for y in self.strip..h {
             let line = &mut y_plane[y * w..(y + 1) * w];
             if y < self.ramp_top {
@@ -138,7 +144,7 @@ impl TestPattern {
                 rotated_copy(line, &self.ramp, w - scroll);
             }
         }
-        for cy in self.strip / 2..h / 2 {
+        for cy in self.top / 2..h / 2 {
             let range = cy * (w / 2)..(cy + 1) * (w / 2);
             if 2 * cy < self.ramp_top {
                 rotated_copy(&mut u_plane[range.clone()], &self.bars[1], scroll / 2);
@@ -151,7 +157,7 @@ impl TestPattern {
 
         // The box bounces between the edges of the picture below the strip.
         let bx = bounce(sequence, BOX_STEP_X, w - self.box_size) & !1;
-        let by = self.strip + (bounce(sequence, BOX_STEP_Y, h - self.strip - self.box_size) & !1);
+        let by = self.top + (bounce(sequence, BOX_STEP_Y, h - self.top - self.box_size) & !1);
         for y in by..by + self.box_size {
             let line = &mut y_plane[y * w + bx..y * w + bx + self.box_size];
             let odd_row = ((y - by) / self.square) % 2 == 1;
@@ -172,8 +178,8 @@ impl TestPattern {
             capture_time,
         };
         paint_stamp(y_plane, self.width, w, stamp);
-        u_plane[..self.strip / 2 * (w / 2)].fill(128);
-        v_plane[..self.strip / 2 * (w / 2)].fill(128);
+        u_plane[..self.top / 2 * (w / 2)].fill(128);
+        v_plane[..self.top / 2 * (w / 2)].fill(128);
     }
 }
 
@@ -286,6 +292,15 @@ mod tests {
         let mut other = VideoFrame::black(320, 240, 0, NOW).unwrap();
         pattern.render_into(&mut other, 1, NOW);
         assert_eq!(other, pattern.render(1, NOW));
+
+        // Every byte is written, whatever the buffer held: 168 wide has an odd strip (21 rows).
+        for (w, h) in [(168, 120), (640, 480)] {
+            let pattern = TestPattern::new(w, h).unwrap();
+            let mut dirty = pattern.render(0, NOW);
+            dirty.data.fill(0xA5);
+            pattern.render_into(&mut dirty, 5, NOW);
+            assert_eq!(dirty, pattern.render(5, NOW), "{w}x{h}");
+        }
     }
 
     #[test]
