@@ -24,8 +24,8 @@
 //! the stamp strip on top, 75% colour bars scrolling left and a luma ramp scrolling right
 //! below it, and a chequered box bouncing over both, all positioned by the sequence
 //! number, so an encoder sees motion like a real scene. [`TestPattern::render_into`]
-//! reuses a frame's buffer. It costs about 50 µs a frame at 1280x720 (release build,
-//! this project's 2-core development machine; `cargo bench -p telecart-stamp`).
+//! reuses a frame's buffer. It costs 50 to 85 µs a frame at 1280x720 (release build on
+//! this project's 2-core development machine, idle to busy; `cargo bench -p telecart-stamp`).
 //!
 //! # The stamp
 //!
@@ -48,8 +48,8 @@
 //!   two to be at least 64 apart and all 40 marker cells to read right, else
 //!   [`StampError::NoStamp`]. Then the CRC must match, else
 //!   [`StampError::ChecksumMismatch`]: CRC-32 catches every error of up to 5 flipped
-//!   cells here, so a damaged strip is rejected rather than misread. It costs about
-//!   25 µs at 1280x720 and never panics, whatever the input.
+//!   cells here, so a damaged strip is rejected rather than misread. It costs 25 to
+//!   45 µs at 1280x720 and never panics, whatever the input.
 //!
 //! [`stamp_frame`] and [`write_stamp`] put the same strip on any frame (a camera's, say).
 //!
