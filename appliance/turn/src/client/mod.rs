@@ -170,6 +170,26 @@ pub enum TimeoutReason {
     ChannelRefresh(SocketAddr),
 }
 
+/// Counters of what the client did, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TurnStats {
+    /// Datagrams sent to peers in Send indications.
+    pub send_indications: u64,
+    /// Datagrams sent to peers as ChannelData.
+    pub channel_data_sent: u64,
+    /// Datagrams received from peers in Data indications.
+    pub data_indications: u64,
+    /// Datagrams received from peers as ChannelData.
+    pub channel_data_received: u64,
+    /// Requests sent again after a UDP retransmission timeout.
+    pub retransmissions: u64,
+    /// Requests repeated after 438 (Stale Nonce).
+    pub stale_nonces: u64,
+    /// Inputs from the server dropped as malformed or unexpected.
+    pub dropped_inputs: u64,
+}
+
 /// The long-term credential state after the server's first challenge.
 #[derive(Debug, Clone)]
 struct Auth {
@@ -289,6 +309,7 @@ pub struct TurnClient {
     channel_peers: HashMap<u16, SocketAddr>,
     next_channel: u16,
     redirects: u32,
+    stats: TurnStats,
 }
 
 impl TurnClient {
@@ -308,6 +329,7 @@ impl TurnClient {
             channel_peers: HashMap::new(),
             next_channel: CHANNEL_MIN,
             redirects: 0,
+            stats: TurnStats::default(),
         };
         client.start(now, Op::Allocate, 0);
         client
@@ -362,6 +384,25 @@ impl TurnClient {
         self.permissions
             .get(&peer)
             .is_some_and(|p| p.expires_at.is_some())
+    }
+
+    /// What the client has done so far.
+    pub fn stats(&self) -> TurnStats {
+        self.stats
+    }
+
+    /// Refreshes the allocation now rather than at half its lifetime (for example after a
+    /// network change). [`TurnEvent::Refreshed`] follows. Does nothing while a refresh is
+    /// already in flight.
+    pub fn refresh(&mut self, now: Instant) -> Result<(), TurnError> {
+        let State::Allocated { refresh_at, .. } = &mut self.state else {
+            return Err(TurnError::NotAllocated("refresh"));
+        };
+        if refresh_at.take().is_some() {
+            let lifetime = self.requested_lifetime();
+            self.start(now, Op::Refresh { lifetime }, 0);
+        }
+        Ok(())
     }
 
     /// The next bytes to send to the server, `None` when there are none.
@@ -434,6 +475,7 @@ impl TurnClient {
                 Due::Retransmit => {
                     if let Some(tx) = self.transactions.get_mut(&id) {
                         tx.schedule.retransmitted(now);
+                        self.stats.retransmissions += 1;
                         trace!(method = ?tx.op.method(), "retransmit");
                         self.transmits.push_back(tx.bytes.clone());
                     }
@@ -522,11 +564,16 @@ impl TurnClient {
         }
         if !self.config.transport.is_stream() {
             let Some(kind) = bytes.first().and_then(|b| FrameKind::of(*b)) else {
+                self.stats.dropped_inputs += 1;
                 return Err(TurnError::NotStun(
                     "datagram is neither STUN nor ChannelData",
                 ));
             };
-            return self.handle_frame(now, kind, bytes);
+            let result = self.handle_frame(now, kind, bytes);
+            if result.is_err() {
+                self.stats.dropped_inputs += 1;
+            }
+            return result;
         }
         self.framer.push(bytes);
         let mut first_error = None;
@@ -534,6 +581,7 @@ impl TurnClient {
             match self.framer.next_frame() {
                 Ok(Some((kind, frame))) => {
                     if let Err(e) = self.handle_frame(now, kind, &frame) {
+                        self.stats.dropped_inputs += 1;
                         first_error.get_or_insert(e);
                     }
                     if self.is_finished() {
@@ -667,12 +715,18 @@ impl TurnClient {
     fn transmit_data(&mut self, peer: SocketAddr, data: &[u8]) -> Result<(), TurnError> {
         let bytes = match self.channels.get(&peer) {
             Some(c) if c.state == ChanState::Bound => {
-                ChannelData::encode(c.number, data, self.config.transport.is_stream())?
+                let b = ChannelData::encode(c.number, data, self.config.transport.is_stream())?;
+                self.stats.channel_data_sent += 1;
+                b
             }
-            _ => Message::new(Class::Indication, Method::SEND, TransactionId::random())
-                .with(Attribute::XorPeerAddress(peer))
-                .with(Attribute::Data(data.to_vec()))
-                .encode(Integrity::None, false)?,
+            _ => {
+                let b = Message::new(Class::Indication, Method::SEND, TransactionId::random())
+                    .with(Attribute::XorPeerAddress(peer))
+                    .with(Attribute::Data(data.to_vec()))
+                    .encode(Integrity::None, false)?;
+                self.stats.send_indications += 1;
+                b
+            }
         };
         self.transmits.push_back(bytes);
         Ok(())
@@ -761,6 +815,7 @@ impl TurnClient {
                     return Err(TurnError::InvalidChannelNumber(cd.channel));
                 };
                 self.mark_used(peer);
+                self.stats.channel_data_received += 1;
                 self.events.push_back(TurnEvent::Data {
                     peer,
                     data: cd.data.to_vec(),
@@ -819,6 +874,7 @@ impl TurnClient {
                 attr: "DATA",
             })?;
         self.mark_used(peer);
+        self.stats.data_indications += 1;
         self.events.push_back(TurnEvent::Data { peer, data });
         Ok(())
     }
@@ -1009,6 +1065,7 @@ impl TurnClient {
                 match auth_from_challenge(msg, &self.config, realm) {
                     Ok(auth) => {
                         debug!(method, "stale nonce, retrying");
+                        self.stats.stale_nonces += 1;
                         self.auth = Some(auth);
                         self.start(now, tx.op, tx.stale_retries + 1);
                     }

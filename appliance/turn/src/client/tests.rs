@@ -1076,3 +1076,39 @@ fn ip_of_permission_ignores_port() {
     grant(&mut c, &s, t0);
     assert!(c.has_permission(IpAddr::from([192, 0, 2, 77])));
 }
+
+#[test]
+fn explicit_refresh_and_stats() {
+    let t0 = Instant::now();
+    let (mut c, s) = allocated(TurnTransport::Udp, t0);
+    c.refresh(t0).unwrap();
+    // A second call while the first is in flight sends nothing more.
+    c.refresh(t0).unwrap();
+    let req = next_request(&mut c);
+    assert_eq!(req.method, Method::REFRESH);
+    assert!(c.poll_transmit().is_none());
+    c.handle_timeout(t0 + Duration::from_millis(500));
+    assert_eq!(next_request(&mut c), req);
+    c.handle_input(t0, &s.challenge(&req, 438, "n2")).unwrap();
+    let req = next_request(&mut c);
+    c.handle_input(t0, &s.ok(&req, vec![Attribute::Lifetime(300)]))
+        .unwrap();
+    assert_eq!(
+        events(&mut c),
+        vec![TurnEvent::Refreshed {
+            lifetime: Duration::from_secs(300)
+        }]
+    );
+    c.send_to(t0, peer(), b"a").unwrap();
+    grant(&mut c, &s, t0);
+    c.send_to(t0, peer(), b"b").unwrap();
+    let _ = c.handle_input(t0, &[0xff]);
+    let stats = c.stats();
+    assert_eq!(stats.retransmissions, 1);
+    assert_eq!(stats.stale_nonces, 1);
+    assert_eq!(stats.send_indications, 1);
+    assert_eq!(stats.channel_data_sent, 1);
+    assert_eq!(stats.dropped_inputs, 1);
+    c.close(t0);
+    assert_eq!(c.refresh(t0), Err(TurnError::NotAllocated("refresh")));
+}
