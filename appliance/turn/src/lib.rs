@@ -71,6 +71,14 @@
 //! peer str0m sends to (ICE checks go first, so a peer has its permission before its media
 //! arrives). [`TurnSocket::mapped_addr`] can be offered as a server-reflexive candidate too.
 
+//!
+//! # Tests
+//!
+//! `cargo test -p telecart-turn` runs the unit tests (codec, state machine on virtual time,
+//! property tests over random bytes) and `tests/coturn.rs`, which starts real `turnserver`
+//! processes from the Debian package `coturn` on 127.0.0.1 and fails, naming the package, if
+//! it is not installed.
+
 #![warn(missing_docs)]
 
 pub mod binding;

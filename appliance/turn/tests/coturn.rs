@@ -31,6 +31,8 @@ struct Coturn {
     child: Child,
     port: u16,
     tls_port: u16,
+    /// The relay port range.
+    relay: std::ops::Range<u16>,
     ca_der: Vec<u8>,
     dir: tempfile::TempDir,
 }
@@ -189,6 +191,7 @@ fn start_coturn(extra: &[&str]) -> Coturn {
         child,
         port,
         tls_port,
+        relay: relay..relay + 40,
         ca_der,
         dir,
     };
@@ -212,6 +215,7 @@ async fn relay_round_trip(transport: TurnTransport) {
     let turn = coturn.connect(transport).await;
     let relayed = turn.relayed_addr();
     assert_eq!(relayed.ip(), coturn.addr(transport).ip());
+    assert!(coturn.relay.contains(&relayed.port()));
     // On loopback the server sees our own socket.
     assert_eq!(turn.mapped_addr(), turn.local_addr());
 
@@ -355,4 +359,29 @@ async fn coturn_stun_binding() {
         .unwrap()
         .unwrap();
     assert_eq!(mapped, socket.local_addr().unwrap());
+}
+
+#[tokio::test]
+async fn coturn_try_alternate_redirects_to_the_other_server() {
+    // Server A sends every Allocate to server B with 300 Try Alternate.
+    let b = start_coturn(&[]);
+    for transport in [TurnTransport::Udp, TurnTransport::Tcp] {
+        let alt = format!("--alternate-server={}", b.addr(transport));
+        let a = start_coturn(&[&alt]);
+        let turn = a.connect(transport).await;
+        let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        turn.send_to(peer.local_addr().unwrap(), b"via B")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = timeout(STEP, peer.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((&buf[..n], from), (&b"via B"[..], turn.relayed_addr()));
+        // The relay lives on B.
+        assert!(b.relay.contains(&turn.relayed_addr().port()));
+        assert!(!a.relay.contains(&turn.relayed_addr().port()));
+        timeout(STEP, turn.close()).await.unwrap().unwrap();
+    }
 }

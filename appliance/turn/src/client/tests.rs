@@ -1112,3 +1112,39 @@ fn explicit_refresh_and_stats() {
     c.close(t0);
     assert_eq!(c.refresh(t0), Err(TurnError::NotAllocated("refresh")));
 }
+
+#[test]
+fn truncated_and_corrupted_responses_are_dropped_without_effect() {
+    let t0 = Instant::now();
+    let s = Script::new();
+    let mut c = TurnClient::new(config(TurnTransport::Udp), t0);
+    let req = next_request(&mut c);
+    c.handle_input(t0, &s.challenge(&req, 401, "n")).unwrap();
+    let req = next_request(&mut c);
+    let good = s.allocate_ok(&req);
+    for n in 0..good.len() {
+        assert!(c.handle_input(t0, &good[..n]).is_err(), "prefix {n}");
+    }
+    // Wrong length field.
+    let mut bad = good.clone();
+    bad[3] = bad[3].wrapping_add(4);
+    assert!(c.handle_input(t0, &bad).is_err());
+    // Bad fingerprint.
+    let mut bad = good.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    assert_eq!(
+        c.handle_input(t0, &bad),
+        Err(TurnError::FingerprintMismatch)
+    );
+    // Every single-bit flip in the body is caught by FINGERPRINT or MESSAGE-INTEGRITY.
+    for i in 20..good.len() - 8 {
+        let mut bad = good.clone();
+        bad[i] ^= 0x01;
+        assert!(c.handle_input(t0, &bad).is_err(), "flip at {i}");
+    }
+    assert!(events(&mut c).is_empty());
+    assert!(!c.is_allocated());
+    c.handle_input(t0, &good).unwrap();
+    assert!(c.is_allocated());
+}
