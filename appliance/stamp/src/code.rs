@@ -2,7 +2,7 @@
 
 use telecart_core::{CaptureTime, VideoFrame};
 
-use crate::crc::crc32;
+use crc32fast::hash as crc32;
 use crate::{Stamp, StampError};
 
 /// Cells across the width of the picture.

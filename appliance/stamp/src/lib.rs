@@ -104,7 +104,6 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod code;
-mod crc;
 mod pattern;
 
 pub use code::{COLUMNS, MIN_WIDTH, ROWS, decode_stamp, stamp_frame, strip_height, write_stamp};
