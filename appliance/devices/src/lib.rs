@@ -1,1 +1,8 @@
-//! telecart-devices
+//! Cameras, microphones and speakers of the telecart appliance.
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod convert;
+mod error;
+pub mod mode;
+
+pub use error::DeviceError;
