@@ -157,7 +157,7 @@ pub enum ConvertError {
 }
 
 fn check_size(width: u32, height: u32) -> Result<(), ConvertError> {
-    if width == 0 || height == 0 || width % 2 != 0 || height % 2 != 0 {
+    if width == 0 || height == 0 || !width.is_multiple_of(2) || !height.is_multiple_of(2) {
         return Err(ConvertError::BadSize { width, height });
     }
     Ok(())
@@ -171,7 +171,9 @@ fn check_raw(
     stride: u32,
 ) -> Result<(), ConvertError> {
     check_size(width, height)?;
-    if stride < format.min_stride(width) || (format == PixelFormat::Yu12 && stride % 2 != 0) {
+    if stride < format.min_stride(width)
+        || (format == PixelFormat::Yu12 && !stride.is_multiple_of(2))
+    {
         return Err(ConvertError::BadStride {
             format,
             width,

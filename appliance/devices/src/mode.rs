@@ -259,7 +259,7 @@ impl fmt::Display for ModeChoice {
 pub fn fit_sizes(sizes: &FrameSizes, want_width: u32, want_height: u32) -> Vec<(u32, u32)> {
     match *sizes {
         FrameSizes::Discrete { width, height } => {
-            if width > 0 && height > 0 && width % 2 == 0 && height % 2 == 0 {
+            if width > 0 && height > 0 && width.is_multiple_of(2) && height.is_multiple_of(2) {
                 vec![(width, height)]
             } else {
                 Vec::new()
@@ -294,9 +294,9 @@ fn grid_points(want: u32, min: u32, max: u32, step: u32) -> Vec<u32> {
     if max64 < min64 || max64 == 0 {
         return Vec::new();
     }
-    let on_grid = |v: u64| v >= min64 && v <= max64 && (v - min64) % step == 0;
+    let on_grid = |v: u64| v >= min64 && v <= max64 && (v - min64).is_multiple_of(step);
     let mut out = Vec::new();
-    if on_grid(want64) && want64 % 2 == 0 && want64 > 0 {
+    if on_grid(want64) && want64.is_multiple_of(2) && want64 > 0 {
         out.push(want);
         return out;
     }
@@ -322,7 +322,7 @@ fn grid_points(want: u32, min: u32, max: u32, step: u32) -> Vec<u32> {
     }
     let even: Vec<u64> = candidates
         .into_iter()
-        .filter(|&v| v > 0 && v % 2 == 0 && on_grid(v))
+        .filter(|&v| v > 0 && v.is_multiple_of(2) && on_grid(v))
         .collect();
     if let Some(&lo) = even.iter().filter(|&&v| v <= want64).max() {
         out.push(lo as u32);
@@ -388,7 +388,11 @@ pub fn choose_mode(offers: &[ModeOffer], want: &WantedMode) -> Option<ModeChoice
     let want_area = want.width as u64 * want.height as u64;
     let mut best: Option<(SortKey, ModeChoice)> = None;
     for offer in offers {
-        if offer.width == 0 || offer.height == 0 || offer.width % 2 != 0 || offer.height % 2 != 0 {
+        if offer.width == 0
+            || offer.height == 0
+            || !offer.width.is_multiple_of(2)
+            || !offer.height.is_multiple_of(2)
+        {
             continue;
         }
         let (interval, rate_fit) = fit_interval(&offer.intervals, want.fps);
