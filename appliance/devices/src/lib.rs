@@ -21,22 +21,28 @@
 //! userspace `file` plugin (`tests/alsa_file_plugin.rs`).
 #![warn(missing_docs, unreachable_pub)]
 
+mod alsa_pcm;
 mod controls;
 pub mod convert;
 mod error;
 pub mod mode;
+mod open;
 mod pacing;
 mod pattern;
 mod reconnect;
+mod sources;
 mod v4l2;
 
 use telecart_core::{AudioFrame, VideoFrame};
 
+pub use alsa_pcm::{AlsaCapture, AlsaPlayback, AlsaSettings, Granted};
 pub use controls::{CameraControl, CameraControls, ControlInfo, OutOfRange};
 pub use convert::{ConvertError, PixelFormat};
 pub use error::DeviceError;
+pub use open::{open_camera, open_microphone, open_speaker};
 pub use pattern::PatternCamera;
 pub use reconnect::{Backoff, CameraOpener, CameraStatus, ReconnectingCamera, StatusCallback};
+pub use sources::{SilenceSource, SourceSettings, ToneSource, WavSource};
 pub use v4l2::{
     CameraInfo, CameraScan, FormatInfo, SizeInfo, V4l2Camera, list_cameras, scan_cameras,
 };
