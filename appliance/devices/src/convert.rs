@@ -639,6 +639,24 @@ mod tests {
     }
 
     #[test]
+    fn a_720p_webcam_style_mjpeg_frame_decodes() {
+        let jpeg = include_bytes!("../tests/data/testsrc-1280x720-422.jpg");
+        let out = mjpeg_to_i420(jpeg, 1280, 720).unwrap();
+        let frame =
+            VideoFrame::from_i420(1280, 720, out, 0, telecart_core::CaptureTime(0)).unwrap();
+        // GStreamer's first SMPTE bar is stored as Y=235 with neutral chroma;
+        // read as full-range JPEG and scaled to video range, 235 becomes 218.
+        let (y, u, v) = frame.planes();
+        assert!(
+            (215..=221).contains(&y[1280 * 100 + 10]),
+            "{}",
+            y[1280 * 100 + 10]
+        );
+        assert!((120..=136).contains(&u[640 * 50 + 5]));
+        assert!((120..=136).contains(&v[640 * 50 + 5]));
+    }
+
+    #[test]
     fn range_tables_map_the_ends_of_full_range_to_video_range() {
         let (luma, chroma) = range_tables();
         assert_eq!((luma[0], luma[255]), (16, 235));

@@ -44,7 +44,8 @@ pub use pattern::PatternCamera;
 pub use reconnect::{Backoff, CameraOpener, CameraStatus, ReconnectingCamera, StatusCallback};
 pub use sources::{SilenceSource, SourceSettings, ToneSource, WavSource};
 pub use v4l2::{
-    CameraInfo, CameraScan, FormatInfo, SizeInfo, V4l2Camera, list_cameras, scan_cameras,
+    CameraInfo, CameraScan, FormatInfo, NOT_CAMERAS, SizeInfo, V4l2Camera, list_cameras,
+    scan_cameras,
 };
 
 /// A source of video frames.

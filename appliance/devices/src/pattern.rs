@@ -25,6 +25,17 @@ pub struct PatternCamera<R> {
     sequence: u64,
 }
 
+impl<R> std::fmt::Debug for PatternCamera<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PatternCamera")
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("fps", &self.fps)
+            .field("sequence", &self.sequence)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<R> PatternCamera<R>
 where
     R: FnMut(u64, CaptureTime) -> VideoFrame + Send,

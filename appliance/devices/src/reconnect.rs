@@ -96,6 +96,16 @@ pub struct ReconnectingCamera {
     description: String,
 }
 
+impl std::fmt::Debug for ReconnectingCamera {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReconnectingCamera")
+            .field("description", &self.description)
+            .field("failures", &self.failures)
+            .field("next_sequence", &self.next_sequence)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ReconnectingCamera {
     /// Wraps `opener`. Nothing is opened until the first
     /// [`VideoCapture::next_frame`].

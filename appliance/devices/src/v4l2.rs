@@ -38,6 +38,19 @@ const BUFFERS: u32 = 4;
 /// a row before `next_frame` gives up with the last error.
 const MAX_BAD_FRAMES_IN_A_ROW: u32 = 30;
 
+/// Drivers whose capture nodes are not cameras (memory-to-memory codecs,
+/// image signal processors, test converters): `device = "auto"` passes them by.
+pub const NOT_CAMERAS: &[&str] = &[
+    "bcm2835-codec",
+    "bcm2835-isp",
+    "pispbe",
+    "rpivid",
+    "rpi-hevc-dec",
+    "hantro-vpu",
+    "vicodec",
+    "vim2m",
+];
+
 /// A capture device found by [`list_cameras`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CameraInfo {
@@ -510,11 +523,18 @@ impl V4l2Camera {
         Ok(camera)
     }
 
-    /// Opens the first capture device that can stream in a usable mode.
+    /// Opens the first capture device that can stream in a usable mode,
+    /// skipping the capture nodes of codecs and ISPs (see [`NOT_CAMERAS`]).
     pub fn open_first(want: WantedMode) -> Result<Self, DeviceError> {
         let mut tried = Vec::new();
         for node in video_nodes(Path::new("/dev")) {
             let path = node.display().to_string();
+            if let Ok(device) = open_device(&path)
+                && let Ok(caps) = query_caps(&path, &device.handle())
+                && NOT_CAMERAS.contains(&caps.driver.as_str())
+            {
+                continue;
+            }
             match Self::open(&path, want) {
                 Ok(camera) => return Ok(camera),
                 Err(DeviceError::NotACamera { .. }) => {}

@@ -17,3 +17,8 @@ for layout in 420:I420 422:Y42B; do
         ! videoconvert ! "video/x-raw,format=I420" \
         ! filesink location="testsrc-320x240-$name.i420"
 done
+# A webcam-sized MJPEG frame (4:2:2, like UVC cameras send) for the
+# conversion benchmark and the 720p decode test.
+gst-launch-1.0 -q videotestsrc pattern=smpte num-buffers=1 \
+    ! "video/x-raw,format=Y42B,width=1280,height=720" \
+    ! jpegenc quality=85 ! filesink location="testsrc-1280x720-422.jpg"
