@@ -235,8 +235,15 @@ fn query_caps(path: &str, handle: &Handle) -> Result<Caps, DeviceError> {
     })
 }
 
+/// `YUYV`, or `Y16-BE` for the big-endian variants (high bit of the last byte).
 fn fourcc_string(code: [u8; 4]) -> String {
-    String::from_utf8_lossy(&code).trim_end().to_string()
+    let big_endian = code[3] & 0x80 != 0;
+    let plain = [code[0], code[1], code[2], code[3] & 0x7f];
+    let mut text = String::from_utf8_lossy(&plain).trim_end().to_string();
+    if big_endian {
+        text.push_str("-BE");
+    }
+    text
 }
 
 fn sizes_of(size: FrameSizeEnum) -> FrameSizes {
@@ -448,6 +455,16 @@ impl V4l2Camera {
     /// Opens `path`, picks the best mode for `want` (see [`mode`]), sets it,
     /// checks that the driver did what it said and maps the buffers.
     pub fn open(path: &str, want: WantedMode) -> Result<Self, DeviceError> {
+        Self::open_with_formats(path, want, &PixelFormat::ALL)
+    }
+
+    /// Like [`V4l2Camera::open`], considering only the formats in `allowed`
+    /// (to work around a camera whose format is broken, or to test one path).
+    pub fn open_with_formats(
+        path: &str,
+        want: WantedMode,
+        allowed: &[PixelFormat],
+    ) -> Result<Self, DeviceError> {
         let device = open_device(path)?;
         let caps = query_caps(path, &device.handle())?;
         if !caps.can_capture() {
@@ -460,14 +477,20 @@ impl V4l2Camera {
             });
         }
         let formats = enumerate_formats(&device);
-        let offers = device_offers(path, &device, &formats, &want);
+        let mut offers = device_offers(path, &device, &formats, &want);
+        offers.retain(|o| allowed.contains(&o.format));
         let Some(choice) = mode::choose_mode(&offers, &want) else {
             let listed: Vec<&str> = formats.iter().map(|f| f.fourcc.as_str()).collect();
             return Err(DeviceError::NoUsableFormat {
                 device: path.into(),
                 reason: format!(
-                    "it offers [{}], the appliance converts NV12, YU12, YUYV and MJPG at even sizes",
-                    listed.join(", ")
+                    "it offers [{}], the appliance converts {} at even sizes",
+                    listed.join(", "),
+                    allowed
+                        .iter()
+                        .map(|f| f.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             });
         };
@@ -903,6 +926,13 @@ mod tests {
             ..set
         };
         assert_eq!(check_set_format("/dev/video0", &mjpeg, &set), Ok(()));
+    }
+
+    #[test]
+    fn fourccs_print_readably() {
+        assert_eq!(fourcc_string(*b"YUYV"), "YUYV");
+        assert_eq!(fourcc_string(*b"Y10 "), "Y10");
+        assert_eq!(fourcc_string([b'Y', b'1', b'6', b' ' | 0x80]), "Y16-BE");
     }
 
     #[test]
