@@ -372,9 +372,22 @@ pub fn mjpeg_to_i420(src: &[u8], width: u32, height: u32) -> Result<Vec<u8>, Con
     if gray {
         decoder.set_options(options.jpeg_set_out_colorspace(ColorSpace::Luma));
     }
-    let pixels = decoder.decode().map_err(|e| ConvertError::Decode {
-        message: e.to_string(),
-    })?;
+    // zune-jpeg is fuzzed and meant not to panic; a camera's bytes are
+    // untrusted input all the same, so a panic is contained as a decode error.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decoder.decode()));
+    let pixels = match decoded {
+        Ok(Ok(pixels)) => pixels,
+        Ok(Err(e)) => {
+            return Err(ConvertError::Decode {
+                message: e.to_string(),
+            });
+        }
+        Err(_) => {
+            return Err(ConvertError::Decode {
+                message: "the JPEG decoder panicked on this frame".into(),
+            });
+        }
+    };
     let (w, h) = (width as usize, height as usize);
     let components = if gray { 1 } else { 3 };
     if pixels.len() < w * h * components {
@@ -568,6 +581,34 @@ mod tests {
         }
         if let Ok(out) = mjpeg_to_i420(&flipped, 320, 240) {
             assert_eq!(out.len(), VideoFrame::i420_len(320, 240));
+        }
+    }
+
+    /// Thousands of corrupted frames (a fixed pseudo-random sequence of byte
+    /// flips, cuts and insertions): each one decodes or is an error.
+    #[test]
+    fn corrupted_mjpeg_never_escapes_as_a_panic() {
+        let jpeg = include_bytes!("../tests/data/testsrc-320x240-422.jpg");
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..3000 {
+            let mut data = jpeg.to_vec();
+            for _ in 0..(next() % 8 + 1) {
+                let at = (next() as usize) % data.len();
+                match next() % 3 {
+                    0 => data[at] = next() as u8,
+                    1 => data.truncate(at.max(2)),
+                    _ => data.insert(at, next() as u8),
+                }
+            }
+            if let Ok(out) = mjpeg_to_i420(&data, 320, 240) {
+                assert_eq!(out.len(), VideoFrame::i420_len(320, 240));
+            }
         }
     }
 
