@@ -58,7 +58,7 @@ pub trait VideoCapture: Send {
 
     /// A handle on the camera's controls (focus, zoom, pan...), usable from
     /// another thread while this one captures; `None` for sources without controls.
-    fn controls(&self) -> Option<CameraControls> {
+    fn control_handle(&self) -> Option<CameraControls> {
         None
     }
 }

@@ -119,8 +119,8 @@ impl<C: VideoCapture> VideoCapture for Stoppable<C> {
         self.inner.description()
     }
 
-    fn controls(&self) -> Option<CameraControls> {
-        self.inner.controls()
+    fn control_handle(&self) -> Option<CameraControls> {
+        self.inner.control_handle()
     }
 }
 
@@ -232,7 +232,7 @@ mod tests {
                 description: "test pattern 320x240 @ 60 fps".into()
             }]
         );
-        assert!(cam.controls().is_none());
+        assert!(cam.control_handle().is_none());
         stop.store(true, Ordering::Relaxed);
         assert_eq!(cam.next_frame(), Err(DeviceError::Stopped));
     }
@@ -254,7 +254,7 @@ mod tests {
             stop.clone(),
         )
         .unwrap();
-        let controls = cam.controls().unwrap();
+        let controls = cam.control_handle().unwrap();
         let raiser = {
             let stop = stop.clone();
             std::thread::spawn(move || {

@@ -181,7 +181,7 @@ impl VideoCapture for ReconnectingCamera {
                 match (self.opener)() {
                     Ok(camera) => {
                         self.description = camera.description();
-                        if let Some(controls) = camera.controls() {
+                        if let Some(controls) = camera.control_handle() {
                             self.controls.attach_to(&controls);
                         }
                         (self.status)(&CameraStatus::Streaming {
@@ -215,7 +215,7 @@ impl VideoCapture for ReconnectingCamera {
         self.description.clone()
     }
 
-    fn controls(&self) -> Option<CameraControls> {
+    fn control_handle(&self) -> Option<CameraControls> {
         Some(self.controls.clone())
     }
 }
@@ -419,6 +419,6 @@ mod tests {
         // Far less than the 60 s backoff: stop is checked every few ms.
         assert!(started.elapsed() < Duration::from_secs(30));
         raiser.join().unwrap();
-        assert!(cam.controls().unwrap().device().is_none());
+        assert!(cam.control_handle().unwrap().device().is_none());
     }
 }

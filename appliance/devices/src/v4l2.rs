@@ -782,7 +782,7 @@ impl VideoCapture for V4l2Camera {
         )
     }
 
-    fn controls(&self) -> Option<CameraControls> {
+    fn control_handle(&self) -> Option<CameraControls> {
         Some(self.controls.clone())
     }
 }
