@@ -191,12 +191,12 @@ def main() -> int:
 
     server_js = os.path.join(a.work, "janus-whip", "server.js")
     if not os.path.exists(server_js):
-        log(f"{server_js} missing: run tests/peers/setup.sh")
+        log(f"{server_js} missing: run tests/setup.sh")
         return 2
     server_js = os.path.realpath(server_js)
     app_dir = os.path.dirname(os.path.dirname(server_js))
     if not os.access(a.janus, os.X_OK):
-        log(f"janus binary {a.janus} missing: run tests/peers/setup.sh")
+        log(f"janus binary {a.janus} missing: run tests/setup.sh")
         return 2
 
     run_dir = tempfile.mkdtemp(prefix="telecart-janus-")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Check the real peers against each other, each check in its own network namespace.
 
-    sudo tests/peers/selfcheck.py [-k NAME]      (run tests/peers/setup.sh first)
+    sudo tests/peers/selfcheck.py [-k NAME]      (run tests/setup.sh first)
 
 Checks (all on loopback inside namespaces this script creates and deletes):
   aiortc          whip_client_aiortc -> whip_aiortc: 201/Location/ETag, 401 without token,
@@ -322,7 +322,7 @@ def main() -> int:
     p.add_argument("-k", action="append", default=[], help="run only these checks")
     a = p.parse_args()
     if not os.path.exists(VPY):
-        print("selfcheck: .work/venv missing: run tests/peers/setup.sh", file=sys.stderr)
+        print("selfcheck: .work/venv missing: run tests/setup.sh", file=sys.stderr)
         return 2
     passed = failed = 0
     for name, fn in CHECKS.items():

@@ -1,1 +1,201 @@
-fn main() {}
+//! `cartd`: the telecart appliance daemon.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use telecart_core::Config;
+use telecart_core::config::LogFormat;
+use tracing::info;
+
+#[derive(Debug, Parser)]
+#[command(name = "cartd", version, about = "The telecart appliance daemon")]
+struct Cli {
+    /// Log level or tracing filter (overrides the config), e.g. `debug` or `info,telecart_devices=trace`.
+    #[arg(long, global = true, env = "CARTD_LOG_LEVEL")]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs on the embedded default: test-pattern camera, bundled speech, software encoder, console on 127.0.0.1.
+    Demo {
+        /// Console address (port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Stop after this many seconds (default: until Ctrl-C).
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Frame size and rate of the test pattern, e.g. 1280x720@30.
+        #[arg(long, default_value = "1280x720@30")]
+        video: String,
+    },
+    /// Runs the appliance with a configuration file.
+    Run {
+        /// The configuration file.
+        #[arg(
+            long,
+            short,
+            env = "CARTD_CONFIG",
+            default_value = "/etc/telecart/cart.toml"
+        )]
+        config: PathBuf,
+        /// Stop after this many seconds (default: until SIGTERM/Ctrl-C).
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
+    /// Checks a configuration file and exits non-zero if anything is wrong.
+    CheckConfig {
+        /// The configuration file.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(config) => {
+                println!(
+                    "{}: ok (cart {:?}, video {} {}x{}@{}, microphone {:?})",
+                    file.display(),
+                    config.cart.name,
+                    format!("{:?}", config.video.source).to_lowercase(),
+                    config.video.width,
+                    config.video.height,
+                    config.video.fps,
+                    config.audio.microphone
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                eprintln!(
+                    "{}: {} problem(s); see docs/config.md",
+                    file.display(),
+                    e.issues.len()
+                );
+                ExitCode::from(2)
+            }
+        },
+        Command::Demo {
+            listen,
+            seconds,
+            video,
+        } => {
+            let config = match demo_config(listen, &video) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("cartd demo: {e:#}");
+                    return ExitCode::from(2);
+                }
+            };
+            run(config, cli.log_level, seconds, true)
+        }
+        Command::Run { config, seconds } => match Config::load(&config) {
+            Ok(c) => run(c, cli.log_level, seconds, false),
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+/// The embedded default: everything simulated, nothing to configure.
+fn demo_config(listen: SocketAddr, video: &str) -> anyhow::Result<Config> {
+    let mut config = Config::default();
+    config.cart.name = "telecart-demo".into();
+    config.cart.data_dir = std::env::temp_dir().join("telecart-demo");
+    config.console.listen = listen;
+    let (size, fps) = video
+        .split_once('@')
+        .context("--video takes WIDTHxHEIGHT@FPS, e.g. 1280x720@30")?;
+    let (w, h) = size
+        .split_once('x')
+        .context("--video takes WIDTHxHEIGHT@FPS, e.g. 1280x720@30")?;
+    config.video.width = w.parse().context("--video: width")?;
+    config.video.height = h.parse().context("--video: height")?;
+    config.video.fps = fps.parse().context("--video: fps")?;
+    let issues = config.validate();
+    if let Some(issue) = issues.first() {
+        anyhow::bail!("--video: {}: {}", issue.key, issue.message);
+    }
+    Ok(config)
+}
+
+fn run(config: Config, log_level: Option<String>, seconds: Option<u64>, demo: bool) -> ExitCode {
+    let level = log_level.unwrap_or_else(|| config.log.level.clone());
+    if let Err(e) = init_logging(&level, config.log.format) {
+        eprintln!("cartd: {e:#}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cartd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(telecart_runtime::run(
+        config,
+        move |addr| {
+            if demo {
+                println!("telecart demo running: open http://{addr}/ (Ctrl-C to stop)");
+            }
+            info!(%addr, "cartd ready");
+        },
+        shutdown_signal(seconds),
+    ));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("cartd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .with_context(|| format!("bad log level {level:?}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+async fn shutdown_signal(seconds: Option<u64>) {
+    let deadline = async {
+        match seconds {
+            Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
+            None => std::future::pending().await,
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = deadline => {},
+        _ = terminate => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}

@@ -562,7 +562,12 @@ fn key_at(text: &str, at: usize) -> String {
     if let Some(header) = table_header(line) {
         return header;
     }
-    let key = line.split('=').next().unwrap_or("").trim().trim_matches('"');
+    let key = line
+        .split('=')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .trim_matches('"');
     match (table.is_empty(), key.is_empty()) {
         (_, true) => table,
         (true, false) => key.to_string(),

@@ -266,7 +266,11 @@ mod tests {
         );
         assert!(matches!(
             VideoFrame::from_i420(4, 2, vec![0; 11], 0, CaptureTime(0)),
-            Err(FrameError::BadLength { need: 12, got: 11, .. })
+            Err(FrameError::BadLength {
+                need: 12,
+                got: 11,
+                ..
+            })
         ));
     }
 }

@@ -608,3 +608,44 @@ mod tests {
         );
     }
 }
+
+/// An ALSA PCM a configuration can name (`arecord -L` / `aplay -L`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PcmInfo {
+    /// Name to put in `audio.capture_device` / `audio.playback_device`.
+    pub name: String,
+    /// alsa-lib's description, one line.
+    pub description: String,
+    /// Can capture.
+    pub capture: bool,
+    /// Can play.
+    pub playback: bool,
+}
+
+/// The PCMs alsa-lib knows (cards, plugins from the configuration).
+pub fn list_pcms() -> Vec<PcmInfo> {
+    let Ok(hints) = alsa::device_name::HintIter::new_str(None, "pcm") else {
+        return Vec::new();
+    };
+    hints
+        .filter_map(|hint| {
+            let name = hint.name?;
+            let (capture, playback) = match hint.direction {
+                Some(alsa::Direction::Capture) => (true, false),
+                Some(alsa::Direction::Playback) => (false, true),
+                None => (true, true),
+            };
+            Some(PcmInfo {
+                name,
+                description: hint
+                    .desc
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                capture,
+                playback,
+            })
+        })
+        .collect()
+}

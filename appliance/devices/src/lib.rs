@@ -35,7 +35,7 @@ mod v4l2;
 
 use telecart_core::{AudioFrame, VideoFrame};
 
-pub use alsa_pcm::{AlsaCapture, AlsaPlayback, AlsaSettings, Granted};
+pub use alsa_pcm::{AlsaCapture, AlsaPlayback, AlsaSettings, Granted, PcmInfo, list_pcms};
 pub use controls::{CameraControl, CameraControls, ControlInfo, OutOfRange};
 pub use convert::{ConvertError, PixelFormat};
 pub use error::DeviceError;

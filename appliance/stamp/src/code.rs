@@ -2,8 +2,8 @@
 
 use telecart_core::{CaptureTime, VideoFrame};
 
-use crc32fast::hash as crc32;
 use crate::{Stamp, StampError};
+use crc32fast::hash as crc32;
 
 /// Cells across the width of the picture.
 pub const COLUMNS: u32 = 40;

@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# Install the real peers the interop tests run against (idempotent, quick when done).
+# Installs what the build and the test suite need on Debian 12, including the
+# real peers the interop tests run against (idempotent, quick when done).
 #
-#   tests/peers/setup.sh            # from anywhere; installs under <repo>/.work
+#   tests/setup.sh            # from anywhere, as root or with sudo; installs under <repo>/.work
 #
 # Steps (one line printed per step):
-#   apt      Debian packages listed in tests/peers/debian-packages (+ nodejs/npm only if missing)
+#   apt      Debian packages listed in .ci/debian-packages (+ nodejs/npm only if missing)
 #   venv     .work/venv from tests/peers/requirements.txt (aiortc 1.16.x, aiohttp, numpy: exact pins)
 #   node     playwright-core in .work/node (never downloads a browser: /usr/bin/chromium is used)
 #   whip     Debian's simple-whip-server extracted into .work/janus-whip + its npm deps
 # Environment: TELECART_WORK overrides the .work directory.
 set -euo pipefail
 
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/peers" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 WORK="${TELECART_WORK:-$ROOT/.work}"
 mkdir -p "$WORK"
@@ -28,7 +29,7 @@ step() { printf 'setup: %-6s %s\n' "$1" "$2"; }
 t0=$(date +%s)
 
 # --- apt -------------------------------------------------------------------
-mapfile -t pkgs < <(grep -v '^\s*#' "$HERE/debian-packages" | sed '/^\s*$/d')
+mapfile -t pkgs < <(grep -v '^\s*#' "$ROOT/.ci/debian-packages" | sed '/^\s*$/d')
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     pkgs+=(nodejs npm)
 fi

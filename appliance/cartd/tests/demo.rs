@@ -1,0 +1,254 @@
+//! `cartd demo` end to end, as a person would use it: start the daemon, read
+//! the console, watch the live H.264 stream and check every frame's stamp.
+
+// Helpers outside #[test] fns unwrap too: a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
+
+use openh264::decoder::Decoder;
+use openh264::formats::YUVSource;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The daemon under test; killed on drop even when an assertion fails.
+struct Daemon {
+    child: Child,
+    base: String,
+}
+
+impl Daemon {
+    fn start(args: &[&str]) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cartd"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cartd starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("cartd prints its URL");
+        let base = line
+            .split("open ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no URL in {line:?}"))
+            .trim_end_matches('/')
+            .to_string();
+        Daemon { child, base }
+    }
+
+    fn get(&self, path: &str) -> ureq::http::Response<ureq::Body> {
+        ureq::get(format!("{}{path}", self.base))
+            .call()
+            .expect(path)
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cartd did not stop within 10 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+#[test]
+fn demo_serves_console_metrics_snapshot_and_a_stamped_live_stream() {
+    let daemon = Daemon::start(&[
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--video",
+        "640x480@30",
+        "--seconds",
+        "60",
+    ]);
+
+    assert_eq!(
+        daemon.get("/healthz").into_body().read_to_string().unwrap(),
+        "ok\n"
+    );
+    let page = daemon.get("/").into_body().read_to_string().unwrap();
+    assert!(page.contains("telecart console"));
+
+    // Three seconds of the live stream.
+    let mut stream = daemon.get("/api/stream.h264").into_body().into_reader();
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        let n = stream.read(&mut chunk).expect("stream readable");
+        assert!(n > 0, "stream ended early");
+        bytes.extend_from_slice(&chunk[..n]);
+    }
+    let received_at = now_us();
+    drop(stream);
+
+    let mut units = telecart_codec::h264::split_access_units(&bytes);
+    units.pop(); // may be cut short
+    assert!(units.len() >= 60, "{} frames in 3 s at 30 fps", units.len());
+    assert!(units[0].keyframe, "a new viewer starts on an IDR");
+
+    let mut decoder = Decoder::new().unwrap();
+    let mut sequences = Vec::new();
+    let mut oldest_capture = u64::MAX;
+    for unit in &units {
+        let picture = decoder
+            .decode(&unit.data)
+            .unwrap()
+            .expect("each unit is a picture");
+        assert_eq!(picture.dimensions(), (640, 480));
+        let stamp = telecart_stamp::decode_stamp(picture.y(), 640, 480, picture.strides().0)
+            .expect("every frame carries a readable stamp");
+        oldest_capture = oldest_capture.min(stamp.capture_time.as_micros());
+        sequences.push(stamp.sequence);
+    }
+    assert!(
+        sequences.windows(2).all(|w| w[1] > w[0]),
+        "sequence numbers increase: {sequences:?}"
+    );
+    let gaps: u64 = sequences.windows(2).map(|w| w[1] - w[0] - 1).sum();
+    assert!(
+        gaps <= 2,
+        "at most a couple of frames lost between capture and viewer, lost {gaps}"
+    );
+    assert!(
+        received_at > oldest_capture,
+        "capture times are this host's wall clock"
+    );
+
+    let status: serde_json::Value = serde_json::from_str(
+        &daemon
+            .get("/api/status")
+            .into_body()
+            .read_to_string()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status["cart"], "telecart-demo");
+    assert_eq!(status["pipeline"]["encoder"], "openh264");
+    assert_eq!(status["pipeline"]["camera_state"], "streaming");
+    assert!(status["pipeline"]["frames_encoded"].as_u64().unwrap() >= 60);
+    assert!(
+        status["pipeline"]["audio_blocks_captured"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+
+    let metrics = daemon.get("/metrics").into_body().read_to_string().unwrap();
+    for name in [
+        "telecart_video_frames_encoded_total",
+        "telecart_video_frames_captured_total",
+        "telecart_camera_streaming",
+    ] {
+        assert!(metrics.contains(name), "{name} in\n{metrics}");
+    }
+    assert!(metrics.contains("cart=\"telecart-demo\""));
+
+    let mut jpeg = Vec::new();
+    daemon
+        .get("/api/snapshot.jpg")
+        .into_body()
+        .into_reader()
+        .read_to_end(&mut jpeg)
+        .unwrap();
+    assert_eq!(&jpeg[..2], &[0xff, 0xd8], "a JPEG");
+
+    assert!(daemon.terminate().success(), "clean exit on SIGTERM");
+}
+
+#[test]
+fn demo_ends_cleanly_while_a_viewer_is_still_watching() {
+    let daemon = Daemon::start(&[
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--video",
+        "320x240@15",
+        "--seconds",
+        "60",
+    ]);
+    let mut stream = daemon.get("/api/stream.h264").into_body().into_reader();
+    let mut chunk = [0u8; 4096];
+    assert!(stream.read(&mut chunk).unwrap() > 0);
+    // The open stream must not hold the shutdown hostage.
+    assert!(daemon.terminate().success());
+}
+
+#[test]
+fn check_config_accepts_the_example_and_lists_every_problem_of_a_bad_file() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/cart.example.toml");
+    let ok = Command::new(env!("CARGO_BIN_EXE_cartd"))
+        .args(["check-config", example])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains(": ok"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("cart.toml");
+    std::fs::write(
+        &bad,
+        "[video]\nwidth = 641\nfps = 0\n[audio]\nchannels = 3\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cartd"))
+        .args(["check-config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        ":2: video.width: must be an even number",
+        ":3: video.fps: must be 1 to 60",
+        ":5: audio.channels: must be 1 or 2",
+        "3 problem(s)",
+    ] {
+        assert!(err.contains(want), "{want:?} in\n{err}");
+    }
+}
+
+#[test]
+fn run_refuses_a_bad_config_before_touching_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("cart.toml");
+    std::fs::write(&bad, "[video]\nsource = \"webcam\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cartd"))
+        .args(["run", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("video.source: unknown variant `webcam`")
+    );
+}

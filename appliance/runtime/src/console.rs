@@ -1,0 +1,255 @@
+//! The cart's local console: a status page, JSON status, Prometheus metrics,
+//! a camera snapshot and the live H.264 stream, over plain HTTP on loopback
+//! by default (a bearer token is required for any other address).
+
+use crate::metrics;
+use crate::pipeline::Pipeline;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use telecart_core::{Config, VideoFrame};
+use tokio::net::TcpListener;
+use tracing::{debug, info};
+
+/// What every handler can see.
+#[derive(Debug)]
+pub struct ConsoleState {
+    /// The running configuration.
+    pub config: Config,
+    /// The media pipeline.
+    pub pipeline: Arc<Pipeline>,
+    /// When the daemon started.
+    pub started: Instant,
+}
+
+/// The console's routes, with the token check when a token is configured.
+pub fn router(state: Arc<ConsoleState>) -> Router {
+    let token = state.config.console.access_token.clone();
+    let routes = Router::new()
+        .route("/", get(index))
+        .route("/api/status", get(status))
+        .route("/api/snapshot.jpg", get(snapshot))
+        .route("/api/stream.h264", get(stream_h264))
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state);
+    match token {
+        Some(token) => routes.layer(middleware::from_fn(move |req, next| {
+            require_token(token.clone(), req, next)
+        })),
+        None => routes,
+    }
+}
+
+/// Binds the configured address and serves until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<ConsoleState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    info!(addr = %listener.local_addr()?, "console listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn require_token(token: String, req: Request, next: Next) -> Response {
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Browsers cannot set headers on <img> or a typed URL, so the status page
+    // carries the token in the query string instead.
+    let query = req.uri().query().unwrap_or("");
+    let in_query = query
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("token="))
+        .next();
+    let given = bearer.or(in_query).unwrap_or("");
+    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        next.run(req).await
+    } else {
+        let mut res = (StatusCode::UNAUTHORIZED, "access token required\n").into_response();
+        res.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"telecart\""),
+        );
+        res
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn index() -> Html<&'static str> {
+    Html(include_str!("../assets/console.html"))
+}
+
+/// The JSON the status page polls.
+#[derive(Debug, Serialize)]
+struct StatusBody<'a> {
+    cart: &'a str,
+    version: &'static str,
+    uptime_s: u64,
+    pipeline: crate::pipeline::PipelineStatus,
+    video: VideoSummary,
+}
+
+#[derive(Debug, Serialize)]
+struct VideoSummary {
+    width: u32,
+    height: u32,
+    fps: u32,
+    target_bitrate_bps: u32,
+}
+
+async fn status(State(state): State<Arc<ConsoleState>>) -> Response {
+    let v = &state.config.video;
+    axum::Json(StatusBody {
+        cart: &state.config.cart.name,
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_s: state.started.elapsed().as_secs(),
+        pipeline: state.pipeline.status(),
+        video: VideoSummary {
+            width: v.width,
+            height: v.height,
+            fps: v.fps,
+            target_bitrate_bps: state.pipeline.encoder.target_bitrate(),
+        },
+    })
+    .into_response()
+}
+
+async fn metrics_text(State(state): State<Arc<ConsoleState>>) -> Response {
+    match metrics::render(&state.config.cart.name, &state.pipeline, state.started) {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn snapshot(State(state): State<Arc<ConsoleState>>) -> Response {
+    let Some(mut frames) = state.pipeline.raw_video.subscribe() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "pipeline stopped\n").into_response();
+    };
+    let frame = match tokio::time::timeout(Duration::from_secs(2), frames.recv()).await {
+        Ok(Some(d)) => d.item,
+        _ => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no frame from the camera\n",
+            )
+                .into_response();
+        }
+    };
+    drop(frames);
+    match tokio::task::spawn_blocking(move || jpeg_of(&frame)).await {
+        Ok(Ok(jpeg)) => ([(header::CONTENT_TYPE, "image/jpeg")], jpeg).into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+/// Encodes an I420 frame as a JPEG (for the console only; media goes out as H.264).
+fn jpeg_of(frame: &VideoFrame) -> Result<Vec<u8>, jpeg_encoder::EncodingError> {
+    let (w, h) = (frame.width as usize, frame.height as usize);
+    let (y, u, v) = frame.planes();
+    let mut ycbcr = Vec::with_capacity(w * h * 3);
+    for row in 0..h {
+        let chroma_row = (row / 2) * (w / 2);
+        for col in 0..w {
+            let c = chroma_row + col / 2;
+            ycbcr.extend_from_slice(&[y[row * w + col], u[c], v[c]]);
+        }
+    }
+    let mut out = Vec::new();
+    let width = u16::try_from(w).unwrap_or(u16::MAX);
+    let height = u16::try_from(h).unwrap_or(u16::MAX);
+    jpeg_encoder::Encoder::new(&mut out, 80).encode(
+        &ycbcr,
+        width,
+        height,
+        jpeg_encoder::ColorType::Ycbcr,
+    )?;
+    Ok(out)
+}
+
+/// The live H.264 elementary stream (Annex-B), starting on an IDR: a field
+/// tech can watch it with `ffplay http://…/api/stream.h264`, and tests decode it.
+async fn stream_h264(State(state): State<Arc<ConsoleState>>) -> Response {
+    let Some(units) = state.pipeline.video.subscribe() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "pipeline stopped\n").into_response();
+    };
+    let control = state.pipeline.encoder.clone();
+    control.request_keyframe();
+    let body = futures_util::stream::unfold(
+        (units, control, true),
+        |(mut units, control, mut need_keyframe)| async move {
+            loop {
+                let delivery = units.recv().await?;
+                if delivery.missed > 0 {
+                    // A gap breaks the reference chain: wait for a fresh IDR.
+                    debug!(missed = delivery.missed, "stream viewer fell behind");
+                    control.request_keyframe();
+                    need_keyframe = true;
+                }
+                if need_keyframe && !delivery.item.keyframe {
+                    continue;
+                }
+                need_keyframe = false;
+                let bytes = Bytes::copy_from_slice(&delivery.item.data);
+                return Some((
+                    Ok::<_, std::io::Error>(bytes),
+                    (units, control, need_keyframe),
+                ));
+            }
+        },
+    );
+    (
+        [
+            (header::CONTENT_TYPE, "video/h264"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison_is_exact() {
+        assert!(constant_time_eq(b"secret-token-123", b"secret-token-123"));
+        assert!(!constant_time_eq(b"secret-token-123", b"secret-token-124"));
+        assert!(!constant_time_eq(b"secret", b"secret-token-123"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn snapshot_is_a_jpeg_of_the_frame_size() {
+        let frame = VideoFrame::black(64, 48, 0, telecart_core::CaptureTime(0)).unwrap();
+        let jpeg = jpeg_of(&frame).unwrap();
+        assert_eq!(&jpeg[..2], &[0xFF, 0xD8]);
+        // SOF0 carries height then width.
+        let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        assert_eq!(&jpeg[sof + 5..sof + 9], &[0, 48, 0, 64]);
+    }
+}

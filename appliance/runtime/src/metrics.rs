@@ -1,0 +1,182 @@
+//! Prometheus/OpenMetrics text for `/metrics`, read from the pipeline status at
+//! scrape time so that the status page and the metrics can never disagree.
+
+use crate::pipeline::{CameraState, Pipeline, PipelineStatus};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use std::time::Instant;
+
+#[derive(Debug)]
+struct Scrape {
+    status: PipelineStatus,
+    target_bitrate_bps: u32,
+    uptime_s: f64,
+    raw_video_dropped: u64,
+    encoded_video_dropped: u64,
+    raw_audio_dropped: u64,
+}
+
+fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: u64,
+) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(v);
+    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: f64,
+) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(v);
+    g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.status;
+        gauge(
+            &mut e,
+            "uptime_seconds",
+            "Seconds since cartd started.",
+            self.uptime_s,
+        )?;
+        gauge(
+            &mut e,
+            "camera_streaming",
+            "1 while the camera delivers frames.",
+            f64::from(u8::from(s.camera_state == CameraState::Streaming)),
+        )?;
+        counter(
+            &mut e,
+            "camera_reopens",
+            "Times the camera was lost and came back.",
+            s.camera_reopens,
+        )?;
+        counter(
+            &mut e,
+            "video_frames_captured",
+            "Frames captured.",
+            s.frames_captured,
+        )?;
+        counter(
+            &mut e,
+            "video_frames_encoded",
+            "Frames encoded.",
+            s.frames_encoded,
+        )?;
+        counter(
+            &mut e,
+            "video_keyframes",
+            "Key frames encoded.",
+            s.keyframes,
+        )?;
+        counter(
+            &mut e,
+            "video_encoded_bytes",
+            "Bytes of H.264 produced.",
+            s.encoded_bytes,
+        )?;
+        counter(
+            &mut e,
+            "video_frames_dropped_raw",
+            "Raw frames a consumer missed because it fell behind capture.",
+            self.raw_video_dropped,
+        )?;
+        counter(
+            &mut e,
+            "video_frames_dropped_encoded",
+            "Encoded frames a sender missed because it fell behind the encoder.",
+            self.encoded_video_dropped,
+        )?;
+        counter(
+            &mut e,
+            "video_frames_idle",
+            "Frames not encoded because nobody was watching.",
+            s.frames_idle,
+        )?;
+        gauge(
+            &mut e,
+            "video_encode_ms",
+            "Encode time per frame, moving average.",
+            s.encode_ms_avg,
+        )?;
+        gauge(
+            &mut e,
+            "video_capture_to_encoded_ms",
+            "Capture to encoded access unit, last frame.",
+            s.capture_to_encoded_ms_last,
+        )?;
+        gauge(
+            &mut e,
+            "video_target_bitrate_bps",
+            "Bitrate asked of the encoder.",
+            f64::from(self.target_bitrate_bps),
+        )?;
+        counter(
+            &mut e,
+            "audio_blocks_captured",
+            "Microphone blocks captured.",
+            s.audio_blocks_captured,
+        )?;
+        counter(
+            &mut e,
+            "audio_packets_encoded",
+            "Opus packets produced.",
+            s.audio_packets_encoded,
+        )?;
+        counter(
+            &mut e,
+            "audio_blocks_dropped",
+            "Microphone blocks a consumer missed.",
+            self.raw_audio_dropped,
+        )?;
+        counter(
+            &mut e,
+            "device_errors",
+            "Errors from capture devices.",
+            s.device_errors,
+        )?;
+        counter(
+            &mut e,
+            "encode_errors",
+            "Errors from encoders.",
+            s.encode_errors,
+        )?;
+        Ok(())
+    }
+}
+
+/// The OpenMetrics text of one scrape.
+pub fn render(
+    cart: &str,
+    pipeline: &Pipeline,
+    started: Instant,
+) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::with_prefix_and_labels(
+        "telecart",
+        [(
+            std::borrow::Cow::Borrowed("cart"),
+            std::borrow::Cow::Owned(cart.to_string()),
+        )]
+        .into_iter(),
+    );
+    registry.register_collector(Box::new(Scrape {
+        status: pipeline.status(),
+        target_bitrate_bps: pipeline.encoder.target_bitrate(),
+        uptime_s: started.elapsed().as_secs_f64(),
+        raw_video_dropped: pipeline.raw_video.counters().dropped(),
+        encoded_video_dropped: pipeline.video.counters().dropped(),
+        raw_audio_dropped: pipeline.raw_audio.counters().dropped(),
+    }));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    Ok(out)
+}
