@@ -1,56 +1,46 @@
-//! Software H.264 encode: our openh264 path against GStreamer's x264enc
-//! (`speed-preset=ultrafast tune=zerolatency`) and openh264enc on the same
-//! frames. GStreamer's cost is measured as a pipeline with the encoder minus
-//! the same pipeline without it, so start-up and file reading cancel out.
+//! `bench encode`: our software H.264 encoder against GStreamer's on the same frames.
+//!
+//! For each size, N frames of a moving picture (scrolling gradient, moving block, noise) are
+//! written to a raw I420 file; our openh264 encoder encodes them frame by frame (wall time per
+//! frame and process CPU time around each call), then `gst-launch-1.0` encodes the same file
+//! with x264enc (ultrafast, zerolatency) and, if present, openh264enc, timed as a whole (wall
+//! time and the child's CPU time from `RUSAGE_CHILDREN`). A pipeline without an encoder gives
+//! GStreamer's own cost of reading and parsing the file, shown for reference.
 
-use crate::measure::{Cost, cpu_time, have, percentile, run_peer};
-use std::io::Write;
-use std::process::Command;
-use std::time::Instant;
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use telecart_codec::synthetic::moving_frame;
 use telecart_codec::{EncoderSettings, OpenH264Encoder, VideoEncoder};
-use telecart_core::CaptureTime;
 use telecart_core::config::H264Profile;
-use telecart_stamp::TestPattern;
+use telecart_core::media::{CaptureTime, VideoFrame};
+
+use crate::measure::{Stats, children_cpu, self_cpu, stats};
 
 /// Options of `bench encode`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Frames per size.
+    /// Frames to encode at each size.
     #[arg(long, default_value_t = 300)]
     frames: u64,
-    /// Sizes: 360p, 480p, 720p, 1080p, or WxH.
+    /// Sizes, comma separated: 360p, 480p, 720p, 1080p or WIDTHxHEIGHT.
     #[arg(long, value_delimiter = ',', default_value = "720p,1080p")]
     sizes: Vec<String>,
-    /// Target bitrate.
-    #[arg(long, default_value_t = 2000)]
-    bitrate_kbps: u32,
-    /// `camera`: the test pattern plus frame-to-frame sensor-like noise (±4 luma),
-    /// which is what makes real camera video expensive; `pattern`: the clean pattern.
-    #[arg(long, default_value = "camera")]
-    content: Content,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Content {
-    Camera,
-    Pattern,
-}
-
-/// Adds temporal noise to the luma plane, as a camera sensor does.
-fn add_sensor_noise(frame: &mut telecart_core::VideoFrame, seed: u64) {
-    let luma = (frame.width * frame.height) as usize;
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    for px in &mut frame.data[..luma] {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let noise = (state % 9) as i16 - 4;
-        *px = (i16::from(*px) + noise).clamp(16, 235) as u8;
-    }
+    /// Target bitrate for every encoder, kbit/s (default: about 0.09 bit per pixel, 2500 at
+    /// 720p30, 5600 at 1080p30).
+    #[arg(long)]
+    bitrate_kbps: Option<u32>,
+    /// Frame rate of the input.
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
 }
 
 fn parse_size(s: &str) -> anyhow::Result<(u32, u32)> {
-    Ok(match s {
+    Ok(match s.trim() {
         "360p" => (640, 360),
         "480p" => (640, 480),
         "720p" => (1280, 720),
@@ -58,167 +48,338 @@ fn parse_size(s: &str) -> anyhow::Result<(u32, u32)> {
         other => {
             let (w, h) = other
                 .split_once('x')
-                .ok_or_else(|| anyhow::anyhow!("size {other:?}: use 720p or WxH"))?;
-            (w.parse()?, h.parse()?)
+                .with_context(|| format!("size {other:?} is not 720p, 1080p or WxH"))?;
+            let (w, h): (u32, u32) = (w.parse()?, h.parse()?);
+            if w == 0 || h == 0 || !w.is_multiple_of(2) || !h.is_multiple_of(2) {
+                bail!("size {other} must be positive and even");
+            }
+            (w, h)
         }
     })
 }
 
+/// One encoder's result at one size.
+#[derive(Debug)]
 struct Row {
     name: String,
-    ms_per_frame: f64,
-    p50: Option<f64>,
-    p95: Option<f64>,
-    cpu_ms_per_frame: f64,
-    kbps: Option<f64>,
+    /// Per-frame wall times (ours only).
+    per_frame: Option<Stats>,
+    wall: Duration,
+    cpu: Duration,
+    bytes: u64,
+    /// A reference row (no encoder): no ratio.
+    reference: bool,
 }
 
-/// Runs the benchmark and prints the table.
-pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
-    println!(
-        "bench encode: {} frames per size, {} kbps, 30 fps, content {:?}",
-        args.frames, args.bitrate_kbps, args.content
-    );
-    for size in &args.sizes {
-        let (w, h) = parse_size(size)?;
-        let pattern = TestPattern::new(w, h).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let frames: Vec<_> = (0..args.frames)
-            .map(|n| {
-                let mut frame = pattern.render(n, CaptureTime(n * 33_333));
-                if matches!(args.content, Content::Camera) {
-                    add_sensor_noise(&mut frame, n);
-                }
-                frame
-            })
-            .collect();
-        let mut rows = vec![ours(&frames, w, h, args.bitrate_kbps)?];
+fn tool_exists(tool: &str, arg: &str) -> bool {
+    Command::new(tool)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
 
-        let mut raw = tempfile::NamedTempFile::new()?;
-        for f in &frames {
-            raw.write_all(&f.data)?;
-        }
-        raw.flush()?;
-        drop(frames);
-        if have("gst-launch-1.0") {
-            let path = raw.path().to_string_lossy().into_owned();
-            let baseline = gst(&path, w, h, "")?;
-            for (name, element) in [
-                (
-                    "gst x264enc ultrafast/zerolatency",
-                    format!(
-                        "x264enc speed-preset=ultrafast tune=zerolatency bitrate={}",
-                        args.bitrate_kbps
-                    ),
-                ),
-                (
-                    "gst openh264enc",
-                    format!(
-                        "openh264enc bitrate={} complexity=low",
-                        args.bitrate_kbps * 1000
-                    ),
-                ),
-            ] {
-                match gst(&path, w, h, &element) {
-                    Ok(cost) => rows.push(Row {
-                        name: name.into(),
-                        ms_per_frame: cost.wall.saturating_sub(baseline.wall).as_secs_f64() * 1e3
-                            / args.frames as f64,
-                        p50: None,
-                        p95: None,
-                        cpu_ms_per_frame: cost.cpu.saturating_sub(baseline.cpu).as_secs_f64() * 1e3
-                            / args.frames as f64,
-                        kbps: None,
-                    }),
-                    Err(e) => println!("  ({name} skipped: {e})"),
-                }
+fn write_frames(path: &Path, w: u32, h: u32, frames: u64, fps: u32) -> anyhow::Result<()> {
+    let mut out = BufWriter::new(File::create(path)?);
+    for i in 0..frames {
+        out.write_all(&moving_frame(w, h, i, fps).data)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn run_ours(raw: &Path, settings: &EncoderSettings, frames: u64) -> anyhow::Result<Row> {
+    let mut encoder = OpenH264Encoder::new(settings.clone())?;
+    let (w, h) = (settings.width, settings.height);
+    let mut input = File::open(raw)?;
+    let mut buf = vec![0u8; VideoFrame::i420_len(w, h)];
+    let mut times = Vec::with_capacity(frames as usize);
+    let (mut wall, mut cpu, mut bytes) = (Duration::ZERO, Duration::ZERO, 0u64);
+    for i in 0..frames {
+        input.read_exact(&mut buf)?;
+        let frame = VideoFrame::from_i420(
+            w,
+            h,
+            std::mem::take(&mut buf),
+            i,
+            CaptureTime(i * 1_000_000 / u64::from(settings.fps)),
+        )?;
+        let cpu0 = self_cpu();
+        let t0 = Instant::now();
+        let unit = encoder.encode(&frame)?;
+        let dt = t0.elapsed();
+        cpu += self_cpu() - cpu0;
+        wall += dt;
+        times.push(dt);
+        bytes += unit.map_or(0, |u| u.data.len() as u64);
+        buf = frame.data;
+    }
+    Ok(Row {
+        name: "ours (openh264, 1 thread)".to_owned(),
+        per_frame: Some(stats(&times)),
+        wall,
+        cpu,
+        bytes,
+        reference: false,
+    })
+}
+
+fn run_gst(
+    name: &str,
+    raw: &Path,
+    out: &Path,
+    w: u32,
+    h: u32,
+    fps: u32,
+    encoder: &[String],
+) -> anyhow::Result<Row> {
+    let frame_bytes = VideoFrame::i420_len(w, h);
+    let mut args: Vec<String> = vec![
+        "-q".into(),
+        "filesrc".into(),
+        format!("location={}", raw.display()),
+        format!("blocksize={frame_bytes}"),
+        "!".into(),
+        "rawvideoparse".into(),
+        "format=i420".into(),
+        format!("width={w}"),
+        format!("height={h}"),
+        format!("framerate={fps}/1"),
+        "!".into(),
+    ];
+    if encoder.is_empty() {
+        // The reference row: reading and parsing only, nothing written.
+        args.push("fakesink".into());
+    } else {
+        args.extend(encoder.iter().cloned());
+        args.extend([
+            "!".into(),
+            "filesink".into(),
+            format!("location={}", out.display()),
+        ]);
+    }
+    let _ = std::fs::remove_file(out);
+    let cpu0 = children_cpu();
+    let t0 = Instant::now();
+    let output = Command::new("gst-launch-1.0")
+        .args(&args)
+        .stdout(Stdio::null())
+        .output()
+        .context("running gst-launch-1.0")?;
+    let wall = t0.elapsed();
+    let cpu = children_cpu() - cpu0;
+    if !output.status.success() {
+        bail!(
+            "gst-launch-1.0 {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let bytes = std::fs::metadata(out).map_or(0, |m| m.len());
+    Ok(Row {
+        name: name.to_owned(),
+        per_frame: None,
+        wall,
+        cpu,
+        bytes,
+        reference: encoder.is_empty(),
+    })
+}
+
+fn words(s: &str) -> Vec<String> {
+    s.split_whitespace().map(str::to_owned).collect()
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned())
+}
+
+fn print_table(label: &str, frames: u64, fps: u32, rows: &[Row]) {
+    println!();
+    println!("{label}");
+    println!(
+        "{:<34} {:>9} {:>7} {:>7} {:>10} {:>9} {:>8} {:>11} {:>10}",
+        "encoder",
+        "wall ms/f",
+        "p50",
+        "p95",
+        "CPU ms/f",
+        "core %",
+        "fps",
+        "kbit/s out",
+        "ours/peer"
+    );
+    let n = frames.max(1) as f64;
+    let ours = rows.first();
+    for row in rows {
+        let wall_ms = row.wall.as_secs_f64() * 1e3 / n;
+        let cpu_ms = row.cpu.as_secs_f64() * 1e3 / n;
+        let (p50, p95) = row.per_frame.map_or(("-".to_owned(), "-".to_owned()), |s| {
+            (format!("{:.2}", s.p50), format!("{:.2}", s.p95))
+        });
+        let kbps = row.bytes as f64 * 8.0 * f64::from(fps) / n / 1000.0;
+        let core_pct = cpu_ms * f64::from(fps) / 10.0;
+        let ratio = match ours {
+            Some(o) if !std::ptr::eq(o, row) && !row.reference && row.wall > Duration::ZERO => {
+                format!(
+                    "{:.2}w {:.2}c",
+                    o.wall.as_secs_f64() / row.wall.as_secs_f64(),
+                    o.cpu.as_secs_f64() / row.cpu.as_secs_f64().max(1e-9)
+                )
             }
-        } else {
-            println!(
-                "  (GStreamer not installed: gst-launch-1.0 missing; install gstreamer1.0-tools and -plugins-ugly)"
-            );
+            _ => "-".to_owned(),
+        };
+        println!(
+            "{:<34} {:>9.2} {:>7} {:>7} {:>10.2} {:>8.0}% {:>8.0} {:>11.0} {:>10}",
+            row.name,
+            wall_ms,
+            p50,
+            p95,
+            cpu_ms,
+            core_pct,
+            1000.0 / wall_ms.max(1e-9),
+            kbps,
+            ratio
+        );
+    }
+}
+
+/// Runs `bench encode`.
+pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
+    if args.frames == 0 || args.fps == 0 {
+        bail!("--frames and --fps must be positive");
+    }
+    let sizes = args
+        .sizes
+        .iter()
+        .map(|s| parse_size(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let gst = tool_exists("gst-launch-1.0", "--version");
+    let has = |element: &str| gst && tool_exists("gst-inspect-1.0", element);
+    let (x264, openh264enc) = (has("x264enc"), has("openh264enc"));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "bench encode: {} frames per size at {} fps, {} ({} cores), load average {}",
+        args.frames,
+        args.fps,
+        cpu_model(),
+        cores,
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    if !gst {
+        println!("gst-launch-1.0 not found: GStreamer peers skipped, only our encoder is measured");
+    } else {
+        if !x264 {
+            println!("GStreamer has no x264enc: that peer is skipped");
         }
-        print_table(&format!("{w}x{h}"), &rows);
+        if !openh264enc {
+            println!("GStreamer has no openh264enc: that peer is skipped");
+        }
+    }
+    println!(
+        "wall ms/f: ours = time inside encode() per frame; GStreamer = whole gst-launch run / frames \
+         (includes start-up, file read and parse: see the read+parse row)."
+    );
+    println!(
+        "CPU ms/f: user+sys (ours: RUSAGE_SELF around encode(); gst: RUSAGE_CHILDREN). core % = CPU \
+         share of one core at the input frame rate. ours/peer: wall (w) and CPU (c) ratios."
+    );
+
+    let dir = tempfile::tempdir()?;
+    for (w, h) in sizes {
+        let kbps = args.bitrate_kbps.unwrap_or_else(|| {
+            let bits = f64::from(w) * f64::from(h) * f64::from(args.fps) * 0.09 / 1000.0;
+            ((bits / 100.0).round() * 100.0).max(100.0) as u32
+        });
+        let raw = dir.path().join(format!("{w}x{h}.i420"));
+        write_frames(&raw, w, h, args.frames, args.fps)?;
+        let gop = args.fps * 2;
+        let settings = EncoderSettings {
+            width: w,
+            height: h,
+            fps: args.fps,
+            bitrate_bps: kbps * 1000,
+            keyframe_interval_frames: gop,
+            profile: H264Profile::ConstrainedBaseline,
+        };
+        let mut rows = vec![run_ours(&raw, &settings, args.frames)?];
+        let out = dir.path().join("out.h264");
+        if x264 {
+            rows.push(run_gst(
+                "gst x264enc ultrafast zerolatency",
+                &raw,
+                &out,
+                w,
+                h,
+                args.fps,
+                &words(&format!(
+                    "x264enc speed-preset=ultrafast tune=zerolatency bitrate={kbps} key-int-max={gop}"
+                )),
+            )?);
+        }
+        if openh264enc {
+            rows.push(run_gst(
+                "gst openh264enc (same settings)",
+                &raw,
+                &out,
+                w,
+                h,
+                args.fps,
+                &words(&format!(
+                    "openh264enc bitrate={} rate-control=bitrate complexity=medium gop-size={gop} \
+                     multi-thread=1 slice-mode=n-slices num-slices=1 enable-frame-skip=false",
+                    kbps * 1000
+                )),
+            )?);
+        }
+        if gst {
+            rows.push(run_gst(
+                "gst read+parse only (fakesink)",
+                &raw,
+                &out,
+                w,
+                h,
+                args.fps,
+                &[],
+            )?);
+        }
+        print_table(
+            &format!(
+                "{w}x{h} @ {} fps, target {kbps} kbit/s, IDR every {gop} frames",
+                args.fps
+            ),
+            args.frames,
+            args.fps,
+            &rows,
+        );
+        std::fs::remove_file(&raw)?;
     }
     Ok(())
 }
 
-fn ours(frames: &[telecart_core::VideoFrame], w: u32, h: u32, kbps: u32) -> anyhow::Result<Row> {
-    let mut encoder = OpenH264Encoder::new(EncoderSettings {
-        width: w,
-        height: h,
-        fps: 30,
-        bitrate_bps: kbps * 1000,
-        keyframe_interval_frames: 60,
-        profile: H264Profile::ConstrainedBaseline,
-    })?;
-    let mut times = Vec::with_capacity(frames.len());
-    let mut bytes = 0usize;
-    let cpu_before = cpu_time(libc::RUSAGE_SELF);
-    let started = Instant::now();
-    for frame in frames {
-        let t = Instant::now();
-        if let Some(unit) = encoder.encode(frame)? {
-            bytes += unit.data.len();
-        }
-        times.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    let wall = started.elapsed();
-    let cpu = cpu_time(libc::RUSAGE_SELF).saturating_sub(cpu_before);
-    times.sort_by(f64::total_cmp);
-    let n = frames.len() as f64;
-    Ok(Row {
-        name: "telecart openh264".into(),
-        ms_per_frame: wall.as_secs_f64() * 1e3 / n,
-        p50: Some(percentile(&times, 0.5)),
-        p95: Some(percentile(&times, 0.95)),
-        cpu_ms_per_frame: cpu.as_secs_f64() * 1e3 / n,
-        kbps: Some(bytes as f64 * 8.0 * 30.0 / n / 1000.0),
-    })
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn gst(path: &str, w: u32, h: u32, encoder: &str) -> anyhow::Result<Cost> {
-    let mut pipeline = format!(
-        "filesrc location={path} blocksize={} ! rawvideoparse format=i420 width={w} height={h} framerate=30/1 ! ",
-        w as usize * h as usize * 3 / 2
-    );
-    if !encoder.is_empty() {
-        pipeline.push_str(encoder);
-        pipeline.push_str(" ! ");
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("720p").unwrap(), (1280, 720));
+        assert_eq!(parse_size(" 1080p").unwrap(), (1920, 1080));
+        assert_eq!(parse_size("320x240").unwrap(), (320, 240));
+        assert!(parse_size("321x240").is_err());
+        assert!(parse_size("big").is_err());
     }
-    pipeline.push_str("fakesink sync=false");
-    run_peer(
-        Command::new("gst-launch-1.0")
-            .arg("-q")
-            .args(pipeline.split_whitespace()),
-    )
-}
-
-fn print_table(size: &str, rows: &[Row]) {
-    let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
-    println!("\n{size}");
-    println!(
-        "  {:<36} {:>10} {:>8} {:>8} {:>12} {:>9} {:>12}",
-        "encoder", "ms/frame", "p50", "p95", "CPU ms/frame", "kbps", "ours/this"
-    );
-    let ours_cpu = rows.first().map_or(0.0, |r| r.cpu_ms_per_frame);
-    for row in rows {
-        let ratio = if row.cpu_ms_per_frame > 0.0 {
-            ours_cpu / row.cpu_ms_per_frame
-        } else {
-            0.0
-        };
-        println!(
-            "  {:<36} {:>10.2} {:>8} {:>8} {:>12.2} {:>9} {:>11.2}x",
-            row.name,
-            row.ms_per_frame,
-            opt(row.p50),
-            opt(row.p95),
-            row.cpu_ms_per_frame,
-            row.kbps.map_or("-".to_string(), |k| format!("{k:.0}")),
-            ratio
-        );
-    }
-    println!(
-        "  (ours/this = our CPU per frame divided by that encoder's; below 1 means we use less; 30 fps needs < 33 ms/frame)"
-    );
 }

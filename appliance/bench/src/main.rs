@@ -1,5 +1,7 @@
-//! `bench`: the appliance's benchmarks, each run side by side with an
-//! established peer on the same input in the same run, printing the ratio.
+//! `bench`: the appliance's benchmarks, each run side by side with an established peer on the
+//! same input in the same run, printing the ratio ours/peer.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod encode;
 mod measure;
@@ -18,7 +20,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Software H.264 encode (openh264 in our pipeline) against GStreamer's x264enc and openh264enc.
+    /// Software H.264 encode: our openh264 encoder against GStreamer's x264enc and openh264enc
+    /// on the same frames.
     Encode(encode::Args),
 }
 

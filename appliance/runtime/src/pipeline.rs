@@ -185,11 +185,13 @@ impl Pipeline {
         info!(encoder = %encoder.name(), "video encoder ready");
         let microphone = telecart_devices::open_microphone(&config.audio)?;
         info!(microphone = %microphone.description(), "microphone ready");
-        let opus = OpusEncoder::new(
-            config.audio.sample_rate,
-            config.audio.channels,
-            config.audio.opus_bitrate_kbps * 1000,
-        )?;
+        if config.audio.sample_rate != 48_000 {
+            anyhow::bail!(
+                "audio.sample_rate = {}: the Opus path runs at 48000 Hz (resampling other device rates comes with the audio-processing work)",
+                config.audio.sample_rate
+            );
+        }
+        let opus = OpusEncoder::new(config.audio.channels, config.audio.opus_bitrate_kbps * 1000)?;
         {
             let mut s = lock(&status);
             s.encoder = encoder.name();
