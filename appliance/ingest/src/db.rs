@@ -209,3 +209,18 @@ pub async fn records(pool: &Pool, device: &str) -> Result<Vec<StoredRecord>, Ing
         })
         .collect())
 }
+
+/// Sequences of `device` in the order the server inserted them (by commit time, then sequence).
+pub async fn insertion_order(pool: &Pool, device: &str) -> Result<Vec<u64>, IngestError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT seq FROM records WHERE device_id = $1 ORDER BY received_at, seq",
+            &[&device],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| u64::try_from(r.get::<_, i64>(0)).unwrap_or(0))
+        .collect())
+}

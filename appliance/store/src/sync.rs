@@ -394,13 +394,11 @@ impl Scheduler {
                     });
                 }
             }
-            Input::Purged { removed } => {
+            Input::Purged { .. } => {
                 self.purging = false;
-                if removed > 0 || self.emergency_purge_done {
-                    // Measure again: the alarm clears or stays on what is left.
-                    self.measuring = true;
-                    self.out.push_back(Output::MeasureDisk);
-                }
+                // Measure what is left: the alarm is raised, updated or cleared on it.
+                self.measuring = true;
+                self.out.push_back(Output::MeasureDisk);
             }
         }
     }
@@ -707,6 +705,8 @@ mod tests {
             }
         );
         s.handle_input(t, Input::Purged { removed: 0 });
+        assert_eq!(s.poll_output(t), Output::MeasureDisk);
+        s.handle_input(t, Input::DiskUsage { bytes: 500 });
         // Not due again before the interval; an upload comes instead.
         assert!(matches!(
             s.poll_output(t),
