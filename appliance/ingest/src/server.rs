@@ -70,9 +70,10 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn authorise(peer: &PeerDevice, device: &str) -> Result<(), Response> {
+/// `Some(answer)` if the connection's certificate may not act for `device`.
+fn refuse(peer: &PeerDevice, device: &str) -> Option<Response> {
     if !valid_device_id(device) {
-        return Err(error(
+        return Some(error(
             StatusCode::BAD_REQUEST,
             "bad_request",
             "invalid device id",
@@ -80,14 +81,14 @@ fn authorise(peer: &PeerDevice, device: &str) -> Result<(), Response> {
         ));
     }
     if &*peer.0 != device {
-        return Err(error(
+        return Some(error(
             StatusCode::FORBIDDEN,
             "forbidden",
             "client certificate is not this device's",
             None,
         ));
     }
-    Ok(())
+    None
 }
 
 async fn ack(
@@ -95,7 +96,7 @@ async fn ack(
     Extension(peer): Extension<PeerDevice>,
     Path(device): Path<String>,
 ) -> Response {
-    if let Err(r) = authorise(&peer, &device) {
+    if let Some(r) = refuse(&peer, &device) {
         return r;
     }
     match db::acked_upto(&st.pool, &device).await {
@@ -168,7 +169,7 @@ async fn upload(
     Path(device): Path<String>,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorise(&peer, &device) {
+    if let Some(r) = refuse(&peer, &device) {
         return r;
     }
     let batch: UploadBatch = match serde_json::from_slice(&body) {

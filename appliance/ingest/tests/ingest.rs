@@ -1,5 +1,7 @@
 //! The reference ingest server against a real PostgreSQL, over real mutual TLS.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::sync::Arc;
 

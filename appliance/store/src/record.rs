@@ -449,7 +449,7 @@ pub fn decode_body(seq: u64, plain: &[u8]) -> Result<RecordBody> {
     serde_json::from_slice(plain).map_err(|e| StoreError::BadContent {
         seq,
         // serde_json's message names a line/column and an expectation, never echoes the input.
-        reason: format!("{}", e.classify_message()),
+        reason: e.classify_message().to_string(),
     })
 }
 
@@ -491,6 +491,7 @@ pub fn seal(header: &Header, plain: &[u8], key: &DataKey) -> Result<Vec<u8>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

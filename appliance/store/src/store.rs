@@ -664,13 +664,13 @@ impl LogStore for SledStore {
                 if env.header.at_ms > cutoff_ms {
                     break;
                 }
-                if env.header.kind == Kind::Audit {
-                    if let Ok((_, plain)) = self.open_envelope(seq, &v) {
-                        anchor = ChainHead {
-                            hash: entry_hash(seq, &plain),
-                            count: anchor.count + 1,
-                        };
-                    }
+                if env.header.kind == Kind::Audit
+                    && let Ok((_, plain)) = self.open_envelope(seq, &v)
+                {
+                    anchor = ChainHead {
+                        hash: entry_hash(seq, &plain),
+                        count: anchor.count + 1,
+                    };
                 }
             }
             batch.remove(&k);

@@ -4,6 +4,8 @@
 //!
 //! The writer is this test binary re-invoked with `CRASH_CHILD_DIR` set (test `crash_child`).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -42,7 +44,7 @@ fn crash_child() {
         for (seq, t) in seqs.iter().zip(&texts) {
             writeln!(out, "ACK {seq} {t}").unwrap();
         }
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             let seq = s.audit(n, "crash-test", "tick", &n.to_string()).unwrap();
             writeln!(out, "AUDIT {seq}").unwrap();
         }
@@ -82,6 +84,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let lines = reader.join().unwrap();
+        let mut fresh = Vec::new();
         for l in lines {
             let mut it = l.split_whitespace();
             match (
@@ -95,14 +98,24 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
                             "trial {trial}: acknowledged sequence {seq} reused ({prev} then {text})"
                         );
                     }
+                    fresh.push(seq);
                 }
                 (Some("AUDIT"), Some(_), None) => audits += 1,
                 _ => {}
             }
         }
         let s = SledStore::open(&f.data, &f.key()).unwrap();
-        for (seq, text) in &acked {
-            match s.read(*seq) {
+        // Every 10th trial re-checks everything ever acknowledged and the audit chain; the others
+        // check what this writer acknowledged.
+        let full = trial % 10 == 9;
+        let check: Vec<u64> = if full {
+            acked.keys().copied().collect()
+        } else {
+            fresh
+        };
+        for seq in check {
+            let text = &acked[&seq];
+            match s.read(seq) {
                 Ok(r) => match r.body {
                     RecordBody::TranscriptSegment { text: t, .. } => {
                         assert_eq!(&t, text, "trial {trial} seq {seq}")
@@ -112,8 +125,10 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
                 Err(e) => panic!("trial {trial}: acknowledged record {seq} lost: {e}"),
             }
         }
-        let v = s.verify().unwrap();
-        assert!(v.is_clean(), "trial {trial}: {v:?}");
+        if full {
+            let v = s.verify().unwrap();
+            assert!(v.is_clean(), "trial {trial}: {v:?}");
+        }
     }
     let elapsed = started.elapsed();
     eprintln!(

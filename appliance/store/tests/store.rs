@@ -1,5 +1,7 @@
 //! The sled store: round trips, keys, tampering, purge, plaintext never on disk.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;
