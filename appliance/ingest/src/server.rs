@@ -178,7 +178,13 @@ async fn upload(
             return error(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
-                format!("body: {e}"),
+                // Position and category only: serde's message may quote values, which can be PHI.
+                format!(
+                    "body is not a valid batch ({:?} error at line {}, column {})",
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                ),
                 None,
             );
         }
