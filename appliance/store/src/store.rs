@@ -24,6 +24,13 @@ const META_SYNCED: &[u8] = b"m:synced";
 const META_PURGED: &[u8] = b"m:purged";
 const META_HEAD: &[u8] = b"m:head";
 const META_ANCHOR: &[u8] = b"m:anchor";
+/// Sidecar file (inside the data directory, beside sled's files) holding the sealed watermarks, so
+/// that records lost from the end of a damaged sled file are detected and their sequences never
+/// reused.
+const WATERMARK_FILE: &str = "telecart.watermarks";
+/// The sidecar is rewritten whenever appends cross a multiple of this many sequences (and after
+/// every sync acknowledgement, purge and on close).
+const WATERMARK_EVERY: u64 = 256;
 
 fn rkey(seq: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
@@ -194,6 +201,8 @@ pub struct SledStore {
     synced: AtomicU64,
     purged: AtomicU64,
     head_unreadable: bool,
+    lost_tail: bool,
+    watermark_lock: Mutex<()>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -277,13 +286,33 @@ impl SledStore {
         let meta_u64 = |name: &[u8]| -> Result<u64> {
             Ok(db.get(name)?.and_then(|v| read_u64(&v)).unwrap_or(0))
         };
-        let synced = meta_u64(META_SYNCED)?;
-        let purged = meta_u64(META_PURGED)?;
+        let mut synced = meta_u64(META_SYNCED)?;
+        let mut purged = meta_u64(META_PURGED)?;
         let last = match db.scan_prefix(b"r").next_back() {
             Some(kv) => seq_of_rkey(&kv?.0).unwrap_or(0),
             None => 0,
         };
-        let next_seq = last.max(purged) + 1;
+        let mut high = last.max(purged);
+        let mut lost_tail = false;
+        match read_watermarks(path, &keys) {
+            Some(w) => {
+                if w.durable > high {
+                    // sled came back with fewer records than were acknowledged: a damaged file.
+                    tracing::error!(path = %path.display(), present = high, acknowledged = w.durable,
+                        "records missing from the end of the store; their sequences will not be reused");
+                    lost_tail = true;
+                    high = w.durable;
+                }
+                synced = synced.max(w.synced.min(high));
+                purged = purged.max(w.purged.min(high));
+            }
+            None if path.join(WATERMARK_FILE).exists() => {
+                tracing::error!(path = %path.display(), "watermark file unreadable");
+                lost_tail = true;
+            }
+            None => {}
+        }
+        let next_seq = high + 1;
         let mut store = Self {
             db,
             path: path.to_path_buf(),
@@ -298,6 +327,8 @@ impl SledStore {
             synced: AtomicU64::new(synced),
             purged: AtomicU64::new(purged),
             head_unreadable: false,
+            lost_tail,
+            watermark_lock: Mutex::new(()),
         };
         let head = match store
             .read_sealed_meta(META_HEAD)
@@ -314,6 +345,33 @@ impl SledStore {
         };
         lock(&store.state).head = head;
         Ok(store)
+    }
+
+    /// Writes the sealed watermarks sidecar (durable, atomic: temp file, fsync, rename, fsync dir).
+    fn write_watermarks(&self) -> Result<()> {
+        let _g = lock(&self.watermark_lock);
+        let key = lock(&self.state).key.clone();
+        let w = Watermarks {
+            durable: self.durable_upto(),
+            synced: self.synced_upto(),
+            purged: self.purged_upto(),
+        };
+        let sealed = seal_meta(&key, WATERMARK_FILE.as_bytes(), &w.encode())?;
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| StoreError::Io { path: p, source }
+        };
+        let tmp = self.path.join(format!("{WATERMARK_FILE}.tmp"));
+        let dst = self.path.join(WATERMARK_FILE);
+        {
+            let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+            std::io::Write::write_all(&mut f, &sealed).map_err(io(&tmp))?;
+            f.sync_all().map_err(io(&tmp))?;
+        }
+        std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
+        std::fs::File::open(&self.path)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&self.path))
     }
 
     fn initialise(db: &sled::Db, wrapper: &dyn KeyWrapper) -> Result<()> {
@@ -476,6 +534,16 @@ impl SledStore {
                 }
             }
         }
+        let next = lock(&self.state).next_seq;
+        while expected < next {
+            if report.missing.len() < 100 {
+                report.missing.push(expected);
+            }
+            expected += 1;
+        }
+        if check_head && self.lost_tail && report.missing.is_empty() {
+            report.missing.push(0);
+        }
         if check_head {
             if self.head_unreadable {
                 note_break(
@@ -551,8 +619,11 @@ impl LogStore for SledStore {
         // Outside the lock: concurrent appenders share flushes (sled's flush covers every write
         // applied before it), and every sequence below ours was applied before we took the lock.
         self.db.flush()?;
-        if let Some(last) = seqs.last() {
+        if let (Some(first), Some(last)) = (seqs.first(), seqs.last()) {
             self.durable.fetch_max(*last, Ordering::SeqCst);
+            if (first - 1) / WATERMARK_EVERY != *last / WATERMARK_EVERY {
+                self.write_watermarks()?;
+            }
         }
         Ok(seqs)
     }
@@ -633,7 +704,7 @@ impl LogStore for SledStore {
         self.db.insert(META_SYNCED, &upto.to_be_bytes())?;
         self.db.flush()?;
         self.synced.store(upto, Ordering::SeqCst);
-        Ok(())
+        self.write_watermarks()
     }
 
     fn purge_synced(&self, upto: u64, cutoff_ms: u64) -> Result<PurgeReport> {
@@ -690,6 +761,7 @@ impl LogStore for SledStore {
         self.db.flush()?;
         self.purged.store(last, Ordering::SeqCst);
         report.purged_upto = last;
+        self.write_watermarks()?;
         Ok(report)
     }
 
@@ -700,4 +772,45 @@ impl LogStore for SledStore {
     fn verify(&self) -> Result<VerifyReport> {
         Ok(self.walk(true)?.0)
     }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        if let Err(e) = self.write_watermarks() {
+            tracing::error!(error = %e, "writing watermarks on close");
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Watermarks {
+    durable: u64,
+    synced: u64,
+    purged: u64,
+}
+
+impl Watermarks {
+    fn encode(&self) -> [u8; 24] {
+        let mut b = [0u8; 24];
+        b[..8].copy_from_slice(&self.durable.to_be_bytes());
+        b[8..16].copy_from_slice(&self.synced.to_be_bytes());
+        b[16..].copy_from_slice(&self.purged.to_be_bytes());
+        b
+    }
+}
+
+fn read_watermarks(dir: &Path, keys: &BTreeMap<u32, Arc<DataKey>>) -> Option<Watermarks> {
+    let v = std::fs::read(dir.join(WATERMARK_FILE)).ok()?;
+    let epoch = read_u32(v.get(..4)?)?;
+    let nonce: [u8; NONCE_LEN] = v.get(4..4 + NONCE_LEN)?.try_into().ok()?;
+    let plain = keys.get(&epoch)?.open(
+        &nonce,
+        &meta_ad(WATERMARK_FILE.as_bytes()),
+        v.get(4 + NONCE_LEN..)?,
+    )?;
+    Some(Watermarks {
+        durable: read_u64(plain.get(..8)?)?,
+        synced: read_u64(plain.get(8..16)?)?,
+        purged: read_u64(plain.get(16..24)?)?,
+    })
 }

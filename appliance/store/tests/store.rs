@@ -437,7 +437,10 @@ fn truncated_sled_file_is_reported_not_a_panic() {
             s.append(transcript(i, "x")).unwrap();
         }
     }
-    let mut files = files_under(&f.data);
+    let mut files: Vec<_> = files_under(&f.data)
+        .into_iter()
+        .filter(|p| !p.ends_with("telecart.watermarks"))
+        .collect();
     files.sort_by_key(|p| std::cmp::Reverse(std::fs::metadata(p).unwrap().len()));
     let big = &files[0];
     let len = std::fs::metadata(big).unwrap().len();
@@ -446,16 +449,49 @@ fn truncated_sled_file_is_reported_not_a_panic() {
     drop(fh);
     match SledStore::open(&f.data, &f.key()) {
         Err(e) => {
+            eprintln!("truncated store refused: {e}");
             // Reported with the path.
             assert!(e.to_string().contains("data"), "{e}");
         }
         Ok(s) => {
-            // sled recovered a prefix: what is left is intact and the loss is visible.
+            // sled recovered a prefix: what is left is intact, the loss is reported, and the lost
+            // sequences are never reused for new records.
             let v = s.verify().unwrap();
+            eprintln!("truncated store opened: {v:?}");
             assert!(v.unreadable.is_empty(), "{v:?}");
-            assert!(s.durable_upto() < 200 || v.is_clean());
+            let present = v.records;
+            if present < 200 {
+                assert_eq!(v.missing.first(), Some(&(present + 1)), "{v:?}");
+            }
+            assert_eq!(s.durable_upto(), 200);
+            assert_eq!(s.append(transcript(1, "after")).unwrap(), 201);
+            // Sync would see the lost ones as unreadable, not skip them.
+            if present < 200 {
+                let r = s.read_from(present + 1, 1).unwrap();
+                assert!(matches!(r[0], telecart_store::Readout::Unreadable { .. }));
+            }
         }
     }
+}
+
+#[test]
+fn watermark_sidecar_is_sealed() {
+    let f = Fixture::new();
+    {
+        let s = f.open();
+        s.append(transcript(1, "x")).unwrap();
+    }
+    let wm = f.data.join("telecart.watermarks");
+    let mut b = std::fs::read(&wm).unwrap();
+    b[30] ^= 1;
+    std::fs::write(&wm, &b).unwrap();
+    let s = f.open();
+    let v = s.verify().unwrap();
+    assert!(
+        !v.is_clean(),
+        "an altered watermark file is reported: {v:?}"
+    );
+    assert!(s.read(1).is_ok());
 }
 
 #[test]
