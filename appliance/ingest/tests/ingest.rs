@@ -247,3 +247,65 @@ async fn concurrent_duplicate_uploads_store_once() {
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
     assert!(seqs.len() >= 100);
 }
+
+/// Kills exactly the child it holds, also when the test fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_the_api() {
+    let pg = PgServer::start().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = TestPki::generate(tmp.path()).unwrap();
+    let (c, k) = pki.device("cart-b").unwrap();
+    let port = telecart_ingest::testing::free_port().unwrap();
+    let _child = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_telecart-ingest"))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--cert")
+            .arg(&pki.server_cert)
+            .arg("--key")
+            .arg(&pki.server_key)
+            .arg("--client-ca")
+            .arg(&pki.ca_cert)
+            .arg("--database")
+            .arg(pg.conninfo())
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("https://localhost:{port}");
+    let cl = client(&pki, Some((&c, &k)));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while cl.get(format!("{url}/healthz")).send().await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not come up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (s, v) = post(
+        &cl,
+        &url,
+        "cart-b",
+        (1..=3).map(|i| rec("cart-b", i, "b")).collect(),
+    )
+    .await;
+    assert_eq!((s, v["acked_upto"].as_u64()), (200, Some(3)));
+    let ack: Ack = cl
+        .get(format!("{url}/v1/devices/cart-b/ack"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ack.acked_upto, 3);
+}
