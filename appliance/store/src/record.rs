@@ -34,8 +34,9 @@ pub const ENVELOPE_VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 42;
 /// Smallest well-formed envelope.
 pub const MIN_ENVELOPE_LEN: usize = HEADER_LEN + NONCE_LEN + TAG_LEN;
-/// Largest plaintext body accepted (a transcript segment is far smaller).
-pub const MAX_BODY_LEN: usize = 1 << 20;
+/// Largest plaintext body accepted (a transcript segment is far smaller). Kept well below the size
+/// at which sled moves values out of its log into blob files.
+pub const MAX_BODY_LEN: usize = 64 << 10;
 
 /// Identifies a call session; random, carries no PHI. All zeros for records outside a session.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -474,7 +475,7 @@ pub fn encode_body(body: &RecordBody) -> Result<Zeroizing<Vec<u8>>> {
         serde_json::to_vec(body).map_err(|_| StoreError::Invalid("body does not serialise"))?,
     );
     if v.len() > MAX_BODY_LEN {
-        return Err(StoreError::Invalid("record body larger than 1 MiB"));
+        return Err(StoreError::Invalid("record body larger than 64 KiB"));
     }
     Ok(v)
 }

@@ -203,6 +203,8 @@ pub struct SledStore {
     head_unreadable: bool,
     lost_tail: bool,
     watermark_lock: Mutex<()>,
+    db_file: std::fs::File,
+    synced_blobs: Mutex<std::collections::BTreeSet<std::ffi::OsString>>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -313,6 +315,13 @@ impl SledStore {
             None => {}
         }
         let next_seq = high + 1;
+        let db_path = path.join("db");
+        let db_file = std::fs::File::open(&db_path).map_err(|source| StoreError::Io {
+            path: db_path.clone(),
+            source,
+        })?;
+        // Files sled created (its log, conf, blobs directory) must be reachable after a power cut.
+        sync_dir(path)?;
         let mut store = Self {
             db,
             path: path.to_path_buf(),
@@ -329,6 +338,8 @@ impl SledStore {
             head_unreadable: false,
             lost_tail,
             watermark_lock: Mutex::new(()),
+            db_file,
+            synced_blobs: Mutex::new(Default::default()),
         };
         let head = match store
             .read_sealed_meta(META_HEAD)
@@ -345,6 +356,59 @@ impl SledStore {
         };
         lock(&store.state).head = head;
         Ok(store)
+    }
+
+    /// Makes everything applied so far durable.
+    ///
+    /// sled 0.34's `flush` writes its log with `sync_file_range` on Linux, which flushes neither the
+    /// file's metadata (its growing size) nor the drive's volatile write cache, and never fsyncs the
+    /// blob files it writes for large pages. So after sled's flush we `fdatasync` the log file and
+    /// fsync any blob file not yet synced (and the blobs directory): the same guarantee as SQLite's
+    /// `synchronous=FULL`.
+    fn durable_flush(&self) -> Result<()> {
+        self.db.flush()?;
+        let db_path = || self.path.join("db");
+        self.db_file.sync_data().map_err(|source| StoreError::Io {
+            path: db_path(),
+            source,
+        })?;
+        let blobs = self.path.join("blobs");
+        let entries = match std::fs::read_dir(&blobs) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    path: blobs,
+                    source,
+                });
+            }
+        };
+        let mut synced = lock(&self.synced_blobs);
+        let mut present = std::collections::BTreeSet::new();
+        let mut new = false;
+        for e in entries {
+            let Ok(e) = e else { continue };
+            let name = e.file_name();
+            if !synced.contains(&name) {
+                match std::fs::File::open(e.path()).and_then(|f| f.sync_all()) {
+                    Ok(()) => new = true,
+                    // Removed by sled meanwhile: nothing to make durable.
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(source) => {
+                        return Err(StoreError::Io {
+                            path: e.path(),
+                            source,
+                        });
+                    }
+                }
+            }
+            present.insert(name);
+        }
+        *synced = present;
+        if new {
+            sync_dir(&blobs)?;
+        }
+        Ok(())
     }
 
     /// Writes the sealed watermarks sidecar (durable, atomic: temp file, fsync, rename, fsync dir).
@@ -369,9 +433,7 @@ impl SledStore {
             f.sync_all().map_err(io(&tmp))?;
         }
         std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
-        std::fs::File::open(&self.path)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&self.path))
+        sync_dir(&self.path)
     }
 
     fn initialise(db: &sled::Db, wrapper: &dyn KeyWrapper) -> Result<()> {
@@ -414,7 +476,7 @@ impl SledStore {
         b.insert(&kkey(epoch), wrapper.wrap(epoch, &key)?);
         b.insert(META_EPOCH, &epoch.to_be_bytes());
         self.db.apply_batch(b)?;
-        self.db.flush()?;
+        self.durable_flush()?;
         self.keys
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -433,7 +495,7 @@ impl SledStore {
             b.insert(&kkey(*epoch), new.wrap(*epoch, key)?);
         }
         self.db.apply_batch(b)?;
-        self.db.flush()?;
+        self.durable_flush()?;
         Ok(())
     }
 
@@ -618,7 +680,7 @@ impl LogStore for SledStore {
         }
         // Outside the lock: concurrent appenders share flushes (sled's flush covers every write
         // applied before it), and every sequence below ours was applied before we took the lock.
-        self.db.flush()?;
+        self.durable_flush()?;
         if let (Some(first), Some(last)) = (seqs.first(), seqs.last()) {
             self.durable.fetch_max(*last, Ordering::SeqCst);
             if (first - 1) / WATERMARK_EVERY != *last / WATERMARK_EVERY {
@@ -702,7 +764,7 @@ impl LogStore for SledStore {
             return Ok(());
         }
         self.db.insert(META_SYNCED, &upto.to_be_bytes())?;
-        self.db.flush()?;
+        self.durable_flush()?;
         self.synced.store(upto, Ordering::SeqCst);
         self.write_watermarks()
     }
@@ -758,7 +820,7 @@ impl LogStore for SledStore {
         }
         batch.insert(META_PURGED, &last.to_be_bytes());
         self.db.apply_batch(batch)?;
-        self.db.flush()?;
+        self.durable_flush()?;
         self.purged.store(last, Ordering::SeqCst);
         report.purged_upto = last;
         self.write_watermarks()?;
@@ -813,4 +875,13 @@ fn read_watermarks(dir: &Path, keys: &BTreeMap<u32, Arc<DataKey>>) -> Option<Wat
         synced: read_u64(plain.get(8..16)?)?,
         purged: read_u64(plain.get(16..24)?)?,
     })
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
 }
