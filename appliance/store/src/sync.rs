@@ -207,6 +207,57 @@ impl SyncStatus {
     pub fn backlog(&self) -> u64 {
         self.durable_upto.saturating_sub(self.synced_upto)
     }
+
+    /// Whether an alarm of `kind` is active.
+    pub fn has_alarm(&self, kind: AlarmKind) -> bool {
+        self.alarms.iter().any(|a| a.kind() == kind)
+    }
+
+    /// Gauges for the metrics endpoint: (Prometheus name, help, value).
+    pub fn gauges(&self) -> [(&'static str, &'static str, u64); 8] {
+        [
+            (
+                "telecart_log_durable_seq",
+                "Highest durable session-log sequence.",
+                self.durable_upto,
+            ),
+            (
+                "telecart_log_synced_seq",
+                "Highest session-log sequence acknowledged by the ingest server.",
+                self.synced_upto,
+            ),
+            (
+                "telecart_log_backlog_records",
+                "Session-log records not yet acknowledged.",
+                self.backlog(),
+            ),
+            (
+                "telecart_log_sync_failures",
+                "Consecutive failed upload attempts.",
+                u64::from(self.failures),
+            ),
+            (
+                "telecart_log_disk_bytes",
+                "Disk used by the session log.",
+                self.disk_used,
+            ),
+            (
+                "telecart_log_alarm_disk_budget",
+                "1 while the session log is over its disk budget with unsynced records.",
+                u64::from(self.has_alarm(AlarmKind::DiskBudget)),
+            ),
+            (
+                "telecart_log_alarm_server_rejects",
+                "1 while the ingest server refuses uploads.",
+                u64::from(self.has_alarm(AlarmKind::ServerRejects)),
+            ),
+            (
+                "telecart_log_alarm_bogus_ack",
+                "1 after the ingest server acknowledged records never sent.",
+                u64::from(self.has_alarm(AlarmKind::BogusAck)),
+            ),
+        ]
+    }
 }
 
 /// Delay before retry number `attempt` (1-based): exponential, capped, with "equal jitter" (half
@@ -749,6 +800,9 @@ mod tests {
             })
         );
         assert!(s.status().alarms.len() == 1);
+        let g = s.status().gauges();
+        assert!(g.contains(&("telecart_log_alarm_disk_budget", g[5].1, 1)));
+        assert!(g.contains(&("telecart_log_backlog_records", g[2].1, 30)));
         // Back under budget later: cleared.
         let t2 = t1 + Duration::from_secs(60);
         assert!(matches!(s.poll_output(t2), Output::Purge { .. }));
