@@ -157,6 +157,7 @@ async fn run<S: LogStore + 'static>(
                     }
                 };
                 sched.handle_input(Instant::now().into_std(), input);
+                status.send_replace(sched.status());
             }
             Output::MeasureDisk => {
                 let s = store.clone();
