@@ -103,7 +103,7 @@ impl LedPlayer {
             let phase = t % cycle;
             if phase >= warn_from {
                 let flash = (phase - warn_from) / FLASH_MS;
-                return if flash % 2 == 0 {
+                return if flash.is_multiple_of(2) {
                     Rgb::of(LedColor::Red)
                 } else {
                     Rgb::OFF
@@ -113,8 +113,8 @@ impl LedPlayer {
         let lit = match self.pattern.blink {
             Blink::Off => false,
             Blink::Solid => true,
-            Blink::Slow => (t / SLOW.as_millis()) % 2 == 0,
-            Blink::Fast => (t / FAST.as_millis()) % 2 == 0,
+            Blink::Slow => (t / SLOW.as_millis()).is_multiple_of(2),
+            Blink::Fast => (t / FAST.as_millis()).is_multiple_of(2),
         };
         if lit {
             Rgb::of(self.pattern.color)
