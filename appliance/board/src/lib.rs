@@ -8,5 +8,7 @@
 //! This crate names no embassy-time driver: the binary that uses it links one
 //! (the daemon: embassy-time's `std` feature).
 
+pub mod config;
+pub mod desc;
 pub mod input;
 pub mod led;
