@@ -595,7 +595,9 @@ impl CartMachine {
             Call::Ringing { call, caller, .. } if !self.booting && !self.updating => {
                 self.answer(now, call, caller, Actor::CallButton);
             }
-            Call::Idle if !self.booting && !self.updating && self.faults.is_empty() => {
+            // A fault does not block calling: a nurse with a broken speaker still needs the
+            // specialist, and the fault stays on the LED for the technician.
+            Call::Idle if !self.booting && !self.updating => {
                 if !self.network_up {
                     self.notice(Notice::CannotCallOffline);
                 } else if let Some(uri) = self.config.outgoing_uri.clone() {

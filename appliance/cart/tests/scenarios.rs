@@ -507,6 +507,17 @@ fn a_fault_still_lets_an_incoming_call_be_answered() {
 }
 
 #[test]
+fn a_fault_does_not_block_the_call_button() {
+    let mut c = Cart::ready();
+    c.step(Input::FaultRaised {
+        fault: "speaker-missing".into(),
+    });
+    let out = c.step(SHORT);
+    assert_eq!(actions(&out), vec![Action::PlaceCall { uri: URI.into() }]);
+    assert_eq!(c.m.state(), CartState::Fault, "the fault stays shown");
+}
+
+#[test]
 fn low_battery_sets_the_warning_until_charging() {
     let mut c = Cart::ready();
     let out = c.step(Input::Battery {
