@@ -16,7 +16,7 @@ fn camera(seq: u64) -> VideoFrame {
     let data = (0..VideoFrame::i420_len(w, h))
         .map(|i| (i as u64 ^ seq) as u8)
         .collect();
-    VideoFrame::from_i420(w, h, data, seq, CaptureTime(seq * FRAME_MS * 1000)).unwrap()
+    VideoFrame::from_i420(w, h, data, seq, CaptureTime(seq * FRAME_MS * 1000)).expect("valid frame")
 }
 
 fn mic(seq: u64) -> AudioFrame {
