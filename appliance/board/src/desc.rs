@@ -110,6 +110,21 @@ pub struct LedsDesc {
     pub active_low: bool,
 }
 
+/// A WS2812 ("NeoPixel") LED ring driven from SPI0's MOSI (GPIO 10) at 2.4 MHz.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedRingDesc {
+    /// LEDs on the ring (1 to 256).
+    pub count: u16,
+    /// Brightness, 1 to 255 (a ring at full white draws 60 mA per LED).
+    #[serde(default = "default_brightness")]
+    pub brightness: u8,
+}
+
+fn default_brightness() -> u8 {
+    64
+}
+
 /// Fuel-gauge chips the crate can read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -148,6 +163,9 @@ pub struct BoardDescription {
     /// Status LED, if fitted.
     #[serde(default)]
     pub leds: Option<LedsDesc>,
+    /// LED ring on SPI0, if fitted (instead of, or as well as, the RGB LED).
+    #[serde(default)]
+    pub led_ring: Option<LedRingDesc>,
     /// Fuel gauge, if fitted.
     #[serde(default)]
     pub fuel_gauge: Option<FuelGaugeDesc>,
@@ -258,6 +276,17 @@ impl BoardDescription {
         {
             used.insert(2, "I2C1 SDA (fuel gauge)");
             used.insert(3, "I2C1 SCL (fuel gauge)");
+        }
+        if let Some(r) = self.led_ring {
+            used.insert(10, "SPI0 MOSI (LED ring)");
+            used.insert(11, "SPI0 SCLK (LED ring)");
+            used.insert(8, "SPI0 CE0 (LED ring)");
+            if !(1..=256).contains(&r.count) {
+                out.push(format!("led_ring.count {} must be 1 to 256", r.count));
+            }
+            if r.brightness == 0 {
+                out.push("led_ring.brightness must be 1 to 255".to_string());
+            }
         }
         for (gpio, what) in self.pins() {
             if gpio > self.max_gpio {
@@ -419,6 +448,25 @@ mod tests {
             Err(DescriptionError::Parse(m)) => assert!(m.contains("hang_up_button"), "{m}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_led_ring_reserves_spi0() {
+        let mut text = BoardKind::Raspberrypi4
+            .builtin_description()
+            .unwrap()
+            .to_string();
+        text.push_str("\n[led_ring]\ncount = 12\n");
+        let mut d = BoardDescription::from_toml(&text).unwrap();
+        assert_eq!(d.led_ring.unwrap().brightness, 64);
+        d.leds.as_mut().unwrap().red = 10;
+        assert_eq!(
+            d.problems(),
+            ["leds.red: GPIO 10 is already used by SPI0 MOSI (LED ring)"]
+        );
+        d.leds.as_mut().unwrap().red = 5;
+        d.led_ring.as_mut().unwrap().count = 0;
+        assert_eq!(d.problems(), ["led_ring.count 0 must be 1 to 256"]);
     }
 
     #[test]

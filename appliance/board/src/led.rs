@@ -176,6 +176,33 @@ impl LedPlayer {
     }
 }
 
+/// SPI clock for [`ws2812_spi_frame`]: 2.4 MHz, three SPI bits per WS2812 bit (1.25 µs).
+pub const WS2812_SPI_HZ: u32 = 2_400_000;
+
+/// The SPI bytes that show `rgb` (scaled by `brightness`) on `count` WS2812 LEDs.
+///
+/// Each WS2812 bit becomes three SPI bits (`110` for 1, `100` for 0) at
+/// [`WS2812_SPI_HZ`]; colours go green, red, blue, most significant bit first;
+/// a leading zero byte keeps MOSI low before the first bit and 15 trailing
+/// zero bytes (50 µs) latch the colours.
+pub fn ws2812_spi_frame(rgb: Rgb, brightness: u8, count: u16) -> Vec<u8> {
+    let level = |on: bool| if on { brightness } else { 0 };
+    let grb = [level(rgb.green), level(rgb.red), level(rgb.blue)];
+    let mut out = Vec::with_capacity(1 + usize::from(count) * 9 + 15);
+    out.push(0);
+    for _ in 0..count {
+        for byte in grb {
+            let mut bits: u32 = 0;
+            for i in (0..8).rev() {
+                bits = (bits << 3) | if byte >> i & 1 == 1 { 0b110 } else { 0b100 };
+            }
+            out.extend_from_slice(&bits.to_be_bytes()[1..]);
+        }
+    }
+    out.extend_from_slice(&[0; 15]);
+    out
+}
+
 /// An LED pin could not be set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("an LED output pin could not be set")]
@@ -213,6 +240,24 @@ mod tests {
                 blue: true
             }
         );
+    }
+
+    #[test]
+    fn ws2812_frame_encodes_grb_three_spi_bits_per_bit() {
+        let f = ws2812_spi_frame(Rgb::of(LedColor::Red), 255, 2);
+        assert_eq!(f.len(), 1 + 2 * 9 + 15);
+        assert_eq!(f[0], 0);
+        let zero = [0x92, 0x49, 0x24]; // 100 x 8
+        let full = [0xdb, 0x6d, 0xb6]; // 110 x 8
+        for led in 0..2 {
+            let b = &f[1 + led * 9..1 + led * 9 + 9];
+            assert_eq!(&b[0..3], &zero, "green");
+            assert_eq!(&b[3..6], &full, "red");
+            assert_eq!(&b[6..9], &zero, "blue");
+        }
+        assert!(f[19..].iter().all(|&b| b == 0), "latch");
+        let dim = ws2812_spi_frame(Rgb::of(LedColor::Green), 0x80, 1);
+        assert_eq!(&dim[1..4], &[0xd2, 0x49, 0x24]); // 0x80: 110 then 100 x 7
     }
 
     #[test]

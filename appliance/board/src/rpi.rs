@@ -10,11 +10,12 @@ use embassy_time::Instant;
 use embedded_hal::digital::{OutputPin as _, PinState};
 use rppal::gpio::{Gpio, InputPin, OutputPin};
 use rppal::i2c::I2c;
+use rppal::spi::{Bus, Mode, SlaveSelect, Spi};
 
 use crate::battery::{BatteryStatus, Max17048};
 use crate::desc::{BoardDescription, BoardKind, GaugeChip, InputPinDesc, Pull};
 use crate::input::read_active;
-use crate::led::Rgb;
+use crate::led::{Rgb, WS2812_SPI_HZ, ws2812_spi_frame};
 use crate::panel::{Board, BoardError, RawInputs};
 
 struct Line {
@@ -27,6 +28,14 @@ struct Leds {
     green: OutputPin,
     blue: OutputPin,
     active_low: bool,
+}
+
+struct Ring {
+    spi: Spi,
+    count: u16,
+    brightness: u8,
+    shown: Option<Rgb>,
+    failed: bool,
 }
 
 enum Gauge {
@@ -42,6 +51,7 @@ pub struct RppalBoard {
     hangup: Option<Line>,
     privacy: Line,
     leds: Option<Leds>,
+    ring: Option<Ring>,
     gauge: Gauge,
 }
 
@@ -135,6 +145,24 @@ impl RppalBoard {
                 })
             })
             .transpose()?;
+        let ring = desc
+            .led_ring
+            .map(|r| -> Result<Ring, BoardError> {
+                let spi = Spi::new(Bus::Spi0, SlaveSelect::Ss0, WS2812_SPI_HZ, Mode::Mode0)
+                    .map_err(|e| BoardError::Pin {
+                        gpio: 10,
+                        what: "led_ring (SPI0)",
+                        message: e.to_string(),
+                    })?;
+                Ok(Ring {
+                    spi,
+                    count: r.count,
+                    brightness: r.brightness,
+                    shown: None,
+                    failed: false,
+                })
+            })
+            .transpose()?;
         let gauge = match desc.fuel_gauge {
             None => Gauge::NotFitted,
             Some(g) => match (g.chip, I2c::with_bus(g.bus)) {
@@ -151,6 +179,7 @@ impl RppalBoard {
             hangup,
             privacy,
             leds,
+            ring,
             gauge,
         })
     }
@@ -181,6 +210,26 @@ impl Board for RppalBoard {
             let _ = l.red.set_state(s(rgb.red));
             let _ = l.green.set_state(s(rgb.green));
             let _ = l.blue.set_state(s(rgb.blue));
+        }
+        if let Some(r) = &mut self.ring
+            && r.shown != Some(rgb)
+        {
+            // Written only on change: the panel sets the LEDs every tick.
+            match r.spi.write(&ws2812_spi_frame(rgb, r.brightness, r.count)) {
+                Ok(_) => {
+                    r.shown = Some(rgb);
+                    r.failed = false;
+                }
+                Err(e) if !r.failed => {
+                    r.failed = true;
+                    return Err(BoardError::Pin {
+                        gpio: 10,
+                        what: "led_ring (SPI0)",
+                        message: e.to_string(),
+                    });
+                }
+                Err(_) => {}
+            }
         }
         Ok(())
     }
