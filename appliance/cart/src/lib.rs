@@ -9,6 +9,34 @@
 //!   block; with privacy on, frames become a slate and audio is silence.
 //! - [`ptz`]: data-channel camera control (`ptz_move`, `ptz_preset`) mapped to
 //!   absolute pan/tilt/zoom values within the camera's limits, rate limited.
+//!
+//! The run loop, as the runtime drives it:
+//!
+//! ```
+//! use telecart_cart::Timestamp;
+//! use telecart_cart::machine::*;
+//!
+//! let mut cart = CartMachine::new(MachineConfig {
+//!     outgoing_uri: Some("sip:nurse-station@pbx.example".into()),
+//!     ..MachineConfig::default()
+//! });
+//! let now = Timestamp(1_700_000_000_000);
+//! cart.handle_input(now, Input::BootComplete);
+//! cart.handle_input(now, Input::NetworkUp);
+//! cart.handle_input(now, Input::CallButton { press: Press::Short });
+//! let mut actions = Vec::new();
+//! while let Some(out) = cart.poll_output() {
+//!     match out {
+//!         Output::Indication(i) => { /* panel.show(&i); send i.status_message() */ }
+//!         Output::Action(a) => actions.push(a),
+//!         Output::Audit(e) => { /* append to the audit trail */ }
+//!         Output::Notice(n) => { /* log, console */ }
+//!     }
+//! }
+//! assert_eq!(actions, [Action::PlaceCall { uri: "sip:nurse-station@pbx.example".into() }]);
+//! assert_eq!(cart.state(), CartState::InCall);
+//! // Sleep until cart.poll_timeout() (if any), then cart.handle_timeout(now).
+//! ```
 
 pub mod machine;
 pub mod privacy;

@@ -136,6 +136,16 @@ pub struct Indication {
     pub battery_low: bool,
 }
 
+impl Indication {
+    /// The data-channel `status` message the far end gets when this changes.
+    pub fn status_message(&self) -> telecart_webrtc::datachannel::Message {
+        telecart_webrtc::datachannel::Message::Status {
+            state: self.state.as_str().to_string(),
+            privacy: self.privacy,
+        }
+    }
+}
+
 /// How long the call button was held (decided by the board's long-press detector).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]

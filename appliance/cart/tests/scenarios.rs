@@ -568,3 +568,18 @@ fn state_names_match_the_data_channel() {
         ]
     );
 }
+
+#[test]
+fn the_far_end_is_told_the_state_and_privacy() {
+    let mut c = Cart::ready();
+    c.ring(5, true);
+    let out = c.privacy(true);
+    let msg = indications(&out)[0].status_message();
+    assert_eq!(
+        msg,
+        telecart_webrtc::datachannel::Message::Status {
+            state: "privacy".into(),
+            privacy: true
+        }
+    );
+}
