@@ -6,7 +6,7 @@
 //!   (`cargo test -p telecart-board --features mock-clock-tests`).
 //! - [`desc`]: the pin maps of the supported boards (`board/<name>/pins.toml`
 //!   in the repository, built in), validated before any pin is touched.
-//! - [`panel`]: the [`Board`](panel::Board) trait and the [`Panel`](panel::Panel)
+//! - [`panel`]: the [`panel::Board`] trait and the [`panel::Panel`]
 //!   that turns raw levels into the cart state machine's inputs.
 //! - [`sim`]: the simulated board (console and keyboard); [`rpi`]: the real
 //!   one over rppal (feature `rppal`, on by default); [`open_board`] picks
