@@ -33,6 +33,10 @@ enum Command {
         /// Frame size and rate of the test pattern, e.g. 1280x720@30.
         #[arg(long, default_value = "1280x720@30")]
         video: String,
+        /// Keep the demo's state (encrypted session log and its key) here; by default a
+        /// temporary directory removed when the demo ends.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Runs the appliance with a configuration file.
     Run {
@@ -86,8 +90,25 @@ fn main() -> ExitCode {
             listen,
             seconds,
             video,
+            data_dir,
         } => {
-            let config = match demo_config(listen, &video) {
+            // Held until the demo ends, then removed with what is in it.
+            let scratch = match data_dir {
+                Some(_) => None,
+                None => match tempfile::Builder::new().prefix("telecart-demo-").tempdir() {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        eprintln!("cartd demo: cannot create a temporary directory: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+            };
+            let dir = data_dir.unwrap_or_else(|| {
+                scratch
+                    .as_ref()
+                    .map_or_else(std::env::temp_dir, |t| t.path().to_owned())
+            });
+            let config = match demo_config(listen, &video, &dir) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("cartd demo: {e:#}");
@@ -107,10 +128,17 @@ fn main() -> ExitCode {
 }
 
 /// The embedded default: everything simulated, nothing to configure.
-fn demo_config(listen: SocketAddr, video: &str) -> anyhow::Result<Config> {
+fn demo_config(
+    listen: SocketAddr,
+    video: &str,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Config> {
     let mut config = Config::default();
     config.cart.name = "telecart-demo".into();
-    config.cart.data_dir = std::env::temp_dir().join("telecart-demo");
+    config.cart.data_dir = std::path::absolute(data_dir)?;
+    // The demo keeps a real encrypted log, with a key of its own, in its throw-away directory.
+    config.store.data_dir = config.cart.data_dir.join("log");
+    config.store.master_key = config.cart.data_dir.join("master.key");
     config.console.listen = listen;
     let (size, fps) = video
         .split_once('@')
@@ -145,8 +173,14 @@ fn run(config: Config, log_level: Option<String>, seconds: Option<u64>, demo: bo
             return ExitCode::FAILURE;
         }
     };
+    let keys = if demo {
+        telecart_runtime::KeyPolicy::CreateIfMissing
+    } else {
+        telecart_runtime::KeyPolicy::Provisioned
+    };
     let result = runtime.block_on(telecart_runtime::run(
         config,
+        keys,
         move |addr| {
             if demo {
                 println!("telecart demo running: open http://{addr}/ (Ctrl-C to stop)");

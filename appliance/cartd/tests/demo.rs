@@ -255,3 +255,39 @@ fn run_refuses_a_bad_config_before_touching_devices() {
         String::from_utf8_lossy(&out.stderr).contains("video.source: unknown variant `webcam`")
     );
 }
+
+#[test]
+fn run_refuses_to_start_without_a_provisioned_master_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cart.toml");
+    let key = dir.path().join("absent.key");
+    std::fs::write(
+        &config,
+        format!(
+            "[console]\nlisten = \"127.0.0.1:0\"\n[store]\ndata_dir = \"{}\"\nmaster_key = \"{}\"\n",
+            dir.path().join("log").display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cartd"))
+        .args([
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--seconds",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("store.master_key") && err.contains("missing"),
+        "{err}"
+    );
+    assert!(
+        !key.exists(),
+        "a provisioned cart never invents its own key"
+    );
+}

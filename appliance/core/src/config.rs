@@ -5,6 +5,10 @@
 //! key and what is wrong, all at once rather than one per run.
 //! [`Config::from_toml`] is pure; [`Config::load`] only adds reading the file.
 
+mod store;
+
+pub use store::{StoreConfig, SyncConfig, valid_device_id};
+
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
@@ -26,6 +30,8 @@ pub struct Config {
     pub audio: AudioConfig,
     /// Queues between capture, encoders and senders.
     pub pipeline: PipelineConfig,
+    /// The encrypted session log and its upload.
+    pub store: StoreConfig,
 }
 
 /// Identity of this cart.
@@ -510,6 +516,10 @@ impl Config {
                 "is only used when audio.microphone = \"wav\"; remove it or change the source"
                     .into(),
             );
+        }
+
+        for (key, message) in self.store.validate() {
+            bad(&key, message);
         }
 
         let p = &self.pipeline;

@@ -26,6 +26,8 @@ pub struct ConsoleState {
     pub config: Config,
     /// The media pipeline.
     pub pipeline: Arc<Pipeline>,
+    /// The encrypted session log.
+    pub log: Arc<crate::SessionLog>,
     /// When the daemon started.
     pub started: Instant,
 }
@@ -103,6 +105,15 @@ struct StatusBody<'a> {
     uptime_s: u64,
     pipeline: crate::pipeline::PipelineStatus,
     video: VideoSummary,
+    session_log: SessionLogSummary,
+}
+
+#[derive(Debug, Serialize)]
+struct SessionLogSummary {
+    durable_upto: u64,
+    synced_upto: u64,
+    upload_failures: u32,
+    alarms: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -126,12 +137,26 @@ async fn status(State(state): State<Arc<ConsoleState>>) -> Response {
             fps: v.fps,
             target_bitrate_bps: state.pipeline.encoder.target_bitrate(),
         },
+        session_log: {
+            let s = state.log.status();
+            SessionLogSummary {
+                durable_upto: s.durable_upto,
+                synced_upto: s.synced_upto,
+                upload_failures: s.failures,
+                alarms: s.alarms.iter().map(|a| format!("{a:?}")).collect(),
+            }
+        },
     })
     .into_response()
 }
 
 async fn metrics_text(State(state): State<Arc<ConsoleState>>) -> Response {
-    match metrics::render(&state.config.cart.name, &state.pipeline, state.started) {
+    match metrics::render(
+        &state.config.cart.name,
+        &state.pipeline,
+        &state.log,
+        state.started,
+    ) {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,

@@ -6,8 +6,10 @@ pub mod bus;
 pub mod console;
 pub mod metrics;
 pub mod pipeline;
+pub mod session_log;
 
 pub use pipeline::{EncoderControl, Pipeline, PipelineStatus};
+pub use session_log::{KeyPolicy, SessionLog};
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,6 +21,7 @@ use tracing::info;
 /// `on_listening` gets the console's bound address (the port may have been 0).
 pub async fn run(
     config: Config,
+    keys: KeyPolicy,
     on_listening: impl FnOnce(std::net::SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -27,12 +30,20 @@ pub async fn run(
         .await
         .map_err(|e| anyhow::anyhow!("console: cannot bind {}: {e}", config.console.listen))?;
     let addr = listener.local_addr()?;
+    let store_config = config.store.clone();
+    let mut log =
+        tokio::task::spawn_blocking(move || SessionLog::open(&store_config, keys)).await??;
+    log.start_sync(&config.store)?;
+    let log = Arc::new(log);
+    // The audit trail records every start and stop of the daemon.
+    let _ = log.audit("cartd", "cartd.start", env!("CARGO_PKG_VERSION"));
     let pipeline_config = config.clone();
     let pipeline =
         Arc::new(tokio::task::spawn_blocking(move || Pipeline::start(&pipeline_config)).await??);
     let state = Arc::new(console::ConsoleState {
         config,
         pipeline: pipeline.clone(),
+        log: log.clone(),
         started,
     });
     on_listening(addr);
@@ -49,5 +60,7 @@ pub async fn run(
     console::serve(listener, state, stop_pipeline).await?;
     // Joining the stage threads blocks; keep it off the async workers.
     tokio::task::spawn_blocking(move || drop(pipeline)).await?;
+    let _ = log.audit("cartd", "cartd.stop", "");
+    log.close().await;
     Ok(())
 }

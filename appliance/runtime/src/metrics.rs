@@ -17,6 +17,7 @@ struct Scrape {
     raw_video_dropped: u64,
     encoded_video_dropped: u64,
     raw_audio_dropped: u64,
+    log: telecart_store::sync::SyncStatus,
 }
 
 fn counter(
@@ -150,6 +151,11 @@ impl Collector for Scrape {
             "Errors from encoders.",
             s.encode_errors,
         )?;
+        for (name, help, value) in self.log.gauges() {
+            // The store names its series in full; the registry adds the prefix.
+            let name = name.strip_prefix("telecart_").unwrap_or(name);
+            gauge(&mut e, name, help, value as f64)?;
+        }
         Ok(())
     }
 }
@@ -158,6 +164,7 @@ impl Collector for Scrape {
 pub fn render(
     cart: &str,
     pipeline: &Pipeline,
+    log: &crate::SessionLog,
     started: Instant,
 ) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::with_prefix_and_labels(
@@ -175,6 +182,7 @@ pub fn render(
         raw_video_dropped: pipeline.raw_video.counters().dropped(),
         encoded_video_dropped: pipeline.video.counters().dropped(),
         raw_audio_dropped: pipeline.raw_audio.counters().dropped(),
+        log: log.status(),
     }));
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry)?;
