@@ -6,6 +6,7 @@ pub mod bus;
 pub mod console;
 pub mod metrics;
 pub mod pipeline;
+pub mod webrtc;
 
 pub use pipeline::{EncoderControl, Pipeline, PipelineStatus};
 
