@@ -142,13 +142,15 @@ fn main() -> ExitCode {
                         return ExitCode::from(2);
                     }
                 },
-                None => match demo_config("127.0.0.1:0".parse().expect("literal address"), &video) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        eprintln!("cartd publish: {e:#}");
-                        return ExitCode::from(2);
+                None => {
+                    match demo_config("127.0.0.1:0".parse().expect("literal address"), &video) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            eprintln!("cartd publish: {e:#}");
+                            return ExitCode::from(2);
+                        }
                     }
-                },
+                }
             };
             let mut opts = telecart_runtime::webrtc::PublishOptions::new(whip);
             opts.token = token;
@@ -264,8 +266,14 @@ fn publish(
                 println!("published to {url}");
                 println!("  resource   {}", report.resource);
                 println!("  ICE pair   {}", s.ice_pair.as_deref().unwrap_or("?"));
-                println!("  video      {}", s.video_codec.as_deref().unwrap_or("none"));
-                println!("  audio      {}", s.audio_codec.as_deref().unwrap_or("none"));
+                println!(
+                    "  video      {}",
+                    s.video_codec.as_deref().unwrap_or("none")
+                );
+                println!(
+                    "  audio      {}",
+                    s.audio_codec.as_deref().unwrap_or("none")
+                );
                 println!(
                     "  connected  {:.0} ms after the POST; first frame at {:.0} ms",
                     s.connect_ms.unwrap_or(f64::NAN),
@@ -273,7 +281,10 @@ fn publish(
                 );
                 println!(
                     "  sent       {} video frames ({} RTP packets, {} bytes), {} audio packets",
-                    s.video_frames_sent, s.video_packets_sent, s.video_bytes_sent, s.audio_packets_sent
+                    s.video_frames_sent,
+                    s.video_packets_sent,
+                    s.video_bytes_sent,
+                    s.audio_packets_sent
                 );
                 println!(
                     "  feedback   {} NACKs, {} PLIs, {} FIRs; estimate {} bps; RTT {} ms; MOS {}",

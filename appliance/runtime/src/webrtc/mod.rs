@@ -26,8 +26,7 @@ pub async fn publish_config(
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<PublishReport> {
     let max_bitrate_bps = config.video.max_bitrate_kbps * 1000;
-    let pipeline =
-        Arc::new(tokio::task::spawn_blocking(move || Pipeline::start(&config)).await??);
+    let pipeline = Arc::new(tokio::task::spawn_blocking(move || Pipeline::start(&config)).await??);
     let media = session::MediaSources {
         video: pipeline.video.clone(),
         audio: pipeline.audio.clone(),

@@ -112,7 +112,9 @@ impl BitrateFollower {
         };
         self.smoothed_bps = Some(s);
         let video = (s * 0.9) as u64;
-        video.saturating_sub(AUDIO_HEADROOM_BPS).min(u64::from(u32::MAX)) as u32
+        video
+            .saturating_sub(AUDIO_HEADROOM_BPS)
+            .min(u64::from(u32::MAX)) as u32
     }
 }
 

@@ -325,8 +325,8 @@ pub async fn publish(
     let started = Instant::now();
     let post_unix_us = unix_now_us();
     let mut rtc = rtc_config(media.encoder.target_bitrate()).build(started);
-    let candidate =
-        Candidate::host(local, "udp").map_err(|e| PublishError::Local(format!("candidate: {e}")))?;
+    let candidate = Candidate::host(local, "udp")
+        .map_err(|e| PublishError::Local(format!("candidate: {e}")))?;
     rtc.add_local_candidate(candidate);
     let mut api = rtc.sdp_api();
     let video_mid = api.add_media(
@@ -439,7 +439,11 @@ pub async fn publish(
         endpoint: endpoint.to_string(),
         resource: session.resource.to_string(),
         etag: session.etag.clone(),
-        ice_servers: session.ice_servers.iter().map(|s| format!("{s:?}")).collect(),
+        ice_servers: session
+            .ice_servers
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .collect(),
         local_candidate: format!("{local} host udp"),
         post_attempts: attempts,
         post_unix_us,

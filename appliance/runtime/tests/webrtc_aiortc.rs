@@ -1,0 +1,390 @@
+//! WHIP publish to a real peer: the aiortc WHIP endpoint (`tests/peers/whip_aiortc.py`)
+//! in a network namespace this test creates decodes the cart's H.264 and Opus; the
+//! stamped test pattern gives sequence numbers and glass-to-glass latency.
+//!
+//! The binary (harness = false) plays three parts, chosen by its arguments:
+//! - no arguments (or libtest's): the test itself; needs root and the peers
+//!   installed by `bash tests/setup.sh` (`TELECART_WORK` overrides `<repo>/.work`),
+//!   and fails with a clear message when either is missing;
+//! - `__publish URL SECONDS WxH@FPS`: the cart, run inside the namespace; prints the
+//!   publish report and its own CPU use as JSON lines;
+//! - `--width W --height H`: the stamp decoder aiortc feeds decoded I420 frames to.
+//!
+//! It prints glass-to-glass latency p50/p95, set-up time and the cart's CPU.
+
+#![allow(clippy::unwrap_used)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("__publish") => publish_child(&args[1..]),
+        Some("--width") => stamp_decoder(&args),
+        _ => {
+            let filter = args.iter().find(|a| !a.starts_with('-'));
+            if args.iter().any(|a| a == "--list") {
+                println!("publish_to_aiortc_decodes_stamped_h264_and_opus: test");
+                return;
+            }
+            if filter.is_none_or(|f| {
+                "publish_to_aiortc_decodes_stamped_h264_and_opus".contains(f.as_str())
+            }) {
+                publish_to_aiortc_decodes_stamped_h264_and_opus();
+                println!("test publish_to_aiortc_decodes_stamped_h264_and_opus ... ok");
+            }
+        }
+    }
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+// ---------- the stamp decoder (aiortc runs us with --width W --height H) ----------
+
+fn stamp_decoder(args: &[String]) {
+    let get = |name: &str| -> u32 {
+        let i = args.iter().position(|a| a == name).unwrap();
+        args[i + 1].parse().unwrap()
+    };
+    let (w, h) = (get("--width"), get("--height"));
+    let len = (w * h * 3 / 2) as usize;
+    let mut buf = vec![0u8; len];
+    let mut input = std::io::stdin().lock();
+    let mut out = std::io::stdout().lock();
+    for frame in 0u64.. {
+        if input.read_exact(&mut buf).is_err() {
+            return;
+        }
+        let line = match telecart_stamp::decode_stamp(&buf, w, h, w as usize) {
+            Ok(stamp) => {
+                let capture = stamp.capture_time.as_micros();
+                serde_json::json!({"frame": frame, "sequence": stamp.sequence,
+                    "capture_time_us": capture,
+                    "latency_us": now_us() as i64 - capture as i64})
+            }
+            Err(e) => serde_json::json!({"frame": frame, "error": e.to_string()}),
+        };
+        writeln!(out, "{line}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+// ---------- the cart (inside the namespace) ----------
+
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(usage.ru_utime) + t(usage.ru_stime)
+}
+
+fn publish_child(args: &[String]) {
+    let url = args[0].clone();
+    let seconds: u64 = args[1].parse().unwrap();
+    let (size, fps) = args[2].split_once('@').unwrap();
+    let (w, h) = size.split_once('x').unwrap();
+    let mut config = telecart_core::Config::default();
+    config.cart.name = "webrtc-test".into();
+    config.cart.data_dir = std::env::temp_dir().join("telecart-webrtc-test");
+    config.video.width = w.parse().unwrap();
+    config.video.height = h.parse().unwrap();
+    config.video.fps = fps.parse().unwrap();
+    let mut opts = telecart_runtime::webrtc::PublishOptions::new(url);
+    opts.duration = Some(Duration::from_secs(seconds));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let wall = Instant::now();
+    let cpu0 = cpu_seconds();
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let result = runtime.block_on(telecart_runtime::webrtc::publish_config(
+        config, opts, stop_rx,
+    ));
+    let cpu = cpu_seconds() - cpu0;
+    match result {
+        Ok(report) => println!("{}", report.to_json()),
+        Err(e) => println!("{}", serde_json::json!({"error": format!("{e:#}")})),
+    }
+    println!(
+        "{}",
+        serde_json::json!({"cpu_s": cpu, "wall_s": wall.elapsed().as_secs_f64()})
+    );
+}
+
+// ---------- the test ----------
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn work_dir() -> PathBuf {
+    std::env::var_os("TELECART_WORK")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".work"))
+}
+
+fn netns_sh() -> PathBuf {
+    repo_root().join("tests/peers/netns.sh")
+}
+
+/// A network namespace, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn create(tag: &str) -> Netns {
+        assert!(
+            unsafe { libc::geteuid() } == 0,
+            "this interop test needs root (network namespaces); CI runs as root"
+        );
+        let name = format!("tc-{tag}-{}", std::process::id());
+        let status = Command::new(netns_sh())
+            .args(["create", &name])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "netns.sh create {name} failed: {status}");
+        Netns(name)
+    }
+
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(netns_sh());
+        c.arg("exec").arg(&self.0).arg(program);
+        c
+    }
+
+    fn curl_json(&self, url: &str) -> Option<Value> {
+        let out = self
+            .command("curl")
+            .args(["-s", "-m", "2", url])
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new(netns_sh())
+            .args(["delete", &self.0])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+/// A peer process, SIGTERMed (then killed) on drop.
+struct Peer {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Peer {
+    fn spawn(mut cmd: Command, what: &str) -> Peer {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Peer { child, lines }
+    }
+
+    fn line(&self, timeout: Duration, what: &str) -> String {
+        self.lines
+            .recv_timeout(timeout)
+            .unwrap_or_else(|_| panic!("{what}: no output within {timeout:?}"))
+    }
+
+    fn terminate(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.child.try_wait().unwrap().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.terminate();
+        }
+    }
+}
+
+/// Starts `whip_aiortc.py` in `ns`, decoding stamps with this binary; returns it and its port.
+fn start_aiortc(ns: &Netns, extra: &[&str]) -> (Peer, u16) {
+    let python = work_dir().join("venv/bin/python");
+    assert!(
+        python.exists(),
+        "aiortc peer missing: {} does not exist; run `bash tests/setup.sh` (or set TELECART_WORK)",
+        python.display()
+    );
+    let mut cmd = ns.command(&python);
+    cmd.arg(repo_root().join("tests/peers/whip_aiortc.py"))
+        .args([
+            "--port",
+            "0",
+            "--ice-host-address",
+            "127.0.0.1",
+            "--final-stats",
+        ])
+        .arg("--stamp-decoder")
+        .arg(std::env::current_exe().unwrap())
+        .args(extra);
+    let peer = Peer::spawn(cmd, "whip_aiortc.py");
+    let line = peer.line(Duration::from_secs(20), "whip_aiortc.py");
+    let port = line
+        .strip_prefix("LISTENING ")
+        .unwrap_or_else(|| panic!("whip_aiortc.py said {line:?}"))
+        .trim()
+        .parse()
+        .unwrap();
+    (peer, port)
+}
+
+fn publish_to_aiortc_decodes_stamped_h264_and_opus() {
+    let seconds = 8u64;
+    let ns = Netns::create("webrtc-aiortc");
+    let (mut aiortc, port) = start_aiortc(&ns, &[]);
+    let base = format!("http://127.0.0.1:{port}");
+
+    let mut cart = ns.command(std::env::current_exe().unwrap());
+    cart.args([
+        "__publish",
+        &format!("{base}/whip/cart"),
+        &seconds.to_string(),
+        "1280x720@30",
+    ]);
+    let cart_started_us = now_us();
+    let cart = Peer::spawn(cart, "the cart");
+
+    // Poll the endpoint until the first frame is decoded: call set-up time.
+    let mut first_decoded_us = None;
+    let poll_deadline = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < poll_deadline {
+        if let Some(stats) = ns.curl_json(&format!("{base}/stats"))
+            && stats["video_frames_decoded"].as_u64().unwrap_or(0) > 0
+        {
+            first_decoded_us = Some(now_us());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let report_line = cart.line(Duration::from_secs(seconds + 30), "the cart");
+    let cpu_line = cart.line(Duration::from_secs(5), "the cart (CPU)");
+    let report: Value = serde_json::from_str(&report_line).unwrap();
+    let cpu: Value = serde_json::from_str(&cpu_line).unwrap();
+    assert!(report["error"].is_null(), "publish failed: {report}");
+    aiortc.terminate();
+    let stats_line = aiortc
+        .lines
+        .try_iter()
+        .find(|l| l.starts_with("STATS "))
+        .expect("whip_aiortc.py prints STATS when stopped");
+    let peer: Value = serde_json::from_str(&stats_line["STATS ".len()..]).unwrap();
+
+    let s = &report["stats"];
+    eprintln!("cart report: {report}");
+    eprintln!(
+        "aiortc stats: {}",
+        peer.to_string().chars().take(1500).collect::<String>()
+    );
+    // Negotiation and hang-up.
+    assert!(
+        s["video_codec"]
+            .as_str()
+            .unwrap()
+            .contains("profile-level-id=42e01f"),
+        "{s}"
+    );
+    assert!(
+        s["audio_codec"].as_str().unwrap().starts_with("opus"),
+        "{s}"
+    );
+    assert_eq!(report["delete"], "ok");
+    assert_eq!(peer["sessions"], 1);
+    assert_eq!(peer["closed"], true, "DELETE closed the session");
+    assert_eq!(peer["video_codec"], "H264");
+    assert_eq!(
+        (peer["width"].as_u64(), peer["height"].as_u64()),
+        (Some(1280), Some(720))
+    );
+    // Media decoded by someone else's stack.
+    let frames = peer["video_frames_decoded"].as_u64().unwrap();
+    let expected = seconds * 30;
+    assert!(
+        frames * 10 >= expected * 8,
+        "{frames} of ~{expected} frames decoded"
+    );
+    let audio = peer["audio_frames_decoded"].as_u64().unwrap();
+    assert!(
+        audio * 20 * 10 >= seconds * 1000 * 8,
+        "{audio} Opus frames decoded"
+    );
+    assert!(
+        peer["audio_rms_total"].as_f64().unwrap() > 0.01,
+        "audio is not silence"
+    );
+    // Stamps: every decoded frame read, sequence increasing, none missing.
+    let st = &peer["stamps"];
+    assert_eq!(st["failed"], 0, "{st}");
+    assert_eq!(st["decoded"], st["frames_fed"], "{st}");
+    assert_eq!(st["out_of_order"], 0, "{st}");
+    assert_eq!(st["duplicates"], 0, "{st}");
+    assert!(
+        st["last_sequence"].as_u64() > st["first_sequence"].as_u64(),
+        "{st}"
+    );
+    assert!(st["missing"].as_u64().unwrap() <= expected / 50, "{st}");
+    let p50 = st["latency_ms"]["p50"].as_f64().unwrap();
+    let p95 = st["latency_ms"]["p95"].as_f64().unwrap();
+    assert!(
+        p50 < 150.0 && p95 < 250.0,
+        "glass-to-glass p50 {p50} ms, p95 {p95} ms"
+    );
+
+    let setup_ms = first_decoded_us
+        .map(|t| (t.saturating_sub(report["post_unix_us"].as_u64().unwrap())) as f64 / 1e3);
+    let cpu_pct = 100.0 * cpu["cpu_s"].as_f64().unwrap() / cpu["wall_s"].as_f64().unwrap();
+    println!(
+        "BENCH webrtc aiortc 720p30: glass-to-glass p50 {p50:.1} ms p95 {p95:.1} ms; \
+         connect {:.0} ms after POST; first frame decoded {} ms after POST (20 ms polling); \
+         cart CPU {cpu_pct:.0}% of one core ({} frames decoded, {} audio frames)",
+        s["connect_ms"].as_f64().unwrap_or(f64::NAN),
+        setup_ms.map_or("?".into(), |m| format!("{m:.0}")),
+        frames,
+        audio
+    );
+    let _ = cart_started_us;
+    assert!(
+        setup_ms.is_some(),
+        "never saw a decoded frame while polling"
+    );
+}
