@@ -35,15 +35,18 @@ pub async fn run(
         config,
         pipeline: pipeline.clone(),
         started,
+        calls: Default::default(),
     });
     on_listening(addr);
     // Stop the pipeline first: that closes the queues, which ends open live
     // streams, which lets the server's graceful shutdown finish.
     let stop_pipeline = {
         let pipeline = pipeline.clone();
+        let calls = state.calls.clone();
         async move {
             shutdown.await;
             info!("shutting down");
+            calls.hang_up_all();
             pipeline.request_stop();
         }
     };

@@ -7,6 +7,7 @@
 //! frame from the pipeline or that timeout. Pure rules (WHIP responses,
 //! data-channel messages, MOS) live in the sans-IO crate `telecart-webrtc`.
 
+pub mod call;
 pub mod session;
 pub mod stats;
 pub mod whip;

@@ -272,6 +272,21 @@ impl Driver {
     fn event(&mut self, event: Event) {
         match event {
             Event::Connected => self.on_connected(),
+            Event::MediaAdded(added) => {
+                // Answering an offer: learn the m-lines from the remote side.
+                match added.kind {
+                    MediaKind::Video if self.opts.video_mid.is_none() => {
+                        self.opts.video_mid = Some(added.mid);
+                    }
+                    MediaKind::Audio if self.opts.audio_mid.is_none() => {
+                        self.opts.audio_mid = Some(added.mid);
+                    }
+                    _ => {}
+                }
+                if self.connected {
+                    self.resolve_codecs();
+                }
+            }
             Event::IceConnectionStateChange(state) => {
                 debug!(?state, "session: ICE state");
                 if state == IceConnectionState::Disconnected {
@@ -398,6 +413,18 @@ impl Driver {
         self.rtc
             .bwe()
             .set_bitrate(Bitrate::bps(current), Bitrate::bps(desired.max(current)));
+        let started = self.opts.started;
+        {
+            let mut s = self.stats.lock();
+            s.state = "connected".into();
+            s.connect_ms = Some(started.elapsed().as_secs_f64() * 1e3);
+            info!(connect_ms = ?s.connect_ms, "session: connected");
+        }
+        self.resolve_codecs();
+    }
+
+    /// Finds the payload types to send with, once connected and the m-lines are known.
+    fn resolve_codecs(&mut self) {
         let mut video_codec = None;
         let mut audio_codec = None;
         if let Some(mid) = self.opts.video_mid
@@ -429,13 +456,10 @@ impl Driver {
             self.audio_pt = Some(p.pt());
             audio_codec = Some(format!("opus/48000/2 pt={}", *p.pt()));
         }
-        let started = self.opts.started;
         let mut s = self.stats.lock();
-        s.state = "connected".into();
-        s.connect_ms = Some(started.elapsed().as_secs_f64() * 1e3);
         s.video_codec = video_codec;
         s.audio_codec = audio_codec;
-        info!(connect_ms = ?s.connect_ms, video = ?s.video_codec, audio = ?s.audio_codec, "session: connected");
+        info!(video = ?s.video_codec, audio = ?s.audio_codec, "session: codecs");
         if self.opts.video_mid.is_some() && self.video_pt.is_none() {
             warn!("session: the answer has no H.264 packetization-mode 1 we can send");
         }

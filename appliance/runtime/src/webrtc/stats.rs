@@ -110,9 +110,112 @@ impl SharedStats {
     }
 }
 
+/// OpenMetrics lines for the calls (gauges labelled by call id), to go
+/// before the `# EOF` of `/metrics`. Ended calls are left out.
+pub fn render_metrics(cart: &str, calls: &[(String, CallStats)]) -> String {
+    use std::fmt::Write;
+    let live: Vec<_> = calls
+        .iter()
+        .filter(|(_, s)| !matches!(s.state.as_str(), "closed" | "failed"))
+        .collect();
+    let cart = escape(cart);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# TYPE telecart_calls_active gauge\n# HELP telecart_calls_active WebRTC calls in progress.\ntelecart_calls_active{{cart=\"{cart}\"}} {}",
+        live.len()
+    );
+    type Field = fn(&CallStats) -> Option<f64>;
+    let fields: [(&str, &str, Field); 8] = [
+        ("call_rtt_seconds", "Round-trip time.", |s| {
+            s.rtt_ms.map(|v| v / 1e3)
+        }),
+        (
+            "call_jitter_seconds",
+            "Jitter the far end reports for our video.",
+            |s| s.jitter_ms.map(|v| v / 1e3),
+        ),
+        (
+            "call_loss_ratio",
+            "Fraction of our packets the far end lost.",
+            |s| s.loss,
+        ),
+        (
+            "call_mos",
+            "MOS estimate (1 to 4.5) from RTT, jitter and loss.",
+            |s| s.mos,
+        ),
+        (
+            "call_bandwidth_estimate_bps",
+            "TWCC bandwidth estimate.",
+            |s| s.bwe_bps.map(|v| v as f64),
+        ),
+        (
+            "call_video_target_bps",
+            "Bitrate asked of the video encoder.",
+            |s| s.encoder_target_bps.map(f64::from),
+        ),
+        (
+            "call_video_frames_sent",
+            "Video frames sent in the call.",
+            |s| Some(s.video_frames_sent as f64),
+        ),
+        ("call_nacks", "NACKs received in the call.", |s| {
+            Some(s.nacks as f64)
+        }),
+    ];
+    for (name, help, get) in fields {
+        let _ = writeln!(
+            out,
+            "# TYPE telecart_{name} gauge\n# HELP telecart_{name} {help}"
+        );
+        for (id, s) in &live {
+            if let Some(v) = get(s) {
+                let _ = writeln!(
+                    out,
+                    "telecart_{name}{{cart=\"{cart}\",call=\"{}\"}} {v}",
+                    escape(id)
+                );
+            }
+        }
+    }
+    out
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_list_live_calls_only() {
+        let live = CallStats {
+            state: "connected".into(),
+            rtt_ms: Some(20.0),
+            mos: Some(4.3),
+            ..Default::default()
+        };
+        let ended = CallStats {
+            state: "closed".into(),
+            ..Default::default()
+        };
+        let text = render_metrics("c\"1", &[("a".into(), live), ("b".into(), ended)]);
+        assert!(
+            text.contains("telecart_calls_active{cart=\"c\\\"1\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("telecart_call_rtt_seconds{cart=\"c\\\"1\",call=\"a\"} 0.02\n"),
+            "{text}"
+        );
+        assert!(text.contains("telecart_call_mos{cart=\"c\\\"1\",call=\"a\"} 4.3\n"));
+        assert!(!text.contains("call=\"b\""));
+    }
 
     #[test]
     fn mos_follows_rtt_jitter_and_loss() {
