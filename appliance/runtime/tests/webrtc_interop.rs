@@ -1,13 +1,16 @@
-//! WHIP publish to a real peer: the aiortc WHIP endpoint (`tests/peers/whip_aiortc.py`)
-//! in a network namespace this test creates decodes the cart's H.264 and Opus; the
-//! stamped test pattern gives sequence numbers and glass-to-glass latency.
+//! WebRTC against real peers, each in a network namespace the test creates:
+//! - the aiortc WHIP endpoint (`tests/peers/whip_aiortc.py`) decodes the cart's
+//!   H.264 and Opus; the stamped test pattern gives sequence numbers and
+//!   glass-to-glass latency (also through 5 % UDP loss, where NACK/RTX must repair);
+//! - headless Chromium (`tests/peers/browser_call.mjs`) calls the console's call page.
 //!
-//! The binary (harness = false) plays three parts, chosen by its arguments:
-//! - no arguments (or libtest's): the test itself; needs root and the peers
+//! The binary (harness = false) plays several parts, chosen by its arguments:
+//! - no arguments, or a name filter: the tests; they need root and the peers
 //!   installed by `bash tests/setup.sh` (`TELECART_WORK` overrides `<repo>/.work`),
-//!   and fails with a clear message when either is missing;
-//! - `__publish URL SECONDS WxH@FPS`: the cart, run inside the namespace; prints the
-//!   publish report and its own CPU use as JSON lines;
+//!   and fail with a clear message when either is missing;
+//! - `__publish URL SECONDS WxH@FPS`: the cart publishing, run inside the namespace;
+//!   prints the publish report and its own CPU use as JSON lines;
+//! - `__console SECONDS`: the cart's daemon (pipeline + console), prints `URL <url>`;
 //! - `--width W --height H`: the stamp decoder aiortc feeds decoded I420 frames to.
 //!
 //! It prints glass-to-glass latency p50/p95, set-up time and the cart's CPU.
@@ -24,18 +27,34 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("__publish") => publish_child(&args[1..]),
+        Some("__console") => console_child(&args[1..]),
         Some("--width") => stamp_decoder(&args),
         _ => {
-            let filter = args.iter().find(|a| !a.starts_with('-'));
-            if args.iter().any(|a| a == "--list") {
-                println!("publish_to_aiortc_decodes_stamped_h264_and_opus: test");
-                return;
-            }
-            if filter.is_none_or(|f| {
-                "publish_to_aiortc_decodes_stamped_h264_and_opus".contains(f.as_str())
-            }) {
-                publish_to_aiortc_decodes_stamped_h264_and_opus();
-                println!("test publish_to_aiortc_decodes_stamped_h264_and_opus ... ok");
+            type Test = (&'static str, fn());
+            let tests: [Test; 3] = [
+                (
+                    "publish_to_aiortc_decodes_stamped_h264_and_opus",
+                    publish_to_aiortc_decodes_stamped_h264_and_opus,
+                ),
+                (
+                    "chromium_calls_the_console_call_page",
+                    chromium_calls_the_console_call_page,
+                ),
+                (
+                    "publish_through_5_percent_loss_keeps_decoding",
+                    publish_through_5_percent_loss_keeps_decoding,
+                ),
+            ];
+            let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+            for (name, test) in tests {
+                if args.iter().any(|a| a == "--list") {
+                    println!("{name}: test");
+                    continue;
+                }
+                if filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())) {
+                    test();
+                    println!("test {name} ... ok");
+                }
             }
         }
     }
@@ -123,7 +142,32 @@ fn publish_child(args: &[String]) {
     );
 }
 
-// ---------- the test ----------
+fn console_child(args: &[String]) {
+    let seconds: u64 = args[0].parse().unwrap();
+    let mut config = telecart_core::Config::default();
+    config.cart.name = "webrtc-test".into();
+    config.cart.data_dir = std::env::temp_dir().join("telecart-webrtc-test");
+    config.console.listen = "127.0.0.1:0".parse().unwrap();
+    config.video.width = 640;
+    config.video.height = 480;
+    config.video.fps = 30;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(telecart_runtime::run(
+            config,
+            |addr| {
+                println!("URL http://{addr}/");
+            },
+            async move { tokio::time::sleep(Duration::from_secs(seconds)).await },
+        ))
+        .unwrap();
+}
+
+// ---------- the tests ----------
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -266,6 +310,147 @@ fn start_aiortc(ns: &Netns, extra: &[&str]) -> (Peer, u16) {
         .parse()
         .unwrap();
     (peer, port)
+}
+
+fn chromium_calls_the_console_call_page() {
+    let ns = Netns::create("webrtc-browser");
+    let node_dir = std::env::var_os("TELECART_NODE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| work_dir().join("node"));
+    assert!(
+        node_dir.join("node_modules/playwright-core").exists(),
+        "browser peer missing: no playwright-core in {}; run `bash tests/setup.sh` (or set TELECART_WORK)",
+        node_dir.display()
+    );
+    let mut cart = ns.command(std::env::current_exe().unwrap());
+    cart.args(["__console", "60"]);
+    let cart = Peer::spawn(cart, "the cart's console");
+    let line = cart.line(Duration::from_secs(30), "the cart's console");
+    let url = line.strip_prefix("URL ").unwrap().trim().to_string();
+
+    let mut browser = ns.command("node");
+    browser
+        .env("TELECART_NODE_DIR", &node_dir)
+        .arg(repo_root().join("tests/peers/browser_call.mjs"))
+        .arg(format!("{url}call"))
+        .args(["--seconds", "6", "--quiet"]);
+    let out = browser.stderr(Stdio::inherit()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "browser_call.mjs failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("browser stats: {stats}");
+    let frames = stats["framesDecoded"].as_u64().unwrap();
+    assert!(
+        frames >= 90,
+        "Chromium decoded {frames} frames of the cart's video in ~6 s"
+    );
+    assert_eq!(stats["videoCodec"], "video/H264");
+    assert!(
+        stats["audioBytesReceived"].as_u64().unwrap() > 10_000,
+        "cart audio reaches the browser"
+    );
+    assert!(
+        stats["framesSent"].as_u64().unwrap() > 30,
+        "the browser sends video"
+    );
+    assert!(
+        stats["dataChannelMessages"].as_u64().unwrap() >= 1,
+        "cart status on the data channel"
+    );
+    let c = &stats["cart"];
+    assert!(
+        c["remote_video_frames"].as_u64().unwrap() > 30,
+        "cart receives the browser's video: {c}"
+    );
+    assert!(
+        c["remote_audio_packets_decoded"].as_u64().unwrap() > 100,
+        "cart decodes the browser's Opus: {c}"
+    );
+    assert_eq!(c["remote_audio_decode_errors"], 0);
+    assert!(c["mos"].as_f64().unwrap() > 4.0, "{c}");
+    println!(
+        "BENCH webrtc chromium call: {frames} frames decoded by Chromium, connect {:.0} ms, rtt {} s",
+        c["connect_ms"].as_f64().unwrap_or(f64::NAN),
+        stats["rtt"]
+    );
+}
+
+fn publish_through_5_percent_loss_keeps_decoding() {
+    let seconds = 10u64;
+    let ns = Netns::create("webrtc-loss");
+    let status = Command::new(netns_sh())
+        .args(["loss", &ns.0, "lo", "5"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "netns.sh loss failed: {status}");
+    let (mut aiortc, port) = start_aiortc(&ns, &[]);
+    let base = format!("http://127.0.0.1:{port}");
+    let mut cart = ns.command(std::env::current_exe().unwrap());
+    cart.args([
+        "__publish",
+        &format!("{base}/whip/cart"),
+        &seconds.to_string(),
+        "640x480@30",
+    ]);
+    let cart = Peer::spawn(cart, "the cart");
+    let report: Value =
+        serde_json::from_str(&cart.line(Duration::from_secs(seconds + 40), "the cart")).unwrap();
+    assert!(
+        report["error"].is_null(),
+        "publish failed under loss: {report}"
+    );
+    aiortc.terminate();
+    let stats_line = aiortc
+        .lines
+        .try_iter()
+        .find(|l| l.starts_with("STATS "))
+        .expect("whip_aiortc.py prints STATS when stopped");
+    let peer: Value = serde_json::from_str(&stats_line["STATS ".len()..]).unwrap();
+    let s = &report["stats"];
+    eprintln!("cart report under loss: {report}");
+    eprintln!(
+        "aiortc under loss: inbound {} stamps {}",
+        peer["inbound_rtp"], peer["stamps"]
+    );
+    let frames = peer["video_frames_decoded"].as_u64().unwrap();
+    let expected = seconds * 30;
+    assert!(
+        frames * 10 >= expected * 7,
+        "{frames} of ~{expected} frames decoded at 5 % loss"
+    );
+    let lost = peer["inbound_rtp"]["video"]["packets_lost"]
+        .as_u64()
+        .unwrap();
+    let rtx = peer["inbound_rtp"]["video"]["rtx_packets_received"]
+        .as_u64()
+        .unwrap();
+    assert!(lost > 0, "the namespace dropped packets");
+    assert!(
+        rtx > 0,
+        "NACK/RTX repaired losses ({lost} lost, {rtx} retransmitted)"
+    );
+    assert!(s["nacks"].as_u64().unwrap() > 0, "{s}");
+    // The configured start is 1500 kbps; loss must push the encoder below it.
+    let target = s["encoder_target_bps"].as_u64().unwrap();
+    assert!(
+        target < 1_200_000,
+        "bitrate adapts down under loss: {target} bps"
+    );
+    let st = &peer["stamps"];
+    assert_eq!(st["out_of_order"], 0, "{st}");
+    assert!(
+        st["decoded"].as_u64().unwrap() * 10 >= st["frames_fed"].as_u64().unwrap() * 9,
+        "{st}"
+    );
+    println!(
+        "BENCH webrtc aiortc 5% loss: {frames} frames decoded, {lost} video packets lost, {rtx} RTX, \
+         {} NACKs, estimate {} bps, encoder target {} bps, loss seen {}",
+        s["nacks"], s["bwe_bps"], s["encoder_target_bps"], s["loss"]
+    );
 }
 
 fn publish_to_aiortc_decodes_stamped_h264_and_opus() {
