@@ -31,7 +31,11 @@ fn main() {
         Some("--width") => stamp_decoder(&args),
         _ => {
             type Test = (&'static str, fn());
-            let tests: [Test; 4] = [
+            let tests: [Test; 5] = [
+                (
+                    "publish_through_coturn_with_relay_candidates_only",
+                    publish_through_coturn_with_relay_candidates_only,
+                ),
                 (
                     "publish_to_janus_is_accepted_and_counted",
                     publish_to_janus_is_accepted_and_counted,
@@ -125,6 +129,16 @@ fn publish_child(args: &[String]) {
     let mut opts = telecart_runtime::webrtc::PublishOptions::new(url);
     opts.duration = Some(Duration::from_secs(seconds));
     opts.bind = args.get(3).map(|ip| ip.parse().unwrap());
+    if let Ok(server) = std::env::var("TELECART_TEST_TURN") {
+        opts.turn = Some(telecart_runtime::webrtc::TurnServer {
+            server: server.parse().unwrap(),
+            transport: telecart_turn::TurnTransport::Udp,
+            username: "cart".into(),
+            password: "pw".into(),
+            tls: None,
+        });
+        opts.relay_only = true;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -458,6 +472,106 @@ fn publish_to_janus_is_accepted_and_counted() {
     println!(
         "BENCH webrtc janus: ICE ready, DTLS connected, {video} video + {audio} audio packets counted"
     );
+}
+
+fn publish_through_coturn_with_relay_candidates_only() {
+    let seconds = 5u64;
+    let ns = Netns::create("webrtc-turn");
+    assert!(
+        Command::new("sh")
+            .args(["-c", "command -v turnserver"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success(),
+        "TURN peer missing: no `turnserver` (Debian package coturn); run `bash tests/setup.sh`"
+    );
+    let dir = std::env::temp_dir().join(format!("tc-turn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut coturn = ns.command("turnserver");
+    coturn
+        .args([
+            "-n",
+            "--no-cli",
+            "--no-tls",
+            "--no-dtls",
+            "-L",
+            "127.0.0.1",
+            "-E",
+            "127.0.0.1",
+        ])
+        .args([
+            "-p",
+            "3478",
+            "--allow-loopback-peers",
+            "-a",
+            "-u",
+            "cart:pw",
+            "-r",
+            "telecart",
+        ])
+        .args([
+            "--min-port",
+            "50000",
+            "--max-port",
+            "50100",
+            "--log-file",
+            "stdout",
+            "--simple-log",
+        ])
+        .arg("--userdb")
+        .arg(dir.join("turndb"))
+        .arg("--pidfile")
+        .arg(dir.join("turn.pid"));
+    let coturn = Peer::spawn(coturn, "turnserver");
+    // coturn logs to stdout; wait until it listens.
+    let up = Instant::now() + Duration::from_secs(10);
+    loop {
+        let line = coturn.line(Duration::from_secs(10), "turnserver");
+        if line.contains("listener opened on") || line.contains("Total General servers") {
+            break;
+        }
+        assert!(Instant::now() < up, "turnserver did not come up");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (mut aiortc, port) = start_aiortc(&ns, &[]);
+    let base = format!("http://127.0.0.1:{port}");
+    let mut cart = ns.command(std::env::current_exe().unwrap());
+    cart.env("TELECART_TEST_TURN", "127.0.0.1:3478").args([
+        "__publish",
+        &format!("{base}/whip/cart"),
+        &seconds.to_string(),
+        "640x480@30",
+    ]);
+    let cart = Peer::spawn(cart, "the cart");
+    let report: Value =
+        serde_json::from_str(&cart.line(Duration::from_secs(seconds + 40), "the cart")).unwrap();
+    aiortc.terminate();
+    drop(coturn);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        report["error"].is_null(),
+        "publish through TURN failed: {report}"
+    );
+    let stats_line = aiortc
+        .lines
+        .try_iter()
+        .find(|l| l.starts_with("STATS "))
+        .expect("whip_aiortc.py prints STATS when stopped");
+    let peer: Value = serde_json::from_str(&stats_line["STATS ".len()..]).unwrap();
+    let relay = report["relay_candidate"].as_str().unwrap().to_string();
+    let relayed_addr = relay.split_whitespace().next().unwrap();
+    let pair = report["stats"]["ice_pair"].as_str().unwrap();
+    assert!(
+        pair.starts_with(relayed_addr),
+        "the selected pair uses the relay: {pair} vs {relay}"
+    );
+    let frames = peer["video_frames_decoded"].as_u64().unwrap();
+    assert!(
+        frames * 10 >= seconds * 30 * 7,
+        "{frames} frames decoded through the relay"
+    );
+    println!("BENCH webrtc coturn UDP relay-only: {frames} frames decoded, pair {pair}");
 }
 
 fn publish_through_5_percent_loss_keeps_decoding() {

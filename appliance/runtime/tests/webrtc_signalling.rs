@@ -27,10 +27,7 @@ async fn endpoint(respond: fn(u32, u16) -> String) -> (String, Arc<AtomicU32>) {
             let mut buf = vec![0u8; 65536];
             let mut got = 0;
             // Read headers and the body Content-Length announces.
-            loop {
-                let Ok(k) = sock.read(&mut buf[got..]).await else {
-                    break;
-                };
+            while let Ok(k) = sock.read(&mut buf[got..]).await {
                 if k == 0 {
                     break;
                 }

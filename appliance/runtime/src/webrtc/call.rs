@@ -110,6 +110,7 @@ impl Calls {
             started,
             outgoing: Some(outgoing_rx),
             incoming: None,
+            turn: None,
         };
         let task_stats = stats.clone();
         let task_id = id.clone();

@@ -14,7 +14,7 @@ pub mod whip;
 
 pub use session::{SessionOptions, run_session};
 pub use stats::{CallStats, SharedStats};
-pub use whip::{PublishOptions, PublishReport, publish};
+pub use whip::{PublishError, PublishOptions, PublishReport, TurnServer, publish};
 
 use crate::pipeline::Pipeline;
 use std::sync::Arc;

@@ -22,6 +22,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use telecart_codec::OpusDecoder;
 use telecart_core::{EncodedAudio, EncodedVideo};
+use telecart_turn::TurnSocket;
 use telecart_webrtc::datachannel::{self, Message};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
@@ -73,6 +74,10 @@ pub struct SessionOptions {
     pub outgoing: Option<mpsc::Receiver<Message>>,
     /// Messages received on the `telecart` data channel.
     pub incoming: Option<mpsc::Sender<Message>>,
+    /// A TURN relay whose relayed address was offered as a `relay` candidate:
+    /// str0m's transmits from that address go through it, and what it
+    /// receives goes to str0m as received on that address.
+    pub turn: Option<TurnSocket>,
 }
 
 /// Wall-clock now in µs since the Unix epoch (the clock capture times use).
@@ -121,7 +126,6 @@ impl BitrateFollower {
 struct Driver {
     rtc: Rtc,
     socket: UdpSocket,
-    local: SocketAddr,
     media: MediaSources,
     opts: SessionOptions,
     stats: SharedStats,
@@ -133,6 +137,8 @@ struct Driver {
     follower: BitrateFollower,
     channel: Option<ChannelId>,
     opus: Option<OpusDecoder>,
+    turn: Option<TurnSocket>,
+    relayed: Option<SocketAddr>,
 }
 
 /// Drives one peer connection until it ends, the remote hangs up, or `stop`
@@ -148,10 +154,12 @@ pub async fn run_session(
 ) -> anyhow::Result<()> {
     let local = socket.local_addr()?;
     stats.lock().state = "connecting".into();
+    let mut opts = opts;
+    let turn = opts.turn.take();
+    let relayed = turn.as_ref().map(TurnSocket::relayed_addr);
     let mut d = Driver {
         rtc,
         socket,
-        local,
         media: media.clone(),
         opts,
         stats: stats.clone(),
@@ -163,6 +171,8 @@ pub async fn run_session(
         follower: BitrateFollower::default(),
         channel: None,
         opus: None,
+        turn,
+        relayed,
     };
     let mut video = media.video.subscribe();
     let mut audio = media.audio.subscribe();
@@ -187,9 +197,18 @@ pub async fn run_session(
                 }
             }
             received = d.socket.recv_from(&mut buf) => match received {
-                Ok((n, source)) => d.receive(&buf[..n], source),
+                Ok((n, source)) => d.receive(&buf[..n], source, local),
                 Err(e) => debug!(error = %e, "session: recv failed"),
             },
+            relayed = async { d.turn.as_ref()?.recv_from().await.ok() }, if d.turn.is_some() => {
+                match (relayed, d.relayed) {
+                    (Some((source, data)), Some(to)) => d.receive(&data, source, to),
+                    _ => {
+                        warn!("session: the TURN allocation is gone");
+                        d.turn = None;
+                    }
+                }
+            }
             delivery = async { video.as_mut()?.recv().await }, if d.connected && video.is_some() => {
                 match delivery {
                     Some(delivery) => d.write_video(&delivery.item, delivery.missed),
@@ -234,6 +253,13 @@ impl Driver {
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => return Ok(t),
+                Ok(Output::Transmit(t)) if self.relayed == Some(t.source) => {
+                    if let Some(turn) = &self.turn
+                        && let Err(e) = turn.send_to(t.destination, &t.contents).await
+                    {
+                        debug!(error = %e, to = %t.destination, "session: relay send failed");
+                    }
+                }
                 Ok(Output::Transmit(t)) => {
                     if let Err(e) = self.socket.send_to(&t.contents, t.destination).await {
                         debug!(error = %e, to = %t.destination, "session: send failed");
@@ -245,7 +271,7 @@ impl Driver {
         }
     }
 
-    fn receive(&mut self, data: &[u8], source: SocketAddr) {
+    fn receive(&mut self, data: &[u8], source: SocketAddr, destination: SocketAddr) {
         let Ok(contents) = data.try_into() else {
             self.stats.lock().datagrams_ignored += 1;
             return;
@@ -255,7 +281,7 @@ impl Driver {
             Receive {
                 proto: Protocol::Udp,
                 source,
-                destination: self.local,
+                destination,
                 contents,
             },
         );

@@ -36,6 +36,25 @@ pub struct PublishOptions {
     pub retries: u32,
     /// Open the `telecart` data channel.
     pub datachannel: bool,
+    /// Allocate a relay on this TURN server and offer it as a `relay` candidate.
+    pub turn: Option<TurnServer>,
+    /// Offer only the relay candidate (no host candidate): proves the relay path.
+    pub relay_only: bool,
+}
+
+/// A TURN server to allocate a relay on.
+#[derive(Clone)]
+pub struct TurnServer {
+    /// Server address.
+    pub server: SocketAddr,
+    /// UDP, TCP or TLS to the server.
+    pub transport: telecart_turn::TurnTransport,
+    /// Long-term credential user name.
+    pub username: String,
+    /// Long-term credential password.
+    pub password: String,
+    /// TLS client configuration and server name, for TLS.
+    pub tls: Option<telecart_turn::TlsOptions>,
 }
 
 impl PublishOptions {
@@ -49,6 +68,8 @@ impl PublishOptions {
             connect_timeout: Duration::from_secs(10),
             retries: 5,
             datachannel: true,
+            turn: None,
+            relay_only: false,
         }
     }
 }
@@ -66,6 +87,8 @@ pub struct PublishReport {
     pub ice_servers: Vec<String>,
     /// Our host candidate.
     pub local_candidate: String,
+    /// Our relay candidate, when a TURN server was given.
+    pub relay_candidate: Option<String>,
     /// POST attempts (1 when the endpoint answered at once).
     pub post_attempts: u32,
     /// Wall clock (µs since the Unix epoch) when the first POST was sent.
@@ -76,6 +99,18 @@ pub struct PublishReport {
     pub delete: String,
     /// The call's counters and quality.
     pub stats: CallStats,
+}
+
+impl std::fmt::Debug for TurnServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password.
+        f.debug_struct("TurnServer")
+            .field("server", &self.server)
+            .field("transport", &self.transport)
+            .field("username", &self.username)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 impl PublishReport {
@@ -101,6 +136,9 @@ pub enum PublishError {
     /// The session failed while running.
     #[error("session failed: {0}")]
     Session(String),
+    /// The TURN relay could not be allocated.
+    #[error("TURN: {0}")]
+    Turn(String),
     /// Local trouble (socket, task).
     #[error("{0}")]
     Local(String),
@@ -325,9 +363,38 @@ pub async fn publish(
     let started = Instant::now();
     let post_unix_us = unix_now_us();
     let mut rtc = rtc_config(media.encoder.target_bitrate()).build(started);
-    let candidate = Candidate::host(local, "udp")
-        .map_err(|e| PublishError::Local(format!("candidate: {e}")))?;
-    rtc.add_local_candidate(candidate);
+    if !opts.relay_only {
+        let candidate = Candidate::host(local, "udp")
+            .map_err(|e| PublishError::Local(format!("candidate: {e}")))?;
+        rtc.add_local_candidate(candidate);
+    }
+    let mut relay_candidate = None;
+    let turn = match &opts.turn {
+        Some(t) => {
+            let mut config = telecart_turn::TurnConfig::new(
+                t.server,
+                t.transport,
+                t.username.clone(),
+                t.password.clone(),
+            );
+            config.software = Some(format!("telecart {}", env!("CARGO_PKG_VERSION")));
+            let socket = telecart_turn::TurnSocket::connect(config, t.tls.clone())
+                .await
+                .map_err(|e| PublishError::Turn(e.to_string()))?;
+            let candidate = Candidate::relayed(socket.relayed_addr(), socket.local_addr(), "udp")
+                .map_err(|e| PublishError::Local(format!("relay candidate: {e}")))?;
+            rtc.add_local_candidate(candidate);
+            relay_candidate = Some(format!("{} relay udp", socket.relayed_addr()));
+            info!(relayed = %socket.relayed_addr(), "TURN: relay allocated");
+            Some(socket)
+        }
+        None if opts.relay_only => {
+            return Err(PublishError::Local(
+                "relay_only without a TURN server".into(),
+            ));
+        }
+        None => None,
+    };
     let mut api = rtc.sdp_api();
     let video_mid = api.add_media(
         MediaKind::Video,
@@ -385,6 +452,7 @@ pub async fn publish(
         started,
         outgoing: None,
         incoming: None,
+        turn,
     };
     let task = tokio::spawn(run_session(
         rtc,
@@ -445,6 +513,7 @@ pub async fn publish(
             .map(|s| format!("{s:?}"))
             .collect(),
         local_candidate: format!("{local} host udp"),
+        relay_candidate,
         post_attempts: attempts,
         post_unix_us,
         duration_s,
