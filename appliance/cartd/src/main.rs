@@ -75,6 +75,18 @@ enum Command {
         /// Print the report as one JSON line only.
         #[arg(long)]
         json: bool,
+        /// Also offer a relay from this TURN server, e.g. `turn:turn.example.org:3478?transport=udp`.
+        #[arg(long)]
+        turn: Option<String>,
+        /// TURN user name.
+        #[arg(long, default_value = "")]
+        turn_username: String,
+        /// TURN password.
+        #[arg(long, env = "CARTD_TURN_PASSWORD", default_value = "")]
+        turn_password: String,
+        /// Offer only the relay candidate (checks that the relay path works).
+        #[arg(long, requires = "turn")]
+        relay_only: bool,
     },
     /// Checks a configuration file and exits non-zero if anything is wrong.
     CheckConfig {
@@ -133,6 +145,10 @@ fn main() -> ExitCode {
             bind,
             connect_timeout,
             json,
+            turn,
+            turn_username,
+            turn_password,
+            relay_only,
         } => {
             let config = match config {
                 Some(path) => match Config::load(&path) {
@@ -157,6 +173,26 @@ fn main() -> ExitCode {
             opts.duration = Some(Duration::from_secs(seconds));
             opts.bind = bind;
             opts.connect_timeout = Duration::from_secs(connect_timeout);
+            if let Some(url) = turn {
+                match telecart_runtime::webrtc::TurnServer::from_url(
+                    &url,
+                    &turn_username,
+                    &turn_password,
+                ) {
+                    Ok(t) if t.is_tls() => {
+                        eprintln!(
+                            "cartd publish: turns: (TLS) is not supported by this command yet"
+                        );
+                        return ExitCode::from(2);
+                    }
+                    Ok(t) => opts.turn = Some(t),
+                    Err(e) => {
+                        eprintln!("cartd publish: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+                opts.relay_only = relay_only;
+            }
             publish(config, opts, cli.log_level, json)
         }
         Command::Run { config, seconds } => match Config::load(&config) {

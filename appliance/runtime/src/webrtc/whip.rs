@@ -101,6 +101,46 @@ pub struct PublishReport {
     pub stats: CallStats,
 }
 
+impl TurnServer {
+    /// Whether the server is reached over TLS (`turns:`), which needs [`TurnServer::tls`].
+    pub fn is_tls(&self) -> bool {
+        self.transport == telecart_turn::TurnTransport::Tls
+    }
+
+    /// From a `turn:host[:port][?transport=udp|tcp]` URI and long-term credentials.
+    /// `turns:` (TLS) needs [`TurnServer::tls`] set by the caller.
+    pub fn from_url(url: &str, username: &str, password: &str) -> Result<Self, PublishError> {
+        use std::net::ToSocketAddrs;
+        use telecart_webrtc::whip::{IceServerUrl, TurnTransport as T};
+        let Some(IceServerUrl::Turn {
+            host,
+            port,
+            transport,
+        }) = IceServerUrl::parse(url)
+        else {
+            return Err(PublishError::Turn(format!(
+                "{url:?} is not a turn: or turns: URI"
+            )));
+        };
+        let server = (host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|e| PublishError::Turn(format!("resolving {host}: {e}")))?
+            .next()
+            .ok_or_else(|| PublishError::Turn(format!("{host}: no address")))?;
+        Ok(Self {
+            server,
+            transport: match transport {
+                T::Udp => telecart_turn::TurnTransport::Udp,
+                T::Tcp => telecart_turn::TurnTransport::Tcp,
+                T::Tls => telecart_turn::TurnTransport::Tls,
+            },
+            username: username.into(),
+            password: password.into(),
+            tls: None,
+        })
+    }
+}
+
 impl std::fmt::Debug for TurnServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the password.
@@ -520,4 +560,21 @@ pub async fn publish(
         delete,
         stats: stats.snapshot(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turn_servers_from_uris() {
+        let t = TurnServer::from_url("turn:127.0.0.1:3478?transport=tcp", "u", "p").unwrap();
+        assert_eq!(t.server, "127.0.0.1:3478".parse().unwrap());
+        assert_eq!(t.transport, telecart_turn::TurnTransport::Tcp);
+        let t = TurnServer::from_url("turn:127.0.0.1", "u", "p").unwrap();
+        assert_eq!(t.transport, telecart_turn::TurnTransport::Udp);
+        assert!(!format!("{t:?}").contains("\"p\""), "no password in Debug");
+        assert!(TurnServer::from_url("stun:127.0.0.1", "u", "p").is_err());
+        assert!(TurnServer::from_url("http://x", "u", "p").is_err());
+    }
 }
