@@ -187,7 +187,11 @@ async fn call_offer(
             .into_response();
     }
     let listen = state.config.console.listen.ip();
-    let bind = if listen.is_unspecified() {
+    let w = &state.config.webrtc;
+    let ports = (w.port_min != 0).then_some((w.port_min, w.port_max));
+    let bind = if let Some(ip) = w.bind_address {
+        ip
+    } else if listen.is_unspecified() {
         crate::webrtc::call::local_ip_towards(peer.ip()).unwrap_or(listen)
     } else {
         listen
@@ -198,7 +202,7 @@ async fn call_offer(
         encoder: state.pipeline.encoder.clone(),
         max_bitrate_bps: state.config.video.max_bitrate_kbps * 1000,
     };
-    match state.calls.answer(media, &body, bind).await {
+    match state.calls.answer(media, &body, bind, ports).await {
         Ok((id, answer)) => (
             StatusCode::CREATED,
             [

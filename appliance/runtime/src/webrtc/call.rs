@@ -12,7 +12,6 @@ use std::time::Instant;
 use str0m::Candidate;
 use str0m::change::SdpOffer;
 use telecart_webrtc::datachannel::Message;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
@@ -72,6 +71,7 @@ impl Calls {
         media: MediaSources,
         offer: &str,
         bind: IpAddr,
+        ports: Option<(u16, u16)>,
     ) -> Result<(String, String), CallError> {
         self.forget_ended();
         if self.active() >= MAX_CALLS {
@@ -79,7 +79,7 @@ impl Calls {
         }
         let offer =
             SdpOffer::from_sdp_string(offer).map_err(|e| CallError::BadOffer(e.to_string()))?;
-        let socket = UdpSocket::bind(SocketAddr::new(bind, 0))
+        let socket = super::session::bind_media_socket(bind, ports)
             .await
             .map_err(|e| CallError::Local(format!("binding UDP on {bind}: {e}")))?;
         let local = socket

@@ -11,7 +11,7 @@
 use super::stats::SharedStats;
 use crate::bus::Bus;
 use crate::pipeline::EncoderControl;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use str0m::bwe::{Bitrate, BweKind};
@@ -46,6 +46,28 @@ pub fn rtc_config(start_bps: u32) -> RtcConfig {
         .codec_config()
         .add_h264(108.into(), Some(109.into()), true, H264_PROFILE_LEVEL_ID);
     config
+}
+
+/// Binds the media socket on `ip`, within `ports` (inclusive) when given,
+/// starting at a random port of the range so that calls spread over it.
+pub async fn bind_media_socket(
+    ip: IpAddr,
+    ports: Option<(u16, u16)>,
+) -> std::io::Result<UdpSocket> {
+    let Some((lo, hi)) = ports.filter(|(lo, hi)| *lo != 0 && lo <= hi) else {
+        return UdpSocket::bind(SocketAddr::new(ip, 0)).await;
+    };
+    let span = u32::from(hi - lo) + 1;
+    let start = rand::random::<u32>() % span;
+    let mut last = None;
+    for i in 0..span {
+        let port = lo + ((start + i) % span) as u16;
+        match UdpSocket::bind(SocketAddr::new(ip, port)).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("empty port range")))
 }
 
 /// Where a session's media comes from and what it may ask of the encoder.
@@ -611,6 +633,32 @@ mod tests {
         assert_eq!(now - then, Duration::from_millis(20));
         // A capture time from the future (clock step) clamps to now.
         assert_eq!(capture_instant(2_000_000, now, 1_000_000), now);
+    }
+
+    #[tokio::test]
+    async fn media_sockets_stay_in_the_port_range() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let a = bind_media_socket(ip, Some((41000, 41001))).await.unwrap();
+        let b = bind_media_socket(ip, Some((41000, 41001))).await.unwrap();
+        let mut ports = [
+            a.local_addr().unwrap().port(),
+            b.local_addr().unwrap().port(),
+        ];
+        ports.sort();
+        assert_eq!(ports, [41000, 41001]);
+        assert!(
+            bind_media_socket(ip, Some((41000, 41001))).await.is_err(),
+            "range exhausted"
+        );
+        assert_ne!(
+            bind_media_socket(ip, None)
+                .await
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port(),
+            0
+        );
     }
 
     #[test]

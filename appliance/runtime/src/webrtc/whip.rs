@@ -14,7 +14,6 @@ use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind};
 use telecart_webrtc::datachannel;
 use telecart_webrtc::whip::{self as rules, Response, WhipError, WhipSession};
-use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tracing::{info, warn};
 use url::Url;
@@ -40,6 +39,10 @@ pub struct PublishOptions {
     pub turn: Option<TurnServer>,
     /// Offer only the relay candidate (no host candidate): proves the relay path.
     pub relay_only: bool,
+    /// Local UDP port range for the media socket (inclusive).
+    pub port_range: Option<(u16, u16)>,
+    /// STUN server for a server-reflexive candidate.
+    pub stun: Option<SocketAddr>,
 }
 
 /// A TURN server to allocate a relay on.
@@ -70,6 +73,8 @@ impl PublishOptions {
             datachannel: true,
             turn: None,
             relay_only: false,
+            port_range: None,
+            stun: None,
         }
     }
 }
@@ -393,7 +398,7 @@ pub async fn publish(
         Some(ip) => ip,
         None => route_to(&endpoint).await?,
     };
-    let socket = UdpSocket::bind(SocketAddr::new(ip, 0))
+    let socket = super::session::bind_media_socket(ip, opts.port_range)
         .await
         .map_err(|e| PublishError::Local(format!("binding UDP on {ip}: {e}")))?;
     let local = socket
@@ -407,6 +412,24 @@ pub async fn publish(
         let candidate = Candidate::host(local, "udp")
             .map_err(|e| PublishError::Local(format!("candidate: {e}")))?;
         rtc.add_local_candidate(candidate);
+    }
+    if let Some(server) = opts.stun.filter(|_| !opts.relay_only) {
+        match tokio::time::timeout(
+            Duration::from_secs(3),
+            telecart_turn::stun_binding(&socket, server),
+        )
+        .await
+        {
+            Ok(Ok(mapped)) if mapped != local => {
+                info!(%mapped, "STUN: server-reflexive address");
+                if let Ok(c) = Candidate::server_reflexive(mapped, local, "udp") {
+                    rtc.add_local_candidate(c);
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(error = %e, %server, "STUN binding failed"),
+            Err(_) => warn!(%server, "STUN server did not answer within 3 s"),
+        }
     }
     let mut relay_candidate = None;
     let turn = match &opts.turn {
