@@ -202,7 +202,11 @@ async fn call_offer(
         encoder: state.pipeline.encoder.clone(),
         max_bitrate_bps: state.config.video.max_bitrate_kbps * 1000,
     };
-    match state.calls.answer(media, &body, bind, ports).await {
+    match state
+        .calls
+        .answer(media, &body, bind, ports, call_speaker(&state.config))
+        .await
+    {
         Ok((id, answer)) => (
             StatusCode::CREATED,
             [
@@ -219,6 +223,23 @@ async fn call_offer(
                 _ => StatusCode::BAD_REQUEST,
             };
             (status, format!("{e}\n")).into_response()
+        }
+    }
+}
+
+/// Opens the configured speaker for one call (None: no speaker, or it failed: logged).
+fn call_speaker(config: &Config) -> Option<crate::webrtc::speaker::SpeakerOutput> {
+    let a = &config.audio;
+    match telecart_devices::open_speaker(a) {
+        Ok(Some(speaker)) => {
+            crate::webrtc::speaker::SpeakerOutput::start(speaker, a.sample_rate, a.channels)
+                .map_err(|e| tracing::warn!(error = %e, "speaker thread"))
+                .ok()
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "call: cannot open the speaker; remote audio is not played");
+            None
         }
     }
 }

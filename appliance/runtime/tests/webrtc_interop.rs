@@ -167,6 +167,11 @@ fn console_child(args: &[String]) {
     config.cart.name = "webrtc-test".into();
     config.cart.data_dir = std::env::temp_dir().join("telecart-webrtc-test");
     config.console.listen = "127.0.0.1:0".parse().unwrap();
+    if std::env::var_os("TELECART_TEST_SPEAKER").is_some() {
+        // ALSA's file plugin (from $HOME/.asoundrc) stands in for the speaker.
+        config.audio.speaker = telecart_core::config::SpeakerSink::Alsa;
+        config.audio.playback_device = "out".into();
+    }
     config.video.width = 640;
     config.video.height = 480;
     config.video.fps = 30;
@@ -346,8 +351,22 @@ fn chromium_calls_the_console_call_page() {
         "browser peer missing: no playwright-core in {}; run `bash tests/setup.sh` (or set TELECART_WORK)",
         node_dir.display()
     );
+    // The remote party's audio is played through ALSA: the file plugin records it.
+    let home = std::env::temp_dir().join(format!("tc-speaker-{}", std::process::id()));
+    std::fs::create_dir_all(&home).unwrap();
+    let played = home.join("played.raw");
+    std::fs::write(
+        home.join(".asoundrc"),
+        format!(
+            "pcm.out {{ type file; slave.pcm null; file \"{}\"; format raw }}\n",
+            played.display()
+        ),
+    )
+    .unwrap();
     let mut cart = ns.command(std::env::current_exe().unwrap());
-    cart.args(["__console", "60"]);
+    cart.env("HOME", &home)
+        .env("TELECART_TEST_SPEAKER", "1")
+        .args(["__console", "60"]);
     let cart = Peer::spawn(cart, "the cart's console");
     let line = cart.line(Duration::from_secs(30), "the cart's console");
     let url = line.strip_prefix("URL ").unwrap().trim().to_string();
@@ -395,6 +414,22 @@ fn chromium_calls_the_console_call_page() {
         "cart decodes the browser's Opus: {c}"
     );
     assert_eq!(c["remote_audio_decode_errors"], 0);
+    drop(cart);
+    let pcm = std::fs::read(&played).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&home);
+    let samples: Vec<i16> = pcm
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let rms = (samples.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>()
+        / samples.len().max(1) as f64)
+        .sqrt();
+    assert!(
+        samples.len() > 48_000,
+        "the browser's audio reached the speaker: {} samples played",
+        samples.len()
+    );
+    assert!(rms > 100.0, "played audio is not silence (rms {rms:.0})");
     assert!(c["mos"].as_f64().unwrap() > 4.0, "{c}");
     println!(
         "BENCH webrtc chromium call: {frames} frames decoded by Chromium, connect {:.0} ms, rtt {} s",

@@ -72,6 +72,7 @@ impl Calls {
         offer: &str,
         bind: IpAddr,
         ports: Option<(u16, u16)>,
+        speaker: Option<super::speaker::SpeakerOutput>,
     ) -> Result<(String, String), CallError> {
         self.forget_ended();
         if self.active() >= MAX_CALLS {
@@ -111,6 +112,7 @@ impl Calls {
             outgoing: Some(outgoing_rx),
             incoming: None,
             turn: None,
+            speaker,
         };
         let task_stats = stats.clone();
         let task_id = id.clone();

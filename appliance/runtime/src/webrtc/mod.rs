@@ -9,6 +9,7 @@
 
 pub mod call;
 pub mod session;
+pub mod speaker;
 pub mod stats;
 pub mod whip;
 

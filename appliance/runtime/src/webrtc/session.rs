@@ -100,6 +100,8 @@ pub struct SessionOptions {
     /// str0m's transmits from that address go through it, and what it
     /// receives goes to str0m as received on that address.
     pub turn: Option<TurnSocket>,
+    /// Where the remote party's decoded audio goes (None: decoded and counted only).
+    pub speaker: Option<super::speaker::SpeakerOutput>,
 }
 
 /// Wall-clock now in µs since the Unix epoch (the clock capture times use).
@@ -580,15 +582,35 @@ impl Driver {
         let kind = self.rtc.media(data.mid).map(|m| m.kind());
         match kind {
             Some(MediaKind::Audio) if data.params.spec().codec == Codec::Opus => {
+                let (rate, channels) = self
+                    .opts
+                    .speaker
+                    .as_ref()
+                    .map_or((48_000, 2), |s| (s.sample_rate, s.channels));
                 if self.opus.is_none() {
-                    self.opus = OpusDecoder::new(48_000, 2).ok();
+                    self.opus = OpusDecoder::new(rate, channels).ok();
                 }
                 let Some(decoder) = self.opus.as_mut() else {
                     return;
                 };
-                // No speaker in the demo: decoding proves the audio is sound.
+                // Without a speaker (the demo) decoding still proves the audio is sound.
                 match decoder.decode(&data.data) {
-                    Ok(_) => self.stats.lock().remote_audio_packets_decoded += 1,
+                    Ok(samples) => {
+                        let sequence = {
+                            let mut s = self.stats.lock();
+                            s.remote_audio_packets_decoded += 1;
+                            s.remote_audio_packets_decoded
+                        };
+                        if let Some(speaker) = &self.opts.speaker {
+                            speaker.play(telecart_core::AudioFrame {
+                                sample_rate: rate,
+                                channels,
+                                samples,
+                                sequence,
+                                capture_time: telecart_core::CaptureTime(unix_now_us()),
+                            });
+                        }
+                    }
                     Err(e) => {
                         debug!(error = %e, "session: remote Opus packet");
                         self.stats.lock().remote_audio_decode_errors += 1;

@@ -516,6 +516,7 @@ pub async fn publish(
         outgoing: None,
         incoming: None,
         turn,
+        speaker: None,
     };
     let task = tokio::spawn(run_session(
         rtc,
