@@ -52,6 +52,46 @@ enum Command {
         #[arg(long)]
         seconds: Option<u64>,
     },
+    /// Publishes the configured sources once to a WHIP endpoint and prints what happened
+    /// (ICE pair, codecs, packets sent): a site connectivity check for field techs.
+    Publish {
+        /// The WHIP endpoint URL.
+        #[arg(long)]
+        whip: String,
+        /// Bearer token for the endpoint.
+        #[arg(long, env = "CARTD_WHIP_TOKEN")]
+        token: Option<String>,
+        /// Publish this many seconds, then hang up (DELETE).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Configuration file (default: the demo's simulated sources).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Frame size and rate of the test pattern without a config, e.g. 1280x720@30.
+        #[arg(long, default_value = "1280x720@30")]
+        video: String,
+        /// Local address for the host candidate (default: the one that routes to the endpoint).
+        #[arg(long)]
+        bind: Option<std::net::IpAddr>,
+        /// Seconds to wait for ICE and DTLS after the answer.
+        #[arg(long, default_value_t = 10)]
+        connect_timeout: u64,
+        /// Print the report as one JSON line only.
+        #[arg(long)]
+        json: bool,
+        /// Also offer a relay from this TURN server, e.g. `turn:turn.example.org:3478?transport=udp`.
+        #[arg(long)]
+        turn: Option<String>,
+        /// TURN user name.
+        #[arg(long, default_value = "")]
+        turn_username: String,
+        /// TURN password.
+        #[arg(long, env = "CARTD_TURN_PASSWORD", default_value = "")]
+        turn_password: String,
+        /// Offer only the relay candidate (checks that the relay path works).
+        #[arg(long, requires = "turn")]
+        relay_only: bool,
+    },
     /// Checks a configuration file and exits non-zero if anything is wrong.
     CheckConfig {
         /// The configuration file.
@@ -116,6 +156,70 @@ fn main() -> ExitCode {
                 }
             };
             run(config, cli.log_level, seconds, true)
+        }
+        Command::Publish {
+            whip,
+            token,
+            seconds,
+            config,
+            video,
+            bind,
+            connect_timeout,
+            json,
+            turn,
+            turn_username,
+            turn_password,
+            relay_only,
+        } => {
+            let config = match config {
+                Some(path) => match Config::load(&path) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::from(2);
+                    }
+                },
+                None => {
+                    // publish runs the pipeline only: no session log, nothing kept.
+                    match demo_config(
+                        "127.0.0.1:0".parse().expect("literal address"),
+                        &video,
+                        &std::env::temp_dir(),
+                    ) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            eprintln!("cartd publish: {e:#}");
+                            return ExitCode::from(2);
+                        }
+                    }
+                }
+            };
+            let mut opts = telecart_runtime::webrtc::PublishOptions::new(whip);
+            opts.token = token;
+            opts.duration = Some(Duration::from_secs(seconds));
+            opts.bind = bind;
+            opts.connect_timeout = Duration::from_secs(connect_timeout);
+            if let Some(url) = turn {
+                match telecart_runtime::webrtc::TurnServer::from_url(
+                    &url,
+                    &turn_username,
+                    &turn_password,
+                ) {
+                    Ok(t) if t.is_tls() => {
+                        eprintln!(
+                            "cartd publish: turns: (TLS) is not supported by this command yet"
+                        );
+                        return ExitCode::from(2);
+                    }
+                    Ok(t) => opts.turn = Some(t),
+                    Err(e) => {
+                        eprintln!("cartd publish: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+                opts.relay_only = relay_only;
+            }
+            publish(config, opts, cli.log_level, json)
         }
         Command::Run { config, seconds } => match Config::load(&config) {
             Ok(c) => run(c, cli.log_level, seconds, false),
@@ -194,6 +298,89 @@ fn run(config: Config, log_level: Option<String>, seconds: Option<u64>, demo: bo
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("cartd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn publish(
+    config: Config,
+    opts: telecart_runtime::webrtc::PublishOptions,
+    log_level: Option<String>,
+    json: bool,
+) -> ExitCode {
+    let level = log_level.unwrap_or_else(|| "warn".into());
+    if let Err(e) = init_logging(&level, config.log.format) {
+        eprintln!("cartd: {e:#}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cartd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = opts.url.clone();
+    let result = runtime.block_on(async move {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal(None).await;
+            let _ = stop_tx.send(true);
+        });
+        telecart_runtime::webrtc::publish_config(config, opts, stop_rx).await
+    });
+    match result {
+        Ok(report) => {
+            if !json {
+                let s = &report.stats;
+                println!("published to {url}");
+                println!("  resource   {}", report.resource);
+                println!("  ICE pair   {}", s.ice_pair.as_deref().unwrap_or("?"));
+                println!(
+                    "  video      {}",
+                    s.video_codec.as_deref().unwrap_or("none")
+                );
+                println!(
+                    "  audio      {}",
+                    s.audio_codec.as_deref().unwrap_or("none")
+                );
+                println!(
+                    "  connected  {:.0} ms after the POST; first frame at {:.0} ms",
+                    s.connect_ms.unwrap_or(f64::NAN),
+                    s.first_frame_ms.unwrap_or(f64::NAN)
+                );
+                println!(
+                    "  sent       {} video frames ({} RTP packets, {} bytes), {} audio packets",
+                    s.video_frames_sent,
+                    s.video_packets_sent,
+                    s.video_bytes_sent,
+                    s.audio_packets_sent
+                );
+                println!(
+                    "  feedback   {} NACKs, {} PLIs, {} FIRs; estimate {} bps; RTT {} ms; MOS {}",
+                    s.nacks,
+                    s.plis,
+                    s.firs,
+                    s.bwe_bps.map_or("?".into(), |b| b.to_string()),
+                    s.rtt_ms.map_or("?".into(), |r| format!("{r:.1}")),
+                    s.mos.map_or("?".into(), |m| format!("{m:.2}"))
+                );
+                println!("  hang-up    DELETE {}", report.delete);
+            }
+            println!("{}", report.to_json());
+            if report.stats.video_frames_sent == 0 {
+                eprintln!("cartd publish: connected but no video frame was sent");
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cartd publish: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -32,6 +32,8 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// The encrypted session log and its upload.
     pub store: StoreConfig,
+    /// WebRTC: addresses, ports, STUN and TURN servers.
+    pub webrtc: WebRtcConfig,
 }
 
 /// Identity of this cart.
@@ -268,6 +270,46 @@ impl Default for PipelineConfig {
             video_queue_frames: 4,
             audio_queue_blocks: 50,
         }
+    }
+}
+
+/// WebRTC transport settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebRtcConfig {
+    /// Address for media sockets (the host candidate); unset: the address that routes to the peer.
+    pub bind_address: Option<std::net::IpAddr>,
+    /// Lowest local UDP port for media (0 with `port_max = 0`: any port).
+    pub port_min: u16,
+    /// Highest local UDP port for media.
+    pub port_max: u16,
+    /// STUN servers, `stun:host[:port]`.
+    pub stun_servers: Vec<String>,
+    /// TURN servers to allocate relays on.
+    pub turn_servers: Vec<TurnServerConfig>,
+    /// Offer only relay candidates (networks where nothing but the TURN server is reachable).
+    pub relay_only: bool,
+}
+
+/// One TURN server.
+#[derive(Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TurnServerConfig {
+    /// `turn:host[:port][?transport=udp|tcp]` or `turns:host[:port]` (TLS).
+    pub url: String,
+    /// Long-term credential user name.
+    pub username: String,
+    /// Long-term credential password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for TurnServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password.
+        f.debug_struct("TurnServerConfig")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
     }
 }
 
@@ -522,6 +564,54 @@ impl Config {
             bad(&key, message);
         }
 
+        let w = &self.webrtc;
+        if (w.port_min == 0) != (w.port_max == 0) {
+            bad(
+                "webrtc.port_min",
+                "set both webrtc.port_min and webrtc.port_max, or neither".into(),
+            );
+        } else if w.port_min != 0 && (w.port_min < 1024 || w.port_min > w.port_max) {
+            bad(
+                "webrtc.port_min",
+                format!(
+                    "({}) must be at least 1024 and not exceed webrtc.port_max ({})",
+                    w.port_min, w.port_max
+                ),
+            );
+        }
+        for url in &w.stun_servers {
+            if !url.starts_with("stun:") || url.len() <= "stun:".len() {
+                bad(
+                    "webrtc.stun_servers",
+                    format!("{url:?} is not a stun:host[:port] URI"),
+                );
+            }
+        }
+        for t in &w.turn_servers {
+            let rest = t
+                .url
+                .strip_prefix("turns:")
+                .or_else(|| t.url.strip_prefix("turn:"));
+            if rest.is_none_or(str::is_empty) {
+                bad(
+                    "webrtc.turn_servers",
+                    format!("{:?} is not a turn: or turns: URI", t.url),
+                );
+            }
+            if t.username.is_empty() || t.password.is_empty() {
+                bad(
+                    "webrtc.turn_servers",
+                    format!("{:?} needs a username and a password", t.url),
+                );
+            }
+        }
+        if w.relay_only && w.turn_servers.is_empty() {
+            bad(
+                "webrtc.relay_only",
+                "needs at least one entry in webrtc.turn_servers".into(),
+            );
+        }
+
         let p = &self.pipeline;
         if !(1..=256).contains(&p.video_queue_frames) {
             bad(
@@ -687,6 +777,30 @@ mod tests {
                 "[pipeline]\nvideo_queue_frames = 0\n",
                 "cart.toml:2: pipeline.video_queue_frames: must be 1 to 256, got 0",
             ),
+            (
+                "[webrtc]\nport_min = 50000\n",
+                "cart.toml:2: webrtc.port_min: set both webrtc.port_min and webrtc.port_max, or neither",
+            ),
+            (
+                "[webrtc]\nport_min = 60000\nport_max = 50000\n",
+                "cart.toml:2: webrtc.port_min: (60000) must be at least 1024 and not exceed webrtc.port_max (50000)",
+            ),
+            (
+                "[webrtc]\nstun_servers = [\"stun.example.org\"]\n",
+                "cart.toml:2: webrtc.stun_servers: \"stun.example.org\" is not a stun:host[:port] URI",
+            ),
+            (
+                "[webrtc]\nrelay_only = true\n",
+                "cart.toml:2: webrtc.relay_only: needs at least one entry in webrtc.turn_servers",
+            ),
+            (
+                "[[webrtc.turn_servers]]\nurl = \"turn:turn.example.org\"\n",
+                "cart.toml: webrtc.turn_servers: \"turn:turn.example.org\" needs a username and a password",
+            ),
+            (
+                "[webrtc]\nbind_address = \"cart.local\"\n",
+                "cart.toml:2: webrtc.bind_address: invalid",
+            ),
             ("[video\nwidth = 1\n", "cart.toml:1: "),
             ("[bogus]\n", "cart.toml:1: bogus: unknown field `bogus`"),
         ];
@@ -706,6 +820,27 @@ mod tests {
             err.to_string()
                 .starts_with("/nonexistent/cart.toml: cannot read the file:")
         );
+    }
+
+    #[test]
+    fn a_webrtc_section_parses_and_hides_passwords() {
+        let config = parse(
+            "[webrtc]\nbind_address = \"192.0.2.7\"\nport_min = 50000\nport_max = 50100\n\
+             stun_servers = [\"stun:stun.example.org\"]\nrelay_only = true\n\
+             [[webrtc.turn_servers]]\nurl = \"turns:turn.example.org:443?transport=tcp\"\n\
+             username = \"cart\"\npassword = \"s3cret\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.webrtc.bind_address,
+            Some("192.0.2.7".parse().unwrap())
+        );
+        assert_eq!(
+            (config.webrtc.port_min, config.webrtc.port_max),
+            (50000, 50100)
+        );
+        assert_eq!(config.webrtc.turn_servers[0].username, "cart");
+        assert!(!format!("{config:?}").contains("s3cret"));
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct ConsoleState {
     pub log: Arc<crate::SessionLog>,
     /// When the daemon started.
     pub started: Instant,
+    /// Browser calls answered by the console.
+    pub calls: Arc<crate::webrtc::call::Calls>,
 }
 
 /// The console's routes, with the token check when a token is configured.
@@ -41,6 +43,13 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .route("/api/snapshot.jpg", get(snapshot))
         .route("/api/stream.h264", get(stream_h264))
         .route("/metrics", get(metrics_text))
+        .route("/call", get(call_page))
+        .route("/api/call", axum::routing::post(call_offer))
+        .route(
+            "/api/call/{id}",
+            axum::routing::delete(call_hang_up).get(call_stats),
+        )
+        .route("/api/calls", get(calls_list))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state);
     match token {
@@ -58,9 +67,12 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     info!(addr = %listener.local_addr()?, "console listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 async fn require_token(token: String, req: Request, next: Next) -> Response {
@@ -157,16 +169,135 @@ async fn metrics_text(State(state): State<Arc<ConsoleState>>) -> Response {
         &state.log,
         state.started,
     ) {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
+        Ok(text) => {
+            let calls =
+                crate::webrtc::stats::render_metrics(&state.config.cart.name, &state.calls.list());
+            let text = match text.strip_suffix("# EOF\n") {
+                Some(head) => format!("{head}{calls}# EOF\n"),
+                None => format!("{text}{calls}"),
+            };
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                text,
+            )
+                .into_response()
+        }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
+}
+
+async fn call_page() -> Html<&'static str> {
+    Html(include_str!("../assets/call.html"))
+}
+
+/// WHEP-style: the browser's SDP offer in, `201` with the answer and a `Location` out.
+async fn call_offer(
+    State(state): State<Arc<ConsoleState>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("application/sdp") {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "POST an SDP offer with Content-Type: application/sdp\n",
+        )
+            .into_response();
+    }
+    let listen = state.config.console.listen.ip();
+    let w = &state.config.webrtc;
+    let ports = (w.port_min != 0).then_some((w.port_min, w.port_max));
+    let bind = if let Some(ip) = w.bind_address {
+        ip
+    } else if listen.is_unspecified() {
+        crate::webrtc::call::local_ip_towards(peer.ip()).unwrap_or(listen)
+    } else {
+        listen
+    };
+    let media = crate::webrtc::session::MediaSources {
+        video: state.pipeline.video.clone(),
+        audio: state.pipeline.audio.clone(),
+        encoder: state.pipeline.encoder.clone(),
+        max_bitrate_bps: state.config.video.max_bitrate_kbps * 1000,
+    };
+    match state
+        .calls
+        .answer(media, &body, bind, ports, call_speaker(&state.config))
+        .await
+    {
+        Ok((id, answer)) => (
+            StatusCode::CREATED,
+            [
+                (header::CONTENT_TYPE, "application/sdp".to_string()),
+                (header::LOCATION, format!("/api/call/{id}")),
+            ],
+            answer,
+        )
+            .into_response(),
+        Err(e) => {
+            let status = match e {
+                crate::webrtc::call::CallError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+                crate::webrtc::call::CallError::Local(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            (status, format!("{e}\n")).into_response()
+        }
+    }
+}
+
+/// Opens the configured speaker for one call (None: no speaker, or it failed: logged).
+fn call_speaker(config: &Config) -> Option<crate::webrtc::speaker::SpeakerOutput> {
+    let a = &config.audio;
+    match telecart_devices::open_speaker(a) {
+        Ok(Some(speaker)) => {
+            crate::webrtc::speaker::SpeakerOutput::start(speaker, a.sample_rate, a.channels)
+                .map_err(|e| tracing::warn!(error = %e, "speaker thread"))
+                .ok()
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "call: cannot open the speaker; remote audio is not played");
+            None
+        }
+    }
+}
+
+async fn call_hang_up(
+    State(state): State<Arc<ConsoleState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    if state.calls.hang_up(&id) {
+        (StatusCode::OK, "hung up\n").into_response()
+    } else {
+        (StatusCode::NOT_FOUND, "no such call\n").into_response()
+    }
+}
+
+async fn call_stats(
+    State(state): State<Arc<ConsoleState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    match state.calls.stats(&id) {
+        Some(s) => axum::Json(s).into_response(),
+        None => (StatusCode::NOT_FOUND, "no such call\n").into_response(),
+    }
+}
+
+async fn calls_list(State(state): State<Arc<ConsoleState>>) -> Response {
+    let list: Vec<_> = state
+        .calls
+        .list()
+        .into_iter()
+        .map(|(id, stats)| serde_json::json!({"id": id, "stats": stats}))
+        .collect();
+    axum::Json(list).into_response()
 }
 
 async fn snapshot(State(state): State<Arc<ConsoleState>>) -> Response {

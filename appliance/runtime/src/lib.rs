@@ -7,6 +7,7 @@ pub mod console;
 pub mod metrics;
 pub mod pipeline;
 pub mod session_log;
+pub mod webrtc;
 
 pub use pipeline::{EncoderControl, Pipeline, PipelineStatus};
 pub use session_log::{KeyPolicy, SessionLog};
@@ -45,15 +46,18 @@ pub async fn run(
         pipeline: pipeline.clone(),
         log: log.clone(),
         started,
+        calls: Default::default(),
     });
     on_listening(addr);
     // Stop the pipeline first: that closes the queues, which ends open live
     // streams, which lets the server's graceful shutdown finish.
     let stop_pipeline = {
         let pipeline = pipeline.clone();
+        let calls = state.calls.clone();
         async move {
             shutdown.await;
             info!("shutting down");
+            calls.hang_up_all();
             pipeline.request_stop();
         }
     };

@@ -1,0 +1,216 @@
+//! Incoming browser calls, WHEP-style: the call page POSTs its offer
+//! (`application/sdp`) to `/api/call`, gets `201` with the answer and a
+//! `Location` to DELETE on hang-up. Each call is one session task; the
+//! registry keeps their stats for the console and `/metrics`.
+
+use super::session::{MediaSources, SessionOptions, rtc_config, run_session};
+use super::stats::{CallStats, SharedStats};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::Instant;
+use str0m::Candidate;
+use str0m::change::SdpOffer;
+use telecart_webrtc::datachannel::Message;
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+/// Most calls at once (the cart has one camera and two cores).
+pub const MAX_CALLS: usize = 4;
+/// Ended calls kept for the console.
+const KEEP_ENDED: usize = 8;
+
+/// Why a call could not be answered.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The offer is not SDP str0m can read.
+    #[error("malformed SDP offer: {0}")]
+    BadOffer(String),
+    /// The offer has nothing in common with what the cart sends.
+    #[error("offer refused: {0}")]
+    Refused(String),
+    /// Already [`MAX_CALLS`] calls.
+    #[error("the cart is busy ({MAX_CALLS} calls)")]
+    Busy,
+    /// Socket trouble.
+    #[error("{0}")]
+    Local(String),
+}
+
+struct Call {
+    stats: SharedStats,
+    stop: watch::Sender<bool>,
+    outgoing: mpsc::Sender<Message>,
+    started: Instant,
+}
+
+/// The calls the console answered.
+#[derive(Default)]
+pub struct Calls {
+    calls: Mutex<BTreeMap<String, Call>>,
+}
+
+impl std::fmt::Debug for Calls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Calls")
+            .field("calls", &self.lock().len())
+            .finish()
+    }
+}
+
+impl Calls {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Call>> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Answers `offer` from a browser; media goes from/to `bind` (an address
+    /// the browser can reach). Returns the call id and the SDP answer.
+    pub async fn answer(
+        &self,
+        media: MediaSources,
+        offer: &str,
+        bind: IpAddr,
+        ports: Option<(u16, u16)>,
+        speaker: Option<super::speaker::SpeakerOutput>,
+    ) -> Result<(String, String), CallError> {
+        self.forget_ended();
+        if self.active() >= MAX_CALLS {
+            return Err(CallError::Busy);
+        }
+        let offer =
+            SdpOffer::from_sdp_string(offer).map_err(|e| CallError::BadOffer(e.to_string()))?;
+        let socket = super::session::bind_media_socket(bind, ports)
+            .await
+            .map_err(|e| CallError::Local(format!("binding UDP on {bind}: {e}")))?;
+        let local = socket
+            .local_addr()
+            .map_err(|e| CallError::Local(e.to_string()))?;
+        let started = Instant::now();
+        let mut rtc = rtc_config(media.encoder.target_bitrate()).build(started);
+        let candidate = Candidate::host(local, "udp")
+            .map_err(|e| CallError::Local(format!("candidate: {e}")))?;
+        rtc.add_local_candidate(candidate);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| CallError::Refused(e.to_string()))?;
+        let answer = answer.to_sdp_string();
+        if !answer.contains("H264") && !answer.contains("opus") {
+            return Err(CallError::Refused(
+                "no common codec (the cart sends H.264 constrained baseline and Opus)".into(),
+            ));
+        }
+        let id = format!("{:016x}", rand::random::<u64>());
+        let stats = SharedStats::new();
+        let (stop, stop_rx) = watch::channel(false);
+        let (outgoing, outgoing_rx) = mpsc::channel(64);
+        let opts = SessionOptions {
+            video_mid: None,
+            audio_mid: None,
+            started,
+            outgoing: Some(outgoing_rx),
+            incoming: None,
+            turn: None,
+            speaker,
+        };
+        let task_stats = stats.clone();
+        let task_id = id.clone();
+        tokio::spawn(async move {
+            match run_session(rtc, socket, media, opts, task_stats, stop_rx).await {
+                Ok(()) => info!(call = %task_id, "call ended"),
+                Err(e) => warn!(call = %task_id, error = %e, "call failed"),
+            }
+        });
+        info!(call = %id, %local, "call answered");
+        self.lock().insert(
+            id.clone(),
+            Call {
+                stats,
+                stop,
+                outgoing,
+                started,
+            },
+        );
+        Ok((id, answer))
+    }
+
+    /// Hangs up call `id`; false if there is no such call.
+    pub fn hang_up(&self, id: &str) -> bool {
+        match self.lock().get(id) {
+            Some(call) => {
+                let _ = call.stop.send(true);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Hangs up every call (daemon shutdown).
+    pub fn hang_up_all(&self) {
+        for call in self.lock().values() {
+            let _ = call.stop.send(true);
+        }
+    }
+
+    /// Sends a message on every open call's `telecart` data channel.
+    pub fn broadcast(&self, message: &Message) {
+        for call in self.lock().values() {
+            let _ = call.outgoing.try_send(message.clone());
+        }
+    }
+
+    /// Calls not yet ended.
+    pub fn active(&self) -> usize {
+        self.lock()
+            .values()
+            .filter(|c| !is_ended(&c.stats.snapshot()))
+            .count()
+    }
+
+    /// Every known call's id and stats, newest last.
+    pub fn list(&self) -> Vec<(String, CallStats)> {
+        let calls = self.lock();
+        let mut v: Vec<_> = calls
+            .iter()
+            .map(|(id, c)| (c.started, id.clone(), c.stats.snapshot()))
+            .collect();
+        v.sort_by_key(|(t, _, _)| *t);
+        v.into_iter().map(|(_, id, s)| (id, s)).collect()
+    }
+
+    /// Stats of call `id`.
+    pub fn stats(&self, id: &str) -> Option<CallStats> {
+        self.lock().get(id).map(|c| c.stats.snapshot())
+    }
+
+    fn forget_ended(&self) {
+        let mut calls = self.lock();
+        let mut ended: Vec<_> = calls
+            .iter()
+            .filter(|(_, c)| is_ended(&c.stats.snapshot()))
+            .map(|(id, c)| (c.started, id.clone()))
+            .collect();
+        ended.sort();
+        let excess = ended.len().saturating_sub(KEEP_ENDED);
+        for (_, id) in ended.into_iter().take(excess) {
+            calls.remove(&id);
+        }
+    }
+}
+
+fn is_ended(s: &CallStats) -> bool {
+    matches!(s.state.as_str(), "closed" | "failed")
+}
+
+/// The local address that routes to `peer` (for a console bound to 0.0.0.0).
+pub fn local_ip_towards(peer: IpAddr) -> Option<IpAddr> {
+    let any: IpAddr = if peer.is_ipv4() {
+        IpAddr::from([0, 0, 0, 0])
+    } else {
+        IpAddr::from([0u16; 8])
+    };
+    let probe = std::net::UdpSocket::bind(SocketAddr::new(any, 0)).ok()?;
+    probe.connect(SocketAddr::new(peer, 9)).ok()?;
+    Some(probe.local_addr().ok()?.ip())
+}

@@ -1,0 +1,86 @@
+//! WebRTC for the cart, driven by str0m: one tokio task per peer connection
+//! (the [`session`] driver), the WHIP publisher ([`whip`]) and the call
+//! statistics the console and `/metrics` show ([`stats`]).
+//!
+//! The driver follows str0m's run loop: drain `poll_output()` until it says
+//! `Timeout`, then wait for whichever comes first of a datagram, an encoded
+//! frame from the pipeline or that timeout. Pure rules (WHIP responses,
+//! data-channel messages, MOS) live in the sans-IO crate `telecart-webrtc`.
+
+pub mod call;
+pub mod session;
+pub mod speaker;
+pub mod stats;
+pub mod whip;
+
+pub use session::{SessionOptions, run_session};
+pub use stats::{CallStats, SharedStats};
+pub use whip::{PublishError, PublishOptions, PublishReport, TurnServer, publish};
+
+use crate::pipeline::Pipeline;
+use std::sync::Arc;
+
+/// Starts the pipeline `config` describes, publishes it once over WHIP and
+/// stops the pipeline again: what `cartd publish` and the interop tests run.
+pub async fn publish_config(
+    config: telecart_core::Config,
+    mut opts: PublishOptions,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<PublishReport> {
+    apply_config(&config.webrtc, &mut opts)?;
+    let max_bitrate_bps = config.video.max_bitrate_kbps * 1000;
+    let pipeline = Arc::new(tokio::task::spawn_blocking(move || Pipeline::start(&config)).await??);
+    let media = session::MediaSources {
+        video: pipeline.video.clone(),
+        audio: pipeline.audio.clone(),
+        encoder: pipeline.encoder.clone(),
+        max_bitrate_bps,
+    };
+    let result = publish(media, &opts, SharedStats::new(), stop).await;
+    pipeline.request_stop();
+    tokio::task::spawn_blocking(move || drop(pipeline)).await?;
+    Ok(result?)
+}
+
+/// Fills what the command line left open from the `[webrtc]` section:
+/// bind address, port range, the first STUN server, the first TURN server
+/// (TLS ones need a caller-provided rustls config), relay-only.
+pub fn apply_config(
+    w: &telecart_core::config::WebRtcConfig,
+    opts: &mut PublishOptions,
+) -> anyhow::Result<()> {
+    use std::net::ToSocketAddrs;
+    opts.bind = opts.bind.or(w.bind_address);
+    if opts.port_range.is_none() && w.port_min != 0 {
+        opts.port_range = Some((w.port_min, w.port_max));
+    }
+    if opts.stun.is_none()
+        && let Some(url) = w.stun_servers.first()
+    {
+        match telecart_webrtc::whip::IceServerUrl::parse(url) {
+            Some(telecart_webrtc::whip::IceServerUrl::Stun { host, port }) => {
+                opts.stun = (host.as_str(), port)
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next());
+            }
+            _ => anyhow::bail!("webrtc.stun_servers: {url:?} is not a stun: URI"),
+        }
+    }
+    if opts.turn.is_none() {
+        for t in &w.turn_servers {
+            let server = TurnServer::from_url(&t.url, &t.username, &t.password)?;
+            if !server.is_tls() {
+                opts.turn = Some(server);
+                break;
+            }
+        }
+    }
+    opts.relay_only |= w.relay_only;
+    if opts.relay_only && opts.turn.is_none() {
+        anyhow::bail!(
+            "webrtc.relay_only needs a UDP or TCP TURN server (turns: needs TLS options)"
+        );
+    }
+    Ok(())
+}
