@@ -370,10 +370,11 @@ fn video_encode_loop(
         }
         let target = control.target_bitrate();
         if target != bitrate {
-            match encoder.set_bitrate(target) {
-                Ok(()) => bitrate = target,
-                Err(e) => warn!(error = %e, target, "encoder refused a bitrate change"),
+            if let Err(e) = encoder.set_bitrate(target) {
+                warn!(error = %e, target, "encoder refused a bitrate change");
             }
+            // Asked once per target: a refusal is not retried frame after frame.
+            bitrate = target;
         }
         let frame = &delivery.item;
         let started = Instant::now();
@@ -392,7 +393,7 @@ fn video_encode_loop(
                     0.95 * s.encode_ms_avg + 0.05 * encode_ms
                 };
                 s.capture_to_encoded_ms_last = now().micros_since(unit.capture_time) as f64 / 1e3;
-                s.encoder_bitrate_bps = bitrate;
+                s.encoder_bitrate_bps = encoder.settings().bitrate_bps;
                 drop(s);
                 out.publish(unit);
             }

@@ -27,8 +27,22 @@ impl Fixture {
         MasterKey::load(&self.key_path).unwrap()
     }
 
+    /// Opens the store, waiting briefly for a handle dropped just before to let go of
+    /// sled's file lock (its flusher thread releases it asynchronously).
     pub fn open(&self) -> SledStore {
-        SledStore::open(&self.data, &self.key()).unwrap()
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match SledStore::open(&self.data, &self.key()) {
+                Ok(store) => return store,
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("open {}: {e}", self.data.display()),
+            }
+        }
     }
 }
 
@@ -63,8 +77,21 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Raw access to the sled tree under the store, for tampering tests (the store must be closed).
+/// sled itself, underneath the store (to tamper with it); waits for the lock like [`Fixture::open`].
 pub fn raw(dir: &Path) -> sled::Db {
-    sled::open(dir).unwrap()
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return db,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("sled {}: {e}", dir.display()),
+        }
+    }
 }
 
 pub fn rkey(seq: u64) -> Vec<u8> {
