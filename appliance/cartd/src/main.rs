@@ -262,20 +262,9 @@ fn demo_config(
 
 fn run(config: Config, log_level: Option<String>, seconds: Option<u64>, demo: bool) -> ExitCode {
     let level = log_level.unwrap_or_else(|| config.log.level.clone());
-    if let Err(e) = init_logging(&level, config.log.format) {
-        eprintln!("cartd: {e:#}");
-        return ExitCode::from(2);
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match start(&level, config.log.format) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("cartd: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let keys = if demo {
         telecart_runtime::KeyPolicy::CreateIfMissing
@@ -310,20 +299,9 @@ fn publish(
     json: bool,
 ) -> ExitCode {
     let level = log_level.unwrap_or_else(|| "warn".into());
-    if let Err(e) = init_logging(&level, config.log.format) {
-        eprintln!("cartd: {e:#}");
-        return ExitCode::from(2);
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match start(&level, config.log.format) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("cartd: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let url = opts.url.clone();
     let result = runtime.block_on(async move {
@@ -384,6 +362,22 @@ fn publish(
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logging, then the async runtime (two workers: media runs on its own threads).
+fn start(level: &str, format: LogFormat) -> Result<tokio::runtime::Runtime, ExitCode> {
+    if let Err(e) = init_logging(level, format) {
+        eprintln!("cartd: {e:#}");
+        return Err(ExitCode::from(2));
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("cartd: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        })
 }
 
 fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
