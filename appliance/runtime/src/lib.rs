@@ -46,7 +46,7 @@ pub async fn run(
         pipeline: pipeline.clone(),
         log: log.clone(),
         started,
-        calls: Default::default(),
+        calls: Arc::new(webrtc::call::Calls::with_log(log.clone())),
     });
     on_listening(addr);
     // Stop the pipeline first: that closes the queues, which ends open live

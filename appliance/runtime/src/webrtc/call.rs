@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 use str0m::Candidate;
 use str0m::change::SdpOffer;
+use telecart_store::{RecordBody, SessionId};
 use telecart_webrtc::datachannel::Message;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -49,6 +50,8 @@ struct Call {
 #[derive(Default)]
 pub struct Calls {
     calls: Mutex<BTreeMap<String, Call>>,
+    /// Where each call's start, quality and end are recorded.
+    log: Option<std::sync::Arc<crate::SessionLog>>,
 }
 
 impl std::fmt::Debug for Calls {
@@ -60,6 +63,14 @@ impl std::fmt::Debug for Calls {
 }
 
 impl Calls {
+    /// A registry that records every call in the encrypted session log.
+    pub fn with_log(log: std::sync::Arc<crate::SessionLog>) -> Self {
+        Self {
+            calls: Mutex::default(),
+            log: Some(log),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Call>> {
         self.calls.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -116,10 +127,56 @@ impl Calls {
         };
         let task_stats = stats.clone();
         let task_id = id.clone();
+        let record = self.log.clone().map(|log| {
+            let session = SessionId::random().unwrap_or(SessionId::NONE);
+            let _ = log.append(
+                session,
+                RecordBody::SessionStart {
+                    direction: "inbound".into(),
+                    protocol: "webrtc".into(),
+                    remote: "browser via console".into(),
+                },
+            );
+            (log, session)
+        });
         tokio::spawn(async move {
-            match run_session(rtc, socket, media, opts, task_stats, stop_rx).await {
-                Ok(()) => info!(call = %task_id, "call ended"),
-                Err(e) => warn!(call = %task_id, error = %e, "call failed"),
+            let outcome = run_session(rtc, socket, media, opts, task_stats.clone(), stop_rx).await;
+            let reason = match &outcome {
+                Ok(()) => {
+                    info!(call = %task_id, "call ended");
+                    "hangup".to_string()
+                }
+                Err(e) => {
+                    warn!(call = %task_id, error = %e, "call failed");
+                    format!("failed: {e}")
+                }
+            };
+            if let Some((log, session)) = record {
+                let summary = task_stats.snapshot();
+                let duration_ms = started.elapsed().as_millis() as u64;
+                // fdatasync: off the async workers.
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let (Some(rtt_ms), Some(mos)) = (summary.rtt_ms, summary.mos) {
+                        let _ = log.append(
+                            session,
+                            RecordBody::CallQuality {
+                                rtt_ms,
+                                jitter_ms: summary.jitter_ms.unwrap_or(0.0),
+                                loss_pct: summary.loss.unwrap_or(0.0) * 100.0,
+                                mos,
+                                bitrate_kbps: summary.bwe_bps.map_or(0, |b| (b / 1000) as u32),
+                            },
+                        );
+                    }
+                    let _ = log.append(
+                        session,
+                        RecordBody::SessionEnd {
+                            reason,
+                            duration_ms,
+                        },
+                    );
+                })
+                .await;
             }
         });
         info!(call = %id, %local, "call answered");
