@@ -4,7 +4,6 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 use telecart_core::config::StoreConfig;
 use telecart_store::sync::SyncStatus;
 use telecart_store::{LogStore, MasterKey, NewRecord, RecordBody, SessionId, SledStore};
@@ -14,9 +13,7 @@ use tracing::{info, warn};
 
 /// Wall-clock now in Unix milliseconds, as records carry it.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    crate::pipeline::now().as_micros() / 1000
 }
 
 /// How the master key is found.

@@ -13,7 +13,7 @@ use crate::bus::Bus;
 use crate::pipeline::EncoderControl;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::channel::ChannelId;
 use str0m::format::Codec;
@@ -102,13 +102,6 @@ pub struct SessionOptions {
     pub turn: Option<TurnSocket>,
     /// Where the remote party's decoded audio goes (None: decoded and counted only).
     pub speaker: Option<super::speaker::SpeakerOutput>,
-}
-
-/// Wall-clock now in µs since the Unix epoch (the clock capture times use).
-fn unix_now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// The monotonic instant at which something with capture time `capture_us`
@@ -532,7 +525,11 @@ impl Driver {
         }
         self.need_keyframe = false;
         let capture_us = unit.capture_time.0;
-        let wallclock = capture_instant(capture_us, Instant::now(), unix_now_us());
+        let wallclock = capture_instant(
+            capture_us,
+            Instant::now(),
+            crate::pipeline::now().as_micros(),
+        );
         let Some(writer) = self.rtc.writer(mid) else {
             return;
         };
@@ -563,7 +560,11 @@ impl Driver {
         // by the samples each packet covers, so it never jitters or repeats.
         let rtp = *self.audio_rtp.get_or_insert(capture_us * 48 / 1000);
         self.audio_rtp = Some(rtp + u64::from(packet.frames));
-        let wallclock = capture_instant(capture_us, Instant::now(), unix_now_us());
+        let wallclock = capture_instant(
+            capture_us,
+            Instant::now(),
+            crate::pipeline::now().as_micros(),
+        );
         let Some(writer) = self.rtc.writer(mid) else {
             return;
         };
@@ -606,7 +607,9 @@ impl Driver {
                                 channels,
                                 samples,
                                 sequence,
-                                capture_time: telecart_core::CaptureTime(unix_now_us()),
+                                capture_time: telecart_core::CaptureTime(
+                                    crate::pipeline::now().as_micros(),
+                                ),
                             });
                         }
                     }

@@ -8,7 +8,7 @@ use super::session::{MediaSources, SessionOptions, rtc_config, run_session};
 use super::stats::{CallStats, SharedStats};
 use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use str0m::Candidate;
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind};
@@ -187,12 +187,6 @@ pub enum PublishError {
     /// Local trouble (socket, task).
     #[error("{0}")]
     Local(String),
-}
-
-fn unix_now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// One HTTP exchange as the WHIP rules see it.
@@ -406,7 +400,7 @@ pub async fn publish(
         .map_err(|e| PublishError::Local(e.to_string()))?;
 
     let started = Instant::now();
-    let post_unix_us = unix_now_us();
+    let post_unix_us = crate::pipeline::now().as_micros();
     let mut rtc = rtc_config(media.encoder.target_bitrate()).build(started);
     if !opts.relay_only {
         let candidate = Candidate::host(local, "udp")
