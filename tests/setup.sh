@@ -9,6 +9,7 @@
 #   venv     .work/venv from tests/peers/requirements.txt (aiortc 1.16.x, aiohttp, numpy: exact pins)
 #   node     playwright-core in .work/node (never downloads a browser: /usr/bin/chromium is used)
 #   whip     Debian's simple-whip-server extracted into .work/janus-whip + its npm deps
+#   then     every tests/setup.d/*.sh (one per capability: SIP peers, whisper model, cross, ...)
 # Environment: TELECART_WORK overrides the .work directory.
 set -euo pipefail
 
@@ -29,7 +30,9 @@ step() { printf 'setup: %-6s %s\n' "$1" "$2"; }
 t0=$(date +%s)
 
 # --- apt -------------------------------------------------------------------
-mapfile -t pkgs < <(grep -v '^\s*#' "$ROOT/.ci/debian-packages" | sed '/^\s*$/d')
+# .ci/debian-packages.d/<capability> lists what one capability's peers add.
+mapfile -t pkgs < <(cat "$ROOT/.ci/debian-packages" "$ROOT"/.ci/debian-packages.d/* 2>/dev/null \
+    | grep -v '^\s*#' | sed '/^\s*$/d' | sort -u)
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     pkgs+=(nodejs npm)
 fi
@@ -126,5 +129,14 @@ EOF
     step whip "config.js shim written"
 fi
 ln -sfn "$SERVER_JS" "$WHIPDIR/server.js"
+
+# --- per-capability peers ---------------------------------------------------
+# Each tests/setup.d/<capability>.sh installs one capability's peers (idempotent).
+# They run in this shell: ROOT, WORK, SUDO and step() are theirs to use.
+for extra in "$HERE"/../setup.d/*.sh; do
+    [ -e "$extra" ] || continue
+    # shellcheck source=/dev/null
+    source "$extra"
+done
 
 step done "in $(( $(date +%s) - t0 )) s"
