@@ -1,189 +1,27 @@
-//! The `[board]` section of the cart's configuration.
-//!
-//! Meant to become `Config::board` in `telecart-core` (its style: serde with
-//! `deny_unknown_fields`, every key defaulted, `validate()` listing every
-//! problem with its dotted key).
+//! The `[board]` configuration section lives in `telecart-core` (one config
+//! file, one parser); this module turns it into the policies of the state
+//! machine and of the PTZ controller.
 
-use std::path::PathBuf;
-
-use serde::{Deserialize, Serialize};
 use telecart_cart::machine::MachineConfig;
-use telecart_cart::ptz::{MAX_PRESETS, PresetPosition, PtzConfig};
+use telecart_cart::ptz::PtzConfig;
+pub use telecart_core::config::{BoardConfig, PtzSection};
 
-use crate::desc::BoardKind;
-
-/// `[board]`: which hardware, and how the controls behave.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BoardConfig {
-    /// `simulated` (default: console and keyboard), `raspberrypi4`, `raspberrypi5` or `cm4-carrier`.
-    pub kind: BoardKind,
-    /// A pin map file overriding the built-in one for `kind` (a carrier wired differently).
-    pub pins_file: Option<PathBuf>,
-    /// What the call button dials (SIP or WHIP URI); unset: the button only answers.
-    pub outgoing_uri: Option<String>,
-    /// Seconds an unanswered incoming call rings before it is turned away.
-    pub ring_timeout_s: u32,
-    /// Milliseconds a button or switch level must hold to count (debounce).
-    pub debounce_ms: u32,
-    /// Milliseconds the call button must be held to hang up.
-    pub long_press_ms: u32,
-    /// Milliseconds between input samples.
-    pub poll_interval_ms: u32,
-    /// Battery percentage at or below which the low-battery warning shows.
-    pub low_battery_percent: u8,
-    /// Seconds between fuel-gauge readings.
-    pub battery_poll_s: u32,
-    /// Far-end camera control.
-    pub ptz: PtzSection,
-}
-
-impl Default for BoardConfig {
-    fn default() -> Self {
-        Self {
-            kind: BoardKind::Simulated,
-            pins_file: None,
-            outgoing_uri: None,
-            ring_timeout_s: 60,
-            debounce_ms: 20,
-            long_press_ms: 1500,
-            poll_interval_ms: 5,
-            low_battery_percent: 15,
-            battery_poll_s: 30,
-            ptz: PtzSection::default(),
-        }
+/// The state machine's policy.
+pub fn machine_config(config: &BoardConfig) -> MachineConfig {
+    MachineConfig {
+        outgoing_uri: config.outgoing_uri.clone(),
+        ring_timeout_ms: u64::from(config.ring_timeout_s) * 1000,
+        low_battery_percent: config.low_battery_percent,
     }
 }
 
-/// `[board.ptz]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PtzSection {
-    /// Fraction of an axis's range that a full-scale `ptz_move` (1.0) covers.
-    pub full_step: f32,
-    /// Camera commands per second, sustained.
-    pub rate_per_s: f32,
-    /// Camera commands allowed back to back.
-    pub burst: u32,
-    /// Presets 1 to 16, in order.
-    pub presets: Vec<PresetPosition>,
-}
-
-impl Default for PtzSection {
-    fn default() -> Self {
-        let d = PtzConfig::default();
-        Self {
-            full_step: d.full_step,
-            rate_per_s: d.rate_per_s,
-            burst: d.burst,
-            presets: d.presets,
-        }
-    }
-}
-
-/// One problem in `[board]`: dotted key and message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BoardConfigIssue {
-    /// Such as `board.debounce_ms`.
-    pub key: String,
-    /// What is wrong and what would be right.
-    pub message: String,
-}
-
-impl BoardConfig {
-    /// Every rule the types cannot express; empty when good.
-    pub fn validate(&self) -> Vec<BoardConfigIssue> {
-        let mut out = Vec::new();
-        let mut bad = |key: &str, message: String| {
-            out.push(BoardConfigIssue {
-                key: format!("board.{key}"),
-                message,
-            })
-        };
-        if let Some(uri) = &self.outgoing_uri {
-            let ok = ["sip:", "sips:", "https://", "http://"]
-                .iter()
-                .any(|p| uri.starts_with(p) && uri.len() > p.len());
-            if !ok {
-                bad(
-                    "outgoing_uri",
-                    format!("{uri:?} is not a sip:, sips: or https:// URI"),
-                );
-            }
-        }
-        if !(5..=600).contains(&self.ring_timeout_s) {
-            bad("ring_timeout_s", "must be 5 to 600 seconds".into());
-        }
-        if !(1..=200).contains(&self.debounce_ms) {
-            bad("debounce_ms", "must be 1 to 200 ms".into());
-        }
-        if !(300..=10_000).contains(&self.long_press_ms) {
-            bad("long_press_ms", "must be 300 to 10000 ms".into());
-        } else if self.long_press_ms <= 2 * self.debounce_ms {
-            bad(
-                "long_press_ms",
-                "must be well over debounce_ms (more than twice)".into(),
-            );
-        }
-        if !(1..=50).contains(&self.poll_interval_ms) {
-            bad("poll_interval_ms", "must be 1 to 50 ms".into());
-        } else if self.poll_interval_ms > self.debounce_ms {
-            bad(
-                "poll_interval_ms",
-                "must not exceed debounce_ms, or bounce is sampled too rarely to filter".into(),
-            );
-        }
-        if self.low_battery_percent > 50 {
-            bad("low_battery_percent", "must be 0 to 50".into());
-        }
-        if !(1..=3600).contains(&self.battery_poll_s) {
-            bad("battery_poll_s", "must be 1 to 3600 seconds".into());
-        }
-        let p = &self.ptz;
-        if !(p.full_step > 0.0 && p.full_step <= 1.0) {
-            bad("ptz.full_step", "must be above 0 and at most 1".into());
-        }
-        if !(p.rate_per_s > 0.0 && p.rate_per_s <= 100.0) {
-            bad("ptz.rate_per_s", "must be above 0 and at most 100".into());
-        }
-        if !(1..=100).contains(&p.burst) {
-            bad("ptz.burst", "must be 1 to 100".into());
-        }
-        if p.presets.len() > MAX_PRESETS {
-            bad("ptz.presets", format!("at most {MAX_PRESETS} presets"));
-        }
-        for (i, pr) in p.presets.iter().enumerate() {
-            let in_range = |v: f32, lo: f32| v.is_finite() && (lo..=1.0).contains(&v);
-            if !(in_range(pr.pan, -1.0) && in_range(pr.tilt, -1.0) && in_range(pr.zoom, 0.0)) {
-                bad(
-                    "ptz.presets",
-                    format!(
-                        "preset {}: pan and tilt must be -1 to 1, zoom 0 to 1",
-                        i + 1
-                    ),
-                );
-            }
-        }
-        out
-    }
-
-    /// The state machine's policy.
-    pub fn machine_config(&self) -> MachineConfig {
-        MachineConfig {
-            outgoing_uri: self.outgoing_uri.clone(),
-            ring_timeout_ms: u64::from(self.ring_timeout_s) * 1000,
-            low_battery_percent: self.low_battery_percent,
-        }
-    }
-
-    /// The PTZ policy.
-    pub fn ptz_config(&self) -> PtzConfig {
-        PtzConfig {
-            full_step: self.ptz.full_step,
-            rate_per_s: self.ptz.rate_per_s,
-            burst: self.ptz.burst,
-            presets: self.ptz.presets.clone(),
-        }
+/// The PTZ policy.
+pub fn ptz_config(config: &BoardConfig) -> PtzConfig {
+    PtzConfig {
+        full_step: config.ptz.full_step,
+        rate_per_s: config.ptz.rate_per_s,
+        burst: config.ptz.burst,
+        presets: config.ptz.presets.clone(),
     }
 }
 
@@ -192,73 +30,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_are_valid_and_simulated() {
-        let c = BoardConfig::default();
-        assert!(c.validate().is_empty());
-        assert_eq!(c.kind, BoardKind::Simulated);
-        let parsed: BoardConfig = toml::from_str("").unwrap();
-        assert_eq!(parsed, c);
-    }
-
-    #[test]
-    fn a_full_section_parses() {
+    fn policies_follow_the_section() {
         let c: BoardConfig = toml::from_str(
-            r#"
-kind = "raspberrypi5"
-outgoing_uri = "sip:nurse-station@pbx.hospital.example"
-long_press_ms = 2000
-[ptz]
-rate_per_s = 5
-presets = [ { pan = 0, tilt = 0, zoom = 0 }, { pan = -0.5, tilt = 0.2, zoom = 0.8 } ]
-"#,
+            "ring_timeout_s = 30\n[ptz]\npresets = [ { pan = 0, tilt = 0, zoom = 0 } ]\n",
         )
         .unwrap();
-        assert!(c.validate().is_empty(), "{:?}", c.validate());
-        assert_eq!(c.kind, BoardKind::Raspberrypi5);
-        assert_eq!(c.machine_config().ring_timeout_ms, 60_000);
-        assert_eq!(c.ptz_config().presets.len(), 2);
-    }
-
-    #[test]
-    fn unknown_keys_are_refused() {
-        assert!(toml::from_str::<BoardConfig>("debounce = 5").is_err());
-        assert!(toml::from_str::<BoardConfig>("kind = \"pi4\"").is_err());
-    }
-
-    #[test]
-    fn every_bad_value_is_reported_with_its_key() {
-        let c = BoardConfig {
-            outgoing_uri: Some("nurse".into()),
-            debounce_ms: 0,
-            long_press_ms: 100,
-            poll_interval_ms: 100,
-            low_battery_percent: 90,
-            ptz: PtzSection {
-                full_step: 0.0,
-                rate_per_s: f32::NAN,
-                burst: 0,
-                presets: vec![PresetPosition {
-                    pan: 2.0,
-                    tilt: 0.0,
-                    zoom: -1.0,
-                }],
-            },
-            ..BoardConfig::default()
-        };
-        let keys: Vec<_> = c.validate().into_iter().map(|i| i.key).collect();
-        assert_eq!(
-            keys,
-            [
-                "board.outgoing_uri",
-                "board.debounce_ms",
-                "board.long_press_ms",
-                "board.poll_interval_ms",
-                "board.low_battery_percent",
-                "board.ptz.full_step",
-                "board.ptz.rate_per_s",
-                "board.ptz.burst",
-                "board.ptz.presets",
-            ]
-        );
+        assert_eq!(machine_config(&c).ring_timeout_ms, 30_000);
+        assert_eq!(ptz_config(&c).presets.len(), 1);
+        assert_eq!(ptz_config(&BoardConfig::default()), PtzConfig::default());
     }
 }

@@ -9,50 +9,19 @@
 //! the privacy switch present.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-/// The boards the cart ships on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BoardKind {
-    /// No hardware: buttons from the console and the keyboard, LEDs on the console.
-    Simulated,
-    /// Raspberry Pi 4 Model B.
-    Raspberrypi4,
-    /// Raspberry Pi 5.
-    Raspberrypi5,
-    /// Compute Module 4 on the cart's carrier board.
-    Cm4Carrier,
-}
+pub use telecart_core::config::BoardKind;
 
-impl BoardKind {
-    /// The folder name under `board/` and the `board` key of its description.
-    pub fn name(self) -> &'static str {
-        match self {
-            BoardKind::Simulated => "simulated",
-            BoardKind::Raspberrypi4 => "raspberrypi4",
-            BoardKind::Raspberrypi5 => "raspberrypi5",
-            BoardKind::Cm4Carrier => "cm4-carrier",
-        }
-    }
-
-    /// The built-in description of a real board (`None` for the simulated one).
-    pub fn builtin_description(self) -> Option<&'static str> {
-        match self {
-            BoardKind::Simulated => None,
-            BoardKind::Raspberrypi4 => Some(include_str!("../../../board/raspberrypi4/pins.toml")),
-            BoardKind::Raspberrypi5 => Some(include_str!("../../../board/raspberrypi5/pins.toml")),
-            BoardKind::Cm4Carrier => Some(include_str!("../../../board/cm4-carrier/pins.toml")),
-        }
-    }
-}
-
-impl fmt::Display for BoardKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+/// The built-in pin map of a real board (`None` for the simulated one).
+pub fn builtin_description(kind: BoardKind) -> Option<&'static str> {
+    match kind {
+        BoardKind::Simulated => None,
+        BoardKind::Raspberrypi4 => Some(include_str!("../../../board/raspberrypi4/pins.toml")),
+        BoardKind::Raspberrypi5 => Some(include_str!("../../../board/raspberrypi5/pins.toml")),
+        BoardKind::Cm4Carrier => Some(include_str!("../../../board/cm4-carrier/pins.toml")),
     }
 }
 
@@ -226,9 +195,7 @@ impl BoardDescription {
 
     /// The built-in description of `kind`.
     pub fn builtin(kind: BoardKind) -> Result<Self, DescriptionError> {
-        let text = kind
-            .builtin_description()
-            .ok_or(DescriptionError::Simulated)?;
+        let text = builtin_description(kind).ok_or(DescriptionError::Simulated)?;
         Self::from_toml(text)
     }
 
@@ -440,8 +407,7 @@ mod tests {
 
     #[test]
     fn an_unknown_key_is_a_parse_error_naming_it() {
-        let text = BoardKind::Raspberrypi4
-            .builtin_description()
+        let text = builtin_description(BoardKind::Raspberrypi4)
             .unwrap()
             .replace("[inputs.hangup_button]", "[inputs.hang_up_button]");
         match BoardDescription::from_toml(&text) {
@@ -452,8 +418,7 @@ mod tests {
 
     #[test]
     fn an_led_ring_reserves_spi0() {
-        let mut text = BoardKind::Raspberrypi4
-            .builtin_description()
+        let mut text = builtin_description(BoardKind::Raspberrypi4)
             .unwrap()
             .to_string();
         text.push_str("\n[led_ring]\ncount = 12\n");

@@ -32,7 +32,7 @@ impl Rig {
             handle.send(e).expect("board alive");
             board.read_inputs(Instant::from_millis(0)).expect("sim");
         }
-        let mut machine = CartMachine::new(config.machine_config());
+        let mut machine = CartMachine::new(telecart_board::config::machine_config(&config));
         let first = board.read_inputs(Instant::from_millis(1)).expect("sim");
         let panel = Panel::new_at(
             Instant::from_millis(1),

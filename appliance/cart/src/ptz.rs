@@ -16,7 +16,7 @@
 //! - Presets 1 to 16 are local (from the configuration, or stored from the
 //!   current position with [`PtzController::store_preset`]).
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use telecart_webrtc::datachannel::{Message, PtzMove};
 
 use crate::Timestamp;
@@ -79,17 +79,7 @@ impl PtzLimits {
     }
 }
 
-/// A preset as fractions of the ranges: pan and tilt -1..1 (centre 0), zoom 0..1 (widest 0).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PresetPosition {
-    /// Pan, -1 (left end) to 1 (right end).
-    pub pan: f32,
-    /// Tilt, -1 (down end) to 1 (up end).
-    pub tilt: f32,
-    /// Zoom, 0 (widest) to 1 (tightest).
-    pub zoom: f32,
-}
+pub use telecart_core::config::PresetPosition;
 
 /// PTZ policy from the configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -184,8 +174,7 @@ impl PtzPosition {
 
 const AXES: [PtzAxis; 3] = [PtzAxis::Pan, PtzAxis::Tilt, PtzAxis::Zoom];
 
-/// Maximum number of presets.
-pub const MAX_PRESETS: usize = 16;
+pub use telecart_core::config::MAX_PRESETS;
 
 /// The PTZ policy for one camera. See the [module docs](self).
 #[derive(Debug)]

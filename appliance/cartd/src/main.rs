@@ -274,9 +274,12 @@ fn run(config: Config, log_level: Option<String>, seconds: Option<u64>, demo: bo
     let result = runtime.block_on(telecart_runtime::run(
         config,
         keys,
-        move |addr| {
+        move |addr, cart| {
             if demo {
-                println!("telecart demo running: open http://{addr}/ (Ctrl-C to stop)");
+                println!(
+                    "telecart demo running: open http://{addr}/ (Ctrl-C to stop; keys + Enter: c call, h hang up, p privacy)"
+                );
+                keyboard(cart);
             }
             info!(%addr, "cartd ready");
         },
@@ -289,6 +292,29 @@ fn run(config: Config, log_level: Option<String>, seconds: Option<u64>, demo: bo
             eprintln!("cartd: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The demo's keyboard: the simulated board's buttons from a terminal.
+fn keyboard(cart: std::sync::Arc<telecart_runtime::cart::CartController>) {
+    use std::io::{BufRead, IsTerminal};
+    if !std::io::stdin().is_terminal() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("keyboard".into())
+        .spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                for key in line.chars().filter(|c| !c.is_whitespace()) {
+                    if !cart.key(key) {
+                        eprintln!("keys: c call, C long press (hang up), h hang up, p privacy");
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no keyboard input");
     }
 }
 

@@ -5,8 +5,10 @@
 //! key and what is wrong, all at once rather than one per run.
 //! [`Config::from_toml`] is pure; [`Config::load`] only adds reading the file.
 
+mod board;
 mod store;
 
+pub use board::{BoardConfig, BoardKind, MAX_PRESETS, PresetPosition, PtzSection};
 pub use store::{StoreConfig, SyncConfig, valid_device_id};
 
 use serde::{Deserialize, Serialize};
@@ -34,6 +36,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// WebRTC: addresses, ports, STUN and TURN servers.
     pub webrtc: WebRtcConfig,
+    /// The cart's buttons, privacy switch, LEDs, battery and PTZ policy.
+    pub board: BoardConfig,
 }
 
 /// Identity of this cart.
@@ -560,7 +564,12 @@ impl Config {
             );
         }
 
-        for (key, message) in self.store.validate() {
+        for (key, message) in self
+            .store
+            .validate()
+            .into_iter()
+            .chain(self.board.validate())
+        {
             bad(&key, message);
         }
 

@@ -32,6 +32,8 @@ pub struct ConsoleState {
     pub started: Instant,
     /// Browser calls answered by the console.
     pub calls: Arc<crate::webrtc::call::Calls>,
+    /// The board, the state machine and privacy.
+    pub cart: Arc<crate::cart::CartController>,
 }
 
 /// The console's routes, with the token check when a token is configured.
@@ -50,6 +52,9 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
             axum::routing::delete(call_hang_up).get(call_stats),
         )
         .route("/api/calls", get(calls_list))
+        .route("/api/cart", get(cart_view))
+        .route("/api/cart/button", axum::routing::post(cart_button))
+        .route("/api/cart/privacy", axum::routing::post(cart_privacy))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state);
     match token {
@@ -118,6 +123,7 @@ struct StatusBody<'a> {
     pipeline: crate::pipeline::PipelineStatus,
     video: VideoSummary,
     session_log: SessionLogSummary,
+    board: crate::cart::CartView,
 }
 
 #[derive(Debug, Serialize)]
@@ -158,6 +164,7 @@ async fn status(State(state): State<Arc<ConsoleState>>) -> Response {
                 alarms: s.alarms.iter().map(|a| format!("{a:?}")).collect(),
             }
         },
+        board: state.cart.view(),
     })
     .into_response()
 }
@@ -167,6 +174,7 @@ async fn metrics_text(State(state): State<Arc<ConsoleState>>) -> Response {
         &state.config.cart.name,
         &state.pipeline,
         &state.log,
+        &state.cart.view(),
         state.started,
     ) {
         Ok(text) => {
@@ -227,11 +235,50 @@ async fn call_offer(
         encoder: state.pipeline.encoder.clone(),
         max_bitrate_bps: state.config.video.max_bitrate_kbps * 1000,
     };
-    match state
+    if let Err(e) = str0m::change::SdpOffer::from_sdp_string(&body) {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("malformed SDP offer: {e}\n"),
+        )
+            .into_response();
+    }
+    // The cart's state machine decides: answered at once, or ringing until
+    // the call button (privacy on), or turned away (busy, declined, no answer).
+    let call = match state.cart.ring(&format!("browser {}", peer.ip())).await {
+        Ok(call) => call,
+        Err(reason) => return refused_call(reason),
+    };
+    let (incoming, mut far_end) = tokio::sync::mpsc::channel(16);
+    let cart = state.cart.clone();
+    tokio::spawn(async move {
+        while let Some(message) = far_end.recv().await {
+            cart.remote(message);
+        }
+    });
+    let hooks = crate::webrtc::call::CallHooks {
+        incoming: Some(incoming),
+        on_end: Some(Box::new({
+            let cart = state.cart.clone();
+            move || cart.ended(call)
+        })),
+    };
+    let answered = state
         .calls
-        .answer(media, &body, bind, ports, call_speaker(&state.config))
-        .await
-    {
+        .answer(
+            media,
+            &body,
+            bind,
+            ports,
+            call_speaker(&state.config),
+            hooks,
+        )
+        .await;
+    if let Ok((id, _)) = &answered {
+        state.cart.connected(call, id);
+    } else {
+        state.cart.ended(call);
+    }
+    match answered {
         Ok((id, answer)) => (
             StatusCode::CREATED,
             [
@@ -249,6 +296,71 @@ async fn call_offer(
             };
             (status, format!("{e}\n")).into_response()
         }
+    }
+}
+
+fn refused_call(reason: telecart_cart::machine::RejectReason) -> Response {
+    use telecart_cart::machine::RejectReason;
+    let (status, text) = match reason {
+        RejectReason::Busy => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the cart is in another call",
+        ),
+        RejectReason::Unavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the cart is starting or updating",
+        ),
+        RejectReason::NoAnswer => (StatusCode::REQUEST_TIMEOUT, "nobody answered at the cart"),
+        RejectReason::Declined => (StatusCode::FORBIDDEN, "the call was declined at the cart"),
+    };
+    (status, format!("{text}\n")).into_response()
+}
+
+async fn cart_view(State(state): State<Arc<ConsoleState>>) -> Response {
+    axum::Json(state.cart.view()).into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ButtonRequest {
+    button: crate::cart::ConsoleButton,
+    #[serde(default)]
+    long: bool,
+}
+
+async fn cart_button(
+    State(state): State<Arc<ConsoleState>>,
+    body: Result<axum::Json<ButtonRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    match body {
+        Ok(axum::Json(req)) => {
+            state.cart.press(req.button, req.long);
+            (StatusCode::ACCEPTED, "pressed\n").into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrivacyRequest {
+    on: bool,
+}
+
+async fn cart_privacy(
+    State(state): State<Arc<ConsoleState>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    body: Result<axum::Json<PrivacyRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    match body {
+        Ok(axum::Json(req)) => {
+            let by = telecart_cart::machine::Actor::Console {
+                user: peer.ip().to_string(),
+            };
+            state.cart.set_privacy(req.on, by);
+            (StatusCode::ACCEPTED, "set\n").into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! socket or a device thread lives here; protocol and policy crates do not.
 
 pub mod bus;
+pub mod cart;
 pub mod console;
 pub mod metrics;
 pub mod pipeline;
@@ -23,7 +24,7 @@ use tracing::info;
 pub async fn run(
     config: Config,
     keys: KeyPolicy,
-    on_listening: impl FnOnce(std::net::SocketAddr),
+    on_listening: impl FnOnce(std::net::SocketAddr, Arc<cart::CartController>),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -38,17 +39,35 @@ pub async fn run(
     let log = Arc::new(log);
     // The audit trail records every start and stop of the daemon.
     let _ = log.audit("cartd", "cartd.start", env!("CARGO_PKG_VERSION"));
+    let calls = Arc::new(webrtc::call::Calls::with_log(log.clone()));
+    // The board comes up before the camera: a privacy switch already on at
+    // power-up gates the very first frame.
+    let cart = Arc::new(cart::CartController::start(
+        &config.board,
+        cart::Wiring {
+            calls: calls.clone(),
+            log: Some(log.clone()),
+        },
+    )?);
     let pipeline_config = config.clone();
-    let pipeline =
-        Arc::new(tokio::task::spawn_blocking(move || Pipeline::start(&pipeline_config)).await??);
+    let privacy = cart.privacy();
+    let pipeline = Arc::new(
+        tokio::task::spawn_blocking(move || Pipeline::start(&pipeline_config, privacy)).await??,
+    );
+    if let Some(controls) = pipeline.camera_controls.clone() {
+        cart.attach_camera(controls);
+    }
+    cart.input(telecart_cart::machine::Input::BootComplete);
     let state = Arc::new(console::ConsoleState {
         config,
         pipeline: pipeline.clone(),
         log: log.clone(),
         started,
-        calls: Arc::new(webrtc::call::Calls::with_log(log.clone())),
+        calls,
+        cart: cart.clone(),
     });
-    on_listening(addr);
+    on_listening(addr, cart.clone());
+    tokio::spawn(systemd_watchdog(pipeline.clone()));
     // Stop the pipeline first: that closes the queues, which ends open live
     // streams, which lets the server's graceful shutdown finish.
     let stop_pipeline = {
@@ -63,8 +82,42 @@ pub async fn run(
     };
     console::serve(listener, state, stop_pipeline).await?;
     // Joining the stage threads blocks; keep it off the async workers.
-    tokio::task::spawn_blocking(move || drop(pipeline)).await?;
+    tokio::task::spawn_blocking(move || {
+        drop(pipeline);
+        cart.stop();
+    })
+    .await?;
     let _ = log.audit("cartd", "cartd.stop", "");
     log.close().await;
     Ok(())
+}
+
+/// Tells systemd the daemon is ready and, under `WatchdogSec=`, keeps
+/// petting the watchdog only while media flows: a pipeline that stopped
+/// capturing (wedged driver, deadlock) is restarted by systemd rather than
+/// left up and silent. Does nothing outside systemd.
+async fn systemd_watchdog(pipeline: Arc<Pipeline>) {
+    use sd_notify::NotifyState;
+    let _ = sd_notify::notify(false, &[NotifyState::Ready]);
+    let mut timeout_usec = 0;
+    if !sd_notify::watchdog_enabled(false, &mut timeout_usec) || timeout_usec == 0 {
+        return;
+    }
+    let period = std::time::Duration::from_micros(timeout_usec / 2);
+    let progress = |s: &PipelineStatus| s.frames_captured + s.audio_blocks_captured;
+    let mut last = progress(&pipeline.status());
+    let mut ticker = tokio::time::interval(period);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let now = progress(&pipeline.status());
+        if now > last {
+            let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
+        } else {
+            tracing::warn!(
+                "no frame or audio block since the last watchdog period: not petting systemd's watchdog"
+            );
+        }
+        last = now;
+    }
 }

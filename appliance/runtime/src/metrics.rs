@@ -18,6 +18,7 @@ struct Scrape {
     encoded_video_dropped: u64,
     raw_audio_dropped: u64,
     log: telecart_store::sync::SyncStatus,
+    cart: crate::cart::CartView,
 }
 
 fn counter(
@@ -156,6 +157,49 @@ impl Collector for Scrape {
             let name = name.strip_prefix("telecart_").unwrap_or(name);
             gauge(&mut e, name, help, value as f64)?;
         }
+        let c = &self.cart;
+        gauge(
+            &mut e,
+            "privacy",
+            "1 while privacy is on (camera slate, microphone muted).",
+            f64::from(u8::from(c.privacy)),
+        )?;
+        gauge(
+            &mut e,
+            "cart_faults",
+            "Faults raised (names on the console).",
+            c.faults.len() as f64,
+        )?;
+        gauge(
+            &mut e,
+            "cart_in_call",
+            "1 while a call is up or ringing.",
+            f64::from(u8::from(matches!(
+                c.state,
+                telecart_cart::machine::CartState::InCall
+                    | telecart_cart::machine::CartState::Ringing
+            ))),
+        )?;
+        counter(
+            &mut e,
+            "ptz_commands_dropped",
+            "Far-end camera commands refused for flooding.",
+            c.ptz_dropped,
+        )?;
+        if let telecart_board::battery::BatteryStatus::Reading(r) = &c.battery {
+            gauge(
+                &mut e,
+                "battery_percent",
+                "Battery state of charge.",
+                f64::from(r.percent),
+            )?;
+            gauge(
+                &mut e,
+                "battery_charging",
+                "1 while on mains power and charging.",
+                f64::from(u8::from(r.charging)),
+            )?;
+        }
         Ok(())
     }
 }
@@ -165,6 +209,7 @@ pub fn render(
     cart: &str,
     pipeline: &Pipeline,
     log: &crate::SessionLog,
+    cart_view: &crate::cart::CartView,
     started: Instant,
 ) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::with_prefix_and_labels(
@@ -183,6 +228,7 @@ pub fn render(
         encoded_video_dropped: pipeline.video.counters().dropped(),
         raw_audio_dropped: pipeline.raw_audio.counters().dropped(),
         log: log.status(),
+        cart: cart_view.clone(),
     }));
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry)?;

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use telecart_cart::privacy::{PrivacyGate, PrivacySwitch};
 use telecart_codec::{AudioEncoder, EncoderSettings, OpusEncoder, VideoEncoder};
 use telecart_core::config::{Config, VideoSource};
 use telecart_core::{AudioFrame, CaptureTime, EncodedAudio, EncodedVideo, VideoFrame};
@@ -132,6 +133,8 @@ pub struct Pipeline {
     pub audio: Bus<EncodedAudio>,
     /// Key frame and bitrate requests to the video encoder.
     pub encoder: Arc<EncoderControl>,
+    /// The camera's controls (pan, tilt, zoom, …), when the source has any.
+    pub camera_controls: Option<telecart_devices::CameraControls>,
     status: Arc<Mutex<PipelineStatus>>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -155,7 +158,9 @@ fn lock(status: &Mutex<PipelineStatus>) -> MutexGuard<'_, PipelineStatus> {
 
 impl Pipeline {
     /// Opens the devices and encoders the config names and starts the threads.
-    pub fn start(config: &Config) -> anyhow::Result<Self> {
+    /// Every frame and audio block passes a gate on `privacy` before anyone
+    /// (encoder, snapshot, call) sees it.
+    pub fn start(config: &Config, privacy: PrivacySwitch) -> anyhow::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let status = Arc::new(Mutex::new(PipelineStatus::default()));
         let v = &config.video;
@@ -173,6 +178,7 @@ impl Pipeline {
         let (audio_tx, audio) = bus(config.pipeline.audio_queue_blocks);
 
         let camera = open_camera(config, status.clone(), stop.clone())?;
+        let camera_controls = camera.control_handle();
         let settings = EncoderSettings {
             width: v.width,
             height: v.height,
@@ -203,8 +209,8 @@ impl Pipeline {
         let raw_audio_for_encoder = raw_audio.clone();
         let threads = vec![
             spawn("video-capture", {
-                let (status, stop) = (status.clone(), stop.clone());
-                move || video_capture_loop(camera, raw_video_tx, &status, &stop)
+                let (status, stop, gate) = (status.clone(), stop.clone(), privacy.gate());
+                move || video_capture_loop(camera, gate, raw_video_tx, &status, &stop)
             })?,
             spawn("video-encode", {
                 let (status, control) = (status.clone(), control.clone());
@@ -213,8 +219,8 @@ impl Pipeline {
                 }
             })?,
             spawn("audio-capture", {
-                let (status, stop) = (status.clone(), stop.clone());
-                move || audio_capture_loop(microphone, raw_audio_tx, &status, &stop)
+                let (status, stop, gate) = (status.clone(), stop.clone(), privacy.gate());
+                move || audio_capture_loop(microphone, gate, raw_audio_tx, &status, &stop)
             })?,
             spawn("audio-encode", {
                 let status = status.clone();
@@ -228,6 +234,7 @@ impl Pipeline {
             raw_audio,
             audio,
             encoder: control,
+            camera_controls,
             status,
             stop,
             threads,
@@ -314,6 +321,7 @@ fn open_camera(
 
 fn video_capture_loop(
     mut camera: Box<dyn VideoCapture>,
+    mut privacy: PrivacyGate,
     out: Publisher<VideoFrame>,
     status: &Mutex<PipelineStatus>,
     stop: &AtomicBool,
@@ -329,7 +337,7 @@ fn video_capture_loop(
                         s.camera = camera.description();
                     }
                 }
-                out.publish(frame);
+                out.publish(privacy.video(frame));
             }
             Err(DeviceError::Stopped) => break,
             Err(e) => {
@@ -410,14 +418,16 @@ fn video_encode_loop(
 
 fn audio_capture_loop(
     mut microphone: Box<dyn AudioCapture>,
+    privacy: PrivacyGate,
     out: Publisher<AudioFrame>,
     status: &Mutex<PipelineStatus>,
     stop: &AtomicBool,
 ) {
     while !stop.load(Ordering::Relaxed) {
         match microphone.read() {
-            Ok(block) => {
+            Ok(mut block) => {
                 lock(status).audio_blocks_captured += 1;
+                privacy.audio(&mut block);
                 out.publish(block);
             }
             Err(DeviceError::Stopped) => break,

@@ -187,7 +187,7 @@ fn console_child(args: &[String]) {
         .block_on(telecart_runtime::run(
             config,
             telecart_runtime::KeyPolicy::CreateIfMissing,
-            |addr| {
+            |addr, _cart| {
                 println!("URL http://{addr}/");
             },
             async move { tokio::time::sleep(Duration::from_secs(seconds)).await },

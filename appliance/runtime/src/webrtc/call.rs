@@ -39,6 +39,15 @@ pub enum CallError {
     Local(String),
 }
 
+/// What a call tells the rest of the cart as it runs.
+#[derive(Default)]
+pub struct CallHooks {
+    /// Every data-channel message from the far end (camera control, …).
+    pub incoming: Option<mpsc::Sender<Message>>,
+    /// Called once when the call ends, however it ends.
+    pub on_end: Option<Box<dyn FnOnce() + Send>>,
+}
+
 struct Call {
     stats: SharedStats,
     stop: watch::Sender<bool>,
@@ -84,6 +93,7 @@ impl Calls {
         bind: IpAddr,
         ports: Option<(u16, u16)>,
         speaker: Option<super::speaker::SpeakerOutput>,
+        hooks: CallHooks,
     ) -> Result<(String, String), CallError> {
         self.forget_ended();
         if self.active() >= MAX_CALLS {
@@ -121,7 +131,7 @@ impl Calls {
             audio_mid: None,
             started,
             outgoing: Some(outgoing_rx),
-            incoming: None,
+            incoming: hooks.incoming,
             turn: None,
             speaker,
         };
@@ -139,8 +149,12 @@ impl Calls {
             );
             (log, session)
         });
+        let on_end = hooks.on_end;
         tokio::spawn(async move {
             let outcome = run_session(rtc, socket, media, opts, task_stats.clone(), stop_rx).await;
+            if let Some(on_end) = on_end {
+                on_end();
+            }
             let reason = match &outcome {
                 Ok(()) => {
                     info!(call = %task_id, "call ended");

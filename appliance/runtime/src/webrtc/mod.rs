@@ -29,7 +29,12 @@ pub async fn publish_config(
 ) -> anyhow::Result<PublishReport> {
     apply_config(&config.webrtc, &mut opts)?;
     let max_bitrate_bps = config.video.max_bitrate_kbps * 1000;
-    let pipeline = Arc::new(tokio::task::spawn_blocking(move || Pipeline::start(&config)).await??);
+    let pipeline = Arc::new(
+        tokio::task::spawn_blocking(move || {
+            Pipeline::start(&config, telecart_cart::privacy::PrivacySwitch::new())
+        })
+        .await??,
+    );
     let media = session::MediaSources {
         video: pipeline.video.clone(),
         audio: pipeline.audio.clone(),
