@@ -514,6 +514,17 @@ impl CartMachine {
         self.privacy
     }
 
+    /// Where the call stands, whatever the display state shows over it:
+    /// `idle`, `dialing`, `ringing` or `active`.
+    pub fn call_phase(&self) -> &'static str {
+        match self.call {
+            Call::Idle => "idle",
+            Call::Dialing { .. } => "dialing",
+            Call::Ringing { .. } => "ringing",
+            Call::Active { .. } => "active",
+        }
+    }
+
     /// Active faults, by name.
     pub fn faults(&self) -> impl Iterator<Item = &str> {
         self.faults.iter().map(String::as_str)

@@ -489,3 +489,128 @@ fn privacy_from_the_console_puts_the_slate_on_the_stream_and_is_audited() {
         "audit trail: {audit:?}"
     );
 }
+
+/// A browser's offer (receive video and audio), made by str0m as a browser would.
+fn browser_offer() -> String {
+    use str0m::media::{Direction, MediaKind};
+    let mut rtc = str0m::Rtc::new(Instant::now());
+    let addr = "127.0.0.1:40000".parse().unwrap();
+    rtc.add_local_candidate(str0m::Candidate::host(addr, "udp").unwrap());
+    let mut change = rtc.sdp_api();
+    change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    change.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+    let (offer, _pending) = change.apply().unwrap();
+    offer.to_sdp_string()
+}
+
+fn cart_view(daemon: &Daemon) -> serde_json::Value {
+    serde_json::from_str(
+        &daemon
+            .get("/api/cart")
+            .into_body()
+            .read_to_string()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn wait_for_state(daemon: &Daemon, state: &str) -> serde_json::Value {
+    wait_for(daemon, "state", state)
+}
+
+fn wait_for(daemon: &Daemon, key: &str, state: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let view = cart_view(daemon);
+        if view[key] == state {
+            return view;
+        }
+        assert!(Instant::now() < deadline, "never {state}: {view}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Offers a call in the background; the status and body when the console answers.
+fn call_in_background(base: &str) -> std::thread::JoinHandle<(u16, String)> {
+    let url = format!("{base}/api/call");
+    let offer = browser_offer();
+    std::thread::spawn(move || {
+        match ureq::post(&url)
+            .header("Content-Type", "application/sdp")
+            .send(&offer)
+        {
+            Ok(r) => (r.status().as_u16(), r.into_body().read_to_string().unwrap()),
+            Err(ureq::Error::StatusCode(code)) => (code, String::new()),
+            Err(e) => panic!("call: {e}"),
+        }
+    })
+}
+
+#[test]
+fn under_privacy_a_call_rings_until_the_call_button_and_the_hang_up_button_ends_it() {
+    let daemon = Daemon::start(&[
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--video",
+        "320x240@15",
+        "--seconds",
+        "60",
+    ]);
+    wait_for_state(&daemon, "ready");
+
+    // Privacy off: the console's callers are answered at once.
+    let (status, answer) = call_in_background(&daemon.base).join().unwrap();
+    assert_eq!(status, 201);
+    assert!(answer.contains("H264"), "{answer}");
+    wait_for(&daemon, "call", "active");
+    // A second caller while the first is up is turned away.
+    let (status, _) = call_in_background(&daemon.base).join().unwrap();
+    assert_eq!(status, 503, "busy");
+    assert_eq!(
+        post_json(&daemon.base, "/api/cart/button", r#"{"button":"hang_up"}"#),
+        202
+    );
+    wait_for_state(&daemon, "ready");
+
+    // Privacy on: the call rings, and the call button answers it.
+    post_json(&daemon.base, "/api/cart/privacy", r#"{"on":true}"#);
+    wait_for_state(&daemon, "privacy");
+    let ringing = call_in_background(&daemon.base);
+    let view = wait_for_state(&daemon, "ringing");
+    assert!(
+        view["notices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("privacy is on")),
+        "{view}"
+    );
+    assert!(
+        !ringing.is_finished(),
+        "the caller waits while the cart rings"
+    );
+    post_json(&daemon.base, "/api/cart/button", r#"{"button":"call"}"#);
+    let (status, answer) = ringing.join().unwrap();
+    assert_eq!(status, 201);
+    assert!(answer.contains("H264"), "{answer}");
+    assert_eq!(
+        post_json(&daemon.base, "/api/cart/button", r#"{"button":"hang_up"}"#),
+        202
+    );
+
+    // Declined with the hang-up button while ringing: 403.
+    wait_for(&daemon, "call", "idle");
+    let declined = call_in_background(&daemon.base);
+    wait_for_state(&daemon, "ringing");
+    post_json(&daemon.base, "/api/cart/button", r#"{"button":"hang_up"}"#);
+    assert_eq!(declined.join().unwrap().0, 403);
+
+    // A malformed offer never reaches the state machine.
+    let bad = ureq::post(format!("{}/api/call", daemon.base))
+        .header("Content-Type", "application/sdp")
+        .send("v=0\r\nthis is not SDP\r\n");
+    assert!(matches!(bad, Err(ureq::Error::StatusCode(400))), "{bad:?}");
+    assert_eq!(cart_view(&daemon)["state"], "privacy");
+    assert!(daemon.terminate().success());
+}

@@ -51,8 +51,10 @@ pub struct CartView {
     pub board: BoardKind,
     /// The board could not be opened and the cart runs on the simulated one; why.
     pub board_error: Option<String>,
-    /// The state machine's state.
+    /// The state machine's state (what the LED shows).
     pub state: CartState,
+    /// The call under it: `idle`, `dialing`, `ringing` or `active`.
+    pub call: &'static str,
     /// What the LEDs and console show.
     pub indication: Indication,
     /// The status LED's colour now.
@@ -174,6 +176,7 @@ impl CartController {
             board: board.kind(),
             board_error,
             state: machine.state(),
+            call: machine.call_phase(),
             indication: machine.indication(),
             leds: panel.leds_at(now),
             privacy: machine.privacy(),
@@ -197,6 +200,7 @@ impl CartController {
             wiring,
             start,
             pending: BTreeMap::new(),
+            verdicts: Vec::new(),
             console_calls: BTreeMap::new(),
             next_call: 1,
             ptz: None,
@@ -359,6 +363,11 @@ struct Worker {
     start: embassy_time::Instant,
     /// Incoming calls waiting for the machine's verdict.
     pending: BTreeMap<CallId, oneshot::Sender<Result<CallId, RejectReason>>>,
+    /// Verdicts to send once the view shows them.
+    verdicts: Vec<(
+        oneshot::Sender<Result<CallId, RejectReason>>,
+        Result<CallId, RejectReason>,
+    )>,
     /// Answered calls and their console ids, to hang them up.
     console_calls: BTreeMap<CallId, String>,
     next_call: u64,
@@ -435,13 +444,6 @@ impl Worker {
             self.drain(now);
             if let Err(e) = self.board.set_leds(self.panel.leds_at(now)) {
                 warn!(error = %e, "LEDs unwritable");
-            }
-            {
-                let mut v = lock(&self.view);
-                v.leds = self.panel.leds_at(now);
-                v.state = self.machine.state();
-                v.privacy = self.machine.privacy();
-                v.faults = self.machine.faults().map(str::to_string).collect();
             }
             // Sleep until the next sample, waking at once for an event.
             match events.recv_timeout(tick) {
@@ -568,6 +570,17 @@ impl Worker {
                 }
             }
         }
+        // The view changes with the machine, before anyone is told of a verdict.
+        let mut v = lock(&self.view);
+        v.leds = self.panel.leds_at(now);
+        v.state = self.machine.state();
+        v.call = self.machine.call_phase();
+        v.privacy = self.machine.privacy();
+        v.faults = self.machine.faults().map(str::to_string).collect();
+        drop(v);
+        for (reply, verdict) in self.verdicts.drain(..) {
+            let _ = reply.send(verdict);
+        }
     }
 
     fn act(&mut self, action: Action) {
@@ -585,12 +598,12 @@ impl Worker {
             }
             Action::Answer { call } => {
                 if let Some(reply) = self.pending.remove(&call) {
-                    let _ = reply.send(Ok(call));
+                    self.verdicts.push((reply, Ok(call)));
                 }
             }
             Action::Reject { call, reason } => {
                 if let Some(reply) = self.pending.remove(&call) {
-                    let _ = reply.send(Err(reason));
+                    self.verdicts.push((reply, Err(reason)));
                 }
             }
             Action::HangUp { call } => {

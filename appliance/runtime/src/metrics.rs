@@ -173,7 +173,7 @@ impl Collector for Scrape {
         gauge(
             &mut e,
             "cart_in_call",
-            "1 while a call is up or ringing.",
+            "1 while a call is dialing, ringing or up.",
             f64::from(u8::from(matches!(
                 c.state,
                 telecart_cart::machine::CartState::InCall
