@@ -90,7 +90,7 @@ enum Event {
     Sim(SimEvent),
     Incoming {
         caller: String,
-        reply: oneshot::Sender<Result<CallId, RejectReason>>,
+        reply: VerdictReply,
     },
     Connected {
         call: CallId,
@@ -351,6 +351,10 @@ impl Drop for CartController {
     }
 }
 
+/// The state machine's answer to an incoming call.
+type Verdict = Result<CallId, RejectReason>;
+type VerdictReply = oneshot::Sender<Verdict>;
+
 struct Worker {
     config: BoardConfig,
     board: Box<dyn Board>,
@@ -362,12 +366,9 @@ struct Worker {
     wiring: Wiring,
     start: embassy_time::Instant,
     /// Incoming calls waiting for the machine's verdict.
-    pending: BTreeMap<CallId, oneshot::Sender<Result<CallId, RejectReason>>>,
+    pending: BTreeMap<CallId, VerdictReply>,
     /// Verdicts to send once the view shows them.
-    verdicts: Vec<(
-        oneshot::Sender<Result<CallId, RejectReason>>,
-        Result<CallId, RejectReason>,
-    )>,
+    verdicts: Vec<(VerdictReply, Verdict)>,
     /// Answered calls and their console ids, to hang them up.
     console_calls: BTreeMap<CallId, String>,
     next_call: u64,
