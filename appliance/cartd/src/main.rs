@@ -91,6 +91,10 @@ enum Command {
         /// Offer only the relay candidate (checks that the relay path works).
         #[arg(long, requires = "turn")]
         relay_only: bool,
+        /// Extra CA certificates (PEM) to trust for an HTTPS endpoint and a turns: server,
+        /// besides the system store (a hospital's own CA or TLS-inspection proxy).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
     },
     /// Checks a configuration file and exits non-zero if anything is wrong.
     CheckConfig {
@@ -170,6 +174,7 @@ fn main() -> ExitCode {
             turn_username,
             turn_password,
             relay_only,
+            ca_file,
         } => {
             let config = match config {
                 Some(path) => match Config::load(&path) {
@@ -199,21 +204,27 @@ fn main() -> ExitCode {
             opts.duration = Some(Duration::from_secs(seconds));
             opts.bind = bind;
             opts.connect_timeout = Duration::from_secs(connect_timeout);
+            opts.ca_file = ca_file;
             if let Some(url) = turn {
-                match telecart_runtime::webrtc::TurnServer::from_url(
+                let server = telecart_runtime::webrtc::TurnServer::from_url(
                     &url,
                     &turn_username,
                     &turn_password,
-                ) {
-                    Ok(t) if t.is_tls() => {
-                        eprintln!(
-                            "cartd publish: turns: (TLS) is not supported by this command yet"
-                        );
-                        return ExitCode::from(2);
+                )
+                .map_err(anyhow::Error::from)
+                .and_then(|mut t| {
+                    if t.is_tls() {
+                        t.tls = Some(telecart_runtime::webrtc::turn_tls(
+                            &url,
+                            opts.ca_file.as_deref(),
+                        )?);
                     }
+                    Ok(t)
+                });
+                match server {
                     Ok(t) => opts.turn = Some(t),
                     Err(e) => {
-                        eprintln!("cartd publish: {e}");
+                        eprintln!("cartd publish: {e:#}");
                         return ExitCode::from(2);
                     }
                 }

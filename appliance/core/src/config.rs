@@ -293,6 +293,9 @@ pub struct WebRtcConfig {
     pub turn_servers: Vec<TurnServerConfig>,
     /// Offer only relay candidates (networks where nothing but the TURN server is reachable).
     pub relay_only: bool,
+    /// Extra CA certificates (PEM) trusted for the WHIP endpoint and `turns:` servers, besides
+    /// the system store: a hospital's own CA or its TLS-inspection proxy.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// One TURN server.
@@ -574,6 +577,11 @@ impl Config {
         }
 
         let w = &self.webrtc;
+        if let Some(ca) = &w.ca_file
+            && !ca.is_absolute()
+        {
+            bad("webrtc.ca_file", "must be an absolute path".into());
+        }
         if (w.port_min == 0) != (w.port_max == 0) {
             bad(
                 "webrtc.port_min",

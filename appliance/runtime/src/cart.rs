@@ -88,17 +88,9 @@ pub enum ConsoleButton {
 enum Event {
     Machine(Input),
     Sim(SimEvent),
-    Incoming {
-        caller: String,
-        reply: VerdictReply,
-    },
-    Connected {
-        call: CallId,
-        console_id: String,
-    },
-    Ended {
-        call: CallId,
-    },
+    Incoming { caller: String, reply: VerdictReply },
+    Connected { call: CallId, console_id: String },
+    Ended { call: CallId },
     Remote(Message),
     Camera(CameraControls),
 }

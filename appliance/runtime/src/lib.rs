@@ -8,6 +8,7 @@ pub mod console;
 pub mod metrics;
 pub mod pipeline;
 pub mod session_log;
+pub mod tls;
 pub mod webrtc;
 
 pub use pipeline::{EncoderControl, Pipeline, PipelineStatus};

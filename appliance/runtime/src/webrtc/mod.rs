@@ -49,7 +49,8 @@ pub async fn publish_config(
 
 /// Fills what the command line left open from the `[webrtc]` section:
 /// bind address, port range, the first STUN server, the first TURN server
-/// (TLS ones need a caller-provided rustls config), relay-only.
+/// (UDP, TCP or TLS, trusting the system store and `ca_file`), relay-only,
+/// the CA file for an HTTPS endpoint.
 pub fn apply_config(
     w: &telecart_core::config::WebRtcConfig,
     opts: &mut PublishOptions,
@@ -72,20 +73,40 @@ pub fn apply_config(
             _ => anyhow::bail!("webrtc.stun_servers: {url:?} is not a stun: URI"),
         }
     }
-    if opts.turn.is_none() {
-        for t in &w.turn_servers {
-            let server = TurnServer::from_url(&t.url, &t.username, &t.password)?;
-            if !server.is_tls() {
-                opts.turn = Some(server);
-                break;
-            }
+    if opts.ca_file.is_none() {
+        opts.ca_file = w.ca_file.clone();
+    }
+    if opts.turn.is_none()
+        && let Some(t) = w.turn_servers.first()
+    {
+        let mut server = TurnServer::from_url(&t.url, &t.username, &t.password)?;
+        if server.is_tls() {
+            server.tls = Some(turn_tls(&t.url, opts.ca_file.as_deref())?);
         }
+        opts.turn = Some(server);
     }
     opts.relay_only |= w.relay_only;
     if opts.relay_only && opts.turn.is_none() {
-        anyhow::bail!(
-            "webrtc.relay_only needs a UDP or TCP TURN server (turns: needs TLS options)"
-        );
+        anyhow::bail!("webrtc.relay_only needs a TURN server in webrtc.turn_servers");
     }
     Ok(())
+}
+
+/// TLS towards a `turns:` server: its host name for SNI and certificate
+/// checks, the cart's trusted roots.
+pub fn turn_tls(
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+) -> anyhow::Result<telecart_turn::TlsOptions> {
+    let Some(telecart_webrtc::whip::IceServerUrl::Turn { host, .. }) =
+        telecart_webrtc::whip::IceServerUrl::parse(url)
+    else {
+        anyhow::bail!("{url:?} is not a turns: URI");
+    };
+    let server_name = rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|e| anyhow::anyhow!("{url:?}: {host:?} is not a TLS server name: {e}"))?;
+    Ok(telecart_turn::TlsOptions {
+        config: crate::tls::client_config(ca_file)?,
+        server_name,
+    })
 }

@@ -43,6 +43,8 @@ pub struct PublishOptions {
     pub port_range: Option<(u16, u16)>,
     /// STUN server for a server-reflexive candidate.
     pub stun: Option<SocketAddr>,
+    /// Extra CA certificates (PEM) for an HTTPS endpoint, besides the system store.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// A TURN server to allocate a relay on.
@@ -75,6 +77,7 @@ impl PublishOptions {
             relay_only: false,
             port_range: None,
             stun: None,
+            ca_file: None,
         }
     }
 }
@@ -213,6 +216,10 @@ impl HttpReply {
     }
 }
 
+/// The TLS trust for HTTPS endpoints, or why there is none (no CA store and
+/// no `ca_file`: plain HTTP still works).
+type Tls = Result<ureq::tls::TlsConfig, String>;
+
 /// Runs one request on a blocking thread (ureq), redirects not followed.
 async fn http(
     method: &'static str,
@@ -220,9 +227,19 @@ async fn http(
     token: Option<String>,
     content_type: Option<&'static str>,
     body: Option<String>,
+    tls: &Tls,
 ) -> Result<HttpReply, WhipError> {
+    let tls = match (url.scheme(), tls) {
+        ("https", Err(why)) => {
+            return Err(WhipError::Transport(format!(
+                "{url}: cannot use HTTPS: {why}"
+            )));
+        }
+        (_, tls) => tls.clone().unwrap_or_default(),
+    };
     tokio::task::spawn_blocking(move || {
         let agent: ureq::Agent = ureq::Agent::config_builder()
+            .tls_config(tls)
             .max_redirects(0)
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(10)))
@@ -287,6 +304,7 @@ async fn post_offer(
     endpoint: &Url,
     token: Option<&str>,
     offer: &str,
+    tls: &Tls,
 ) -> Result<(WhipSession, Url), WhipError> {
     let mut url = endpoint.clone();
     for _ in 0..=5 {
@@ -296,6 +314,7 @@ async fn post_offer(
             token.map(str::to_string),
             Some("application/sdp"),
             Some(offer.to_string()),
+            tls,
         )
         .await?;
         if matches!(reply.status, 301 | 302 | 303 | 307 | 308) {
@@ -320,10 +339,11 @@ async fn post_with_retry(
     token: Option<&str>,
     offer: &str,
     retries: u32,
+    tls: &Tls,
 ) -> Result<(WhipSession, Url, u32), WhipError> {
     let mut attempt = 0;
     loop {
-        match post_offer(endpoint, token, offer).await {
+        match post_offer(endpoint, token, offer, tls).await {
             Ok((s, url)) => return Ok((s, url, attempt + 1)),
             Err(e) if e.is_retryable() && attempt < retries => {
                 let retry_after = match &e {
@@ -475,13 +495,26 @@ pub async fn publish(
         .ok_or_else(|| PublishError::Local("no offer to make".into()))?;
     let offer_sdp = offer.to_sdp_string();
 
-    let (session, endpoint, attempts) =
-        post_with_retry(&endpoint, opts.token.as_deref(), &offer_sdp, opts.retries).await?;
+    // Reading the CA store is file IO: off the async workers.
+    let ca_file = opts.ca_file.clone();
+    let tls: Tls = tokio::task::spawn_blocking(move || {
+        crate::tls::ureq_tls(ca_file.as_deref()).map_err(|e| format!("{e:#}"))
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    let (session, endpoint, attempts) = post_with_retry(
+        &endpoint,
+        opts.token.as_deref(),
+        &offer_sdp,
+        opts.retries,
+        &tls,
+    )
+    .await?;
     info!(resource = %session.resource, "WHIP: session created");
     let resource = session.resource.clone();
     let token = opts.token.clone();
     let delete = || async {
-        match http("DELETE", resource.clone(), token.clone(), None, None).await {
+        match http("DELETE", resource.clone(), token.clone(), None, None, &tls).await {
             Ok(reply) => match rules::read_delete_response(reply.as_response()) {
                 Ok(()) => "ok".to_string(),
                 Err(e) => e.to_string(),
