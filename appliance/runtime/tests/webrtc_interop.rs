@@ -31,10 +31,14 @@ fn main() {
         Some("--width") => stamp_decoder(&args),
         _ => {
             type Test = (&'static str, fn());
-            let tests: [Test; 5] = [
+            let tests: [Test; 6] = [
                 (
                     "publish_through_coturn_with_relay_candidates_only",
                     publish_through_coturn_with_relay_candidates_only,
+                ),
+                (
+                    "publish_through_coturn_over_tls_with_relay_candidates_only",
+                    publish_through_coturn_over_tls_with_relay_candidates_only,
                 ),
                 (
                     "publish_to_janus_is_accepted_and_counted",
@@ -129,15 +133,15 @@ fn publish_child(args: &[String]) {
     let mut opts = telecart_runtime::webrtc::PublishOptions::new(url);
     opts.duration = Some(Duration::from_secs(seconds));
     opts.bind = args.get(3).map(|ip| ip.parse().unwrap());
-    if let Ok(server) = std::env::var("TELECART_TEST_TURN") {
-        opts.turn = Some(telecart_runtime::webrtc::TurnServer {
-            server: server.parse().unwrap(),
-            transport: telecart_turn::TurnTransport::Udp,
+    if let Ok(url) = std::env::var("TELECART_TEST_TURN") {
+        // The daemon's own path from [webrtc] turn_servers and ca_file.
+        config.webrtc.turn_servers = vec![telecart_core::config::TurnServerConfig {
+            url,
             username: "cart".into(),
             password: "pw".into(),
-            tls: None,
-        });
-        opts.relay_only = true;
+        }];
+        config.webrtc.ca_file = std::env::var_os("TELECART_TEST_CA").map(PathBuf::from);
+        config.webrtc.relay_only = true;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -514,8 +518,18 @@ fn publish_to_janus_is_accepted_and_counted() {
 }
 
 fn publish_through_coturn_with_relay_candidates_only() {
+    coturn_relay_only(false);
+}
+
+/// TURN over TLS, as on hospital networks where only 443/TLS leaves: the
+/// server's certificate comes from a private CA given as `webrtc.ca_file`.
+fn publish_through_coturn_over_tls_with_relay_candidates_only() {
+    coturn_relay_only(true);
+}
+
+fn coturn_relay_only(tls: bool) {
     let seconds = 5u64;
-    let ns = Netns::create("webrtc-turn");
+    let ns = Netns::create(if tls { "webrtc-turns" } else { "webrtc-turn" });
     assert!(
         Command::new("sh")
             .args(["-c", "command -v turnserver"])
@@ -525,20 +539,29 @@ fn publish_through_coturn_with_relay_candidates_only() {
             .success(),
         "TURN peer missing: no `turnserver` (Debian package coturn); run `bash tests/setup.sh`"
     );
-    let dir = std::env::temp_dir().join(format!("tc-turn-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("tc-turn-{}-{}", std::process::id(), u8::from(tls)));
     std::fs::create_dir_all(&dir).unwrap();
     let mut coturn = ns.command("turnserver");
+    coturn.args([
+        "-n",
+        "--no-cli",
+        "--no-dtls",
+        "-L",
+        "127.0.0.1",
+        "-E",
+        "127.0.0.1",
+    ]);
+    if tls {
+        let (cert, key) = tls_certificate(&dir);
+        coturn
+            .arg("--tls-listening-port=5349")
+            .arg(format!("--cert={}", cert.display()))
+            .arg(format!("--pkey={}", key.display()));
+    } else {
+        coturn.arg("--no-tls");
+    }
     coturn
-        .args([
-            "-n",
-            "--no-cli",
-            "--no-tls",
-            "--no-dtls",
-            "-L",
-            "127.0.0.1",
-            "-E",
-            "127.0.0.1",
-        ])
         .args([
             "-p",
             "3478",
@@ -576,7 +599,13 @@ fn publish_through_coturn_with_relay_candidates_only() {
     let (mut aiortc, port) = start_aiortc(&ns, &[]);
     let base = format!("http://127.0.0.1:{port}");
     let mut cart = ns.command(std::env::current_exe().unwrap());
-    cart.env("TELECART_TEST_TURN", "127.0.0.1:3478").args([
+    if tls {
+        cart.env("TELECART_TEST_TURN", "turns:localhost:5349")
+            .env("TELECART_TEST_CA", dir.join("ca.pem"));
+    } else {
+        cart.env("TELECART_TEST_TURN", "turn:127.0.0.1:3478?transport=udp");
+    }
+    cart.args([
         "__publish",
         &format!("{base}/whip/cart"),
         &seconds.to_string(),
@@ -610,7 +639,26 @@ fn publish_through_coturn_with_relay_candidates_only() {
         frames * 10 >= seconds * 30 * 7,
         "{frames} frames decoded through the relay"
     );
-    println!("BENCH webrtc coturn UDP relay-only: {frames} frames decoded, pair {pair}");
+    let over = if tls { "TLS" } else { "UDP" };
+    println!("BENCH webrtc coturn {over} relay-only: {frames} frames decoded, pair {pair}");
+}
+
+/// A private CA (`ca.pem` in `dir`) and a `localhost` certificate it signed; returns cert and key files.
+fn tls_certificate(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    (dir.join("cert.pem"), dir.join("key.pem"))
 }
 
 fn publish_through_5_percent_loss_keeps_decoding() {
