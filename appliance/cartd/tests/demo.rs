@@ -614,3 +614,62 @@ fn under_privacy_a_call_rings_until_the_call_button_and_the_hang_up_button_ends_
     assert_eq!(cart_view(&daemon)["state"], "privacy");
     assert!(daemon.terminate().success());
 }
+
+#[test]
+fn garbage_udp_at_a_call_is_counted_and_ignored() {
+    let daemon = Daemon::start(&[
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--video",
+        "320x240@15",
+        "--seconds",
+        "60",
+    ]);
+    wait_for_state(&daemon, "ready");
+    let (status, answer) = call_in_background(&daemon.base).join().unwrap();
+    assert_eq!(status, 201);
+    // The cart's host candidate: `a=candidate:... udp <prio> <ip> <port> typ host`.
+    let candidate = answer
+        .lines()
+        .find(|l| l.starts_with("a=candidate:") && l.contains("typ host"))
+        .unwrap_or_else(|| panic!("no host candidate in\n{answer}"));
+    let fields: Vec<&str> = candidate.split_whitespace().collect();
+    let target = format!("{}:{}", fields[4], fields[5]);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    // Random bytes, and bytes that look like STUN, DTLS and RTP to a demultiplexer.
+    let mut sent = 0u64;
+    for i in 0..600u32 {
+        let mut datagram: Vec<u8> = (0..(i % 300 + 1))
+            .map(|k| (k.wrapping_mul(2_654_435_761) >> 13) as u8 ^ i as u8)
+            .collect();
+        datagram[0] = match i % 4 {
+            0 => 0x00, // STUN's first byte
+            1 => 22,   // DTLS handshake
+            2 => 0x80, // RTP version 2
+            _ => datagram[0],
+        };
+        if socket.send_to(&datagram, &target).is_ok() {
+            sent += 1;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let calls: serde_json::Value = serde_json::from_str(
+        &daemon
+            .get("/api/calls")
+            .into_body()
+            .read_to_string()
+            .unwrap(),
+    )
+    .unwrap();
+    let stats = &calls[0]["stats"];
+    assert!(
+        stats["datagrams_ignored"].as_u64().unwrap() > 0,
+        "{sent} garbage datagrams, none counted: {stats}"
+    );
+    assert_eq!(
+        daemon.get("/healthz").into_body().read_to_string().unwrap(),
+        "ok\n"
+    );
+    assert!(daemon.terminate().success());
+}
