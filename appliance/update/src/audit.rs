@@ -38,7 +38,13 @@ pub fn path(state_dir: &Path) -> PathBuf {
 }
 
 /// Appends a line (durable on return).
-pub fn append(state_dir: &Path, at_ms: u64, actor: &str, action: &str, detail: &str) -> Result<AuditLine> {
+pub fn append(
+    state_dir: &Path,
+    at_ms: u64,
+    actor: &str,
+    action: &str,
+    detail: &str,
+) -> Result<AuditLine> {
     let file = path(state_dir);
     let io = |e: std::io::Error| UpdateError::io(format!("audit log {}", file.display()), &e);
     std::fs::create_dir_all(state_dir).map_err(io)?;
@@ -66,7 +72,9 @@ pub fn append(state_dir: &Path, at_ms: u64, actor: &str, action: &str, detail: &
         .mode(0o600)
         .open(&file)
         .map_err(io)?;
-    f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(io)?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(io)?;
     Ok(line)
 }
 

@@ -39,6 +39,9 @@ pub struct UpdateConfig {
     pub cmdline: PathBuf,
     /// Installed versions per slot and the local audit log of downgrade overrides.
     pub state_dir: PathBuf,
+    /// File in the running root file system naming its version (written by the image build);
+    /// used when the running slot was not flashed by this tool.
+    pub version_file: PathBuf,
 }
 
 /// One A/B slot.
@@ -105,6 +108,7 @@ impl Default for UpdateConfig {
             tryboot_flag: PathBuf::from("/proc/device-tree/chosen/bootloader/tryboot"),
             cmdline: PathBuf::from("/proc/cmdline"),
             state_dir: PathBuf::from("/var/lib/telecart/update"),
+            version_file: PathBuf::from("/etc/telecart-version"),
         }
     }
 }
@@ -161,11 +165,17 @@ impl UpdateConfig {
                 "needs at least one trusted key".into(),
             );
         }
-        for (key, slot) in [("update.slot_a", &self.slot_a), ("update.slot_b", &self.slot_b)] {
+        for (key, slot) in [
+            ("update.slot_a", &self.slot_a),
+            ("update.slot_b", &self.slot_b),
+        ] {
             if !slot.device.is_absolute() {
                 bad(
                     &format!("{key}.device"),
-                    format!("must be an absolute path, got {:?}", slot.device.display().to_string()),
+                    format!(
+                        "must be an absolute path, got {:?}",
+                        slot.device.display().to_string()
+                    ),
                 );
             }
         }
@@ -256,7 +266,10 @@ mod tests {
         let err = UpdateConfig::from_toml(Path::new("cart.toml"), "[update]\nboot_limit = 0\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("update.board") && err.contains("update.boot_limit"), "{err}");
+        assert!(
+            err.contains("update.board") && err.contains("update.boot_limit"),
+            "{err}"
+        );
         assert!(UpdateConfig::from_toml(Path::new("c.toml"), "").is_err());
     }
 }

@@ -25,7 +25,9 @@ pub enum UpdateError {
     #[error("image is unsigned")]
     Unsigned,
     /// No trusted key verifies the signature.
-    #[error("signature does not verify with any of the {0} trusted key(s): wrongly signed or tampered")]
+    #[error(
+        "signature does not verify with any of the {0} trusted key(s): wrongly signed or tampered"
+    )]
     BadSignature(usize),
     /// No trusted key is configured, so nothing can be verified.
     #[error("no trusted public key configured (update.public_keys)")]
@@ -66,7 +68,9 @@ pub enum UpdateError {
     #[error("image has data after its last payload: tampered or corrupt")]
     TrailingData,
     /// What was written to the slot does not read back as the same bytes.
-    #[error("read-back of {target} does not match the image (SHA-256 {read_back}): the slot is not armed")]
+    #[error(
+        "read-back of {target} does not match the image (SHA-256 {read_back}): the slot is not armed"
+    )]
     ReadBack {
         /// The slot's device or file.
         target: String,
@@ -109,7 +113,9 @@ pub enum UpdateError {
     #[error("{0}")]
     Config(String),
     /// The flash was stopped on request before it finished (the slot is not armed).
-    #[error("flash interrupted after {0} bytes; the running slot is untouched and the new slot is not armed")]
+    #[error(
+        "flash interrupted after {0} bytes; the running slot is untouched and the new slot is not armed"
+    )]
     Interrupted(u64),
     /// An operating-system error.
     #[error("{context}: {message}")]

@@ -89,7 +89,11 @@ pub struct FlashReport {
 
 /// The installed version: the running slot's verified record, else `/etc/telecart-version`-style
 /// file given by the caller (the image build writes it into the root file system).
-pub fn installed_version(record: &SlotsRecord, running: Slot, version_file: Option<&Path>) -> Option<semver::Version> {
+pub fn installed_version(
+    record: &SlotsRecord,
+    running: Slot,
+    version_file: Option<&Path>,
+) -> Option<semver::Version> {
     record.verified_version(running).or_else(|| {
         let text = std::fs::read_to_string(version_file?).ok()?;
         semver::Version::parse(text.trim()).ok()
@@ -156,7 +160,11 @@ pub fn flash(
                 manifest.version,
                 manifest.build_id,
                 installed.map_or_else(|| "an unknown version".to_string(), |v| v.to_string()),
-                if downgrade.is_some() { "downgrade allowed by --allow-downgrade" } else { "installed version unknown" },
+                if downgrade.is_some() {
+                    "downgrade allowed by --allow-downgrade"
+                } else {
+                    "installed version unknown"
+                },
             ),
         )?;
     }
@@ -186,7 +194,9 @@ pub fn flash(
     let total = manifest.rootfs().size;
     let mut file = open_slot(device, total)?;
     let started = Instant::now();
-    reader.copy_payload(&mut file, &mut |done| progress(FlashEvent::Writing { done, total }))?;
+    reader.copy_payload(&mut file, &mut |done| {
+        progress(FlashEvent::Writing { done, total })
+    })?;
     progress(FlashEvent::Syncing);
     file.sync_all()
         .map_err(|e| UpdateError::io(format!("syncing {}", device.display()), &e))?;

@@ -106,7 +106,9 @@ impl Manifest {
             return bad(format!("needs 1 to {MAX_PAYLOADS} payloads"));
         }
         if self.payloads[0].kind != PayloadKind::Rootfs
-            || self.payloads[1..].iter().any(|p| p.kind == PayloadKind::Rootfs)
+            || self.payloads[1..]
+                .iter()
+                .any(|p| p.kind == PayloadKind::Rootfs)
         {
             return bad("exactly one rootfs payload, first".into());
         }
@@ -116,7 +118,10 @@ impl Manifest {
                 return bad(format!("payload {:?}: sha256 is not 64 hex digits", p.name));
             }
             if p.kind == PayloadKind::Boot && !is_plain_file_name(&p.name) {
-                return bad(format!("boot file name {:?} is not a plain file name", p.name));
+                return bad(format!(
+                    "boot file name {:?} is not a plain file name",
+                    p.name
+                ));
             }
             if p.kind == PayloadKind::Rootfs && p.name != "rootfs" {
                 return bad("the rootfs payload is named \"rootfs\"".into());
@@ -413,9 +418,7 @@ pub struct PayloadSource<'a> {
 }
 
 /// Builds the manifest for payloads by hashing them (streaming).
-pub fn describe_payloads(
-    payloads: &mut [PayloadSource<'_>],
-) -> Result<Vec<PayloadInfo>> {
+pub fn describe_payloads(payloads: &mut [PayloadSource<'_>]) -> Result<Vec<PayloadInfo>> {
     let mut out = Vec::with_capacity(payloads.len());
     for p in payloads.iter_mut() {
         let mut r = (p.open)().map_err(|e| UpdateError::io(format!("opening {}", p.name), &e))?;
@@ -452,10 +455,12 @@ pub fn write_image(
 ) -> Result<()> {
     manifest.check()?;
     if payloads.len() != manifest.payloads.len() {
-        return Err(UpdateError::BadManifest("payload count differs from the manifest".into()));
+        return Err(UpdateError::BadManifest(
+            "payload count differs from the manifest".into(),
+        ));
     }
-    let bytes = serde_json::to_vec_pretty(manifest)
-        .map_err(|e| UpdateError::BadManifest(e.to_string()))?;
+    let bytes =
+        serde_json::to_vec_pretty(manifest).map_err(|e| UpdateError::BadManifest(e.to_string()))?;
     let len = u32::try_from(bytes.len())
         .ok()
         .filter(|l| *l <= MAX_MANIFEST)
@@ -468,8 +473,12 @@ pub fn write_image(
     out.write_all(&signature.to_bytes()).map_err(w)?;
     out.write_all(&bytes).map_err(w)?;
     for (info, source) in manifest.payloads.iter().zip(payloads.iter_mut()) {
-        let r = (source.open)().map_err(|e| UpdateError::io(format!("opening {}", info.name), &e))?;
-        let mut hashing = HashingReader { inner: r, hasher: Sha256::new() };
+        let r =
+            (source.open)().map_err(|e| UpdateError::io(format!("opening {}", info.name), &e))?;
+        let mut hashing = HashingReader {
+            inner: r,
+            hasher: Sha256::new(),
+        };
         let copied = io::copy(&mut (&mut hashing).take(info.size + 1), out).map_err(w)?;
         if copied != info.size || hex(&hashing.hasher.finalize()) != info.sha256 {
             return Err(UpdateError::State(format!(

@@ -5,8 +5,8 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use zeroize::Zeroizing;
 
@@ -21,10 +21,10 @@ fn key_err(path: &Path, reason: impl Into<String>) -> UpdateError {
 
 /// Loads a PKCS#8 PEM Ed25519 private key.
 pub fn load_signing_key(path: &Path) -> Result<SigningKey> {
-    let pem = Zeroizing::new(
-        std::fs::read_to_string(path).map_err(|e| key_err(path, e.to_string()))?,
-    );
-    SigningKey::from_pkcs8_pem(&pem).map_err(|e| key_err(path, format!("not an Ed25519 PKCS#8 PEM private key: {e}")))
+    let pem =
+        Zeroizing::new(std::fs::read_to_string(path).map_err(|e| key_err(path, e.to_string()))?);
+    SigningKey::from_pkcs8_pem(&pem)
+        .map_err(|e| key_err(path, format!("not an Ed25519 PKCS#8 PEM private key: {e}")))
 }
 
 /// Loads an SPKI PEM Ed25519 public key.

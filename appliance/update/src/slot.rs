@@ -57,7 +57,9 @@ impl FromStr for Slot {
         match s.trim() {
             "a" | "A" => Ok(Slot::A),
             "b" | "B" => Ok(Slot::B),
-            other => Err(UpdateError::State(format!("{other:?} is not a slot (a or b)"))),
+            other => Err(UpdateError::State(format!(
+                "{other:?} is not a slot (a or b)"
+            ))),
         }
     }
 }
@@ -243,22 +245,37 @@ mod tests {
         // Tryboot: the firmware's one-shot flag went; the normal boot runs A with B still armed.
         let mut s = BootState::new(Slot::A, 1);
         s.arm_try(Slot::B, Slot::A).unwrap();
-        assert_eq!(s.report_healthy(Slot::A), HealthOutcome::TrialFailed(Slot::B));
+        assert_eq!(
+            s.report_healthy(Slot::A),
+            HealthOutcome::TrialFailed(Slot::B)
+        );
         assert_eq!(s.next_boot(), Slot::A);
     }
 
     #[test]
     fn the_running_slot_is_never_armed_and_a_trial_must_settle_first() {
         let mut s = BootState::new(Slot::A, 3);
-        assert_eq!(s.arm_try(Slot::A, Slot::A), Err(UpdateError::ActiveSlot("A".into())));
+        assert_eq!(
+            s.arm_try(Slot::A, Slot::A),
+            Err(UpdateError::ActiveSlot("A".into()))
+        );
         s.arm_try(Slot::B, Slot::A).unwrap();
         s.boot();
-        assert!(matches!(s.arm_try(Slot::A, Slot::B), Err(UpdateError::State(_))));
+        assert!(matches!(
+            s.arm_try(Slot::A, Slot::B),
+            Err(UpdateError::State(_))
+        ));
         // Re-flashing the slot on trial from the fallback is allowed: it re-arms.
         let mut t = BootState::new(Slot::A, 3);
         t.arm_try(Slot::B, Slot::A).unwrap();
         t.arm_try(Slot::B, Slot::A).unwrap();
-        assert_eq!(t.trial, Some(Trial { slot: Slot::B, boots: 0 }));
+        assert_eq!(
+            t.trial,
+            Some(Trial {
+                slot: Slot::B,
+                boots: 0
+            })
+        );
     }
 
     #[test]

@@ -73,7 +73,8 @@ impl SlotsRecord {
         std::fs::create_dir_all(state_dir).map_err(io)?;
         let tmp = path.with_extension("json.new");
         let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        let text = serde_json::to_vec_pretty(self).map_err(|e| UpdateError::State(e.to_string()))?;
+        let text =
+            serde_json::to_vec_pretty(self).map_err(|e| UpdateError::State(e.to_string()))?;
         f.write_all(&text).and_then(|()| f.sync_all()).map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)?;
         std::fs::File::open(state_dir)
@@ -122,8 +123,14 @@ mod tests {
     #[test]
     fn running_slot_from_the_command_line() {
         let c = UpdateConfig::default();
-        assert_eq!(slot_from_cmdline("quiet telecart.slot=b", &c), Some(Slot::B));
-        assert_eq!(slot_from_cmdline("root=/dev/mmcblk0p2 rw", &c), Some(Slot::A));
+        assert_eq!(
+            slot_from_cmdline("quiet telecart.slot=b", &c),
+            Some(Slot::B)
+        );
+        assert_eq!(
+            slot_from_cmdline("root=/dev/mmcblk0p2 rw", &c),
+            Some(Slot::A)
+        );
         assert_eq!(slot_from_cmdline("root=/dev/sda1", &c), None);
     }
 
@@ -131,7 +138,12 @@ mod tests {
     fn record_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let mut r = SlotsRecord::load(dir.path()).unwrap();
-        r.slots.insert(Slot::B, SlotContent::Writing { version: "1.0.0".into() });
+        r.slots.insert(
+            Slot::B,
+            SlotContent::Writing {
+                version: "1.0.0".into(),
+            },
+        );
         r.store(dir.path()).unwrap();
         assert_eq!(SlotsRecord::load(dir.path()).unwrap(), r);
         assert!(!r.is_verified(Slot::B));

@@ -12,7 +12,11 @@ use telecart_update::{Bootloader, HealthOutcome, Slot, UpdateError};
 const ALL: [Bootloader; 3] = [Bootloader::Uboot, Bootloader::Tryboot, Bootloader::Grub];
 
 fn options() -> FlashOptions {
-    FlashOptions { allow_downgrade: false, actor: "tech".into(), now_ms: 0 }
+    FlashOptions {
+        allow_downgrade: false,
+        actor: "tech".into(),
+        now_ms: 0,
+    }
 }
 
 fn flash_on(cart: &Cart, img: &[u8], running: Slot) -> Result<flash::FlashReport, UpdateError> {
@@ -44,18 +48,57 @@ fn flash_writes_the_inactive_slot_reads_back_and_arms_a_try() {
         let (cart, key, _k) = setup(bl);
         let rootfs = bytes(2 << 20, 5);
         let a_before = cart.slot_bytes(Slot::A);
-        let img = image_with(&key, "rpi4", "1.1.0", None, &rootfs, &[("cmdline.txt", b"root=/dev/mmcblk0p3".to_vec())]);
+        let img = image_with(
+            &key,
+            "rpi4",
+            "1.1.0",
+            None,
+            &rootfs,
+            &[("cmdline.txt", b"root=/dev/mmcblk0p3".to_vec())],
+        );
         let mut events = Vec::new();
         let mut control = cart.control();
-        let report = flash::flash(&cart.config, img.as_slice(), control.as_mut(), Slot::A,
-            Some(semver::Version::new(1, 0, 0)), &options(), &mut |e| { events.push(e); true }).unwrap();
+        let report = flash::flash(
+            &cart.config,
+            img.as_slice(),
+            control.as_mut(),
+            Slot::A,
+            Some(semver::Version::new(1, 0, 0)),
+            &options(),
+            &mut |e| {
+                events.push(e);
+                true
+            },
+        )
+        .unwrap();
         assert_eq!(report.slot, Slot::B);
         assert_eq!(&cart.slot_bytes(Slot::B)[..rootfs.len()], rootfs.as_slice());
         assert_eq!(cart.slot_bytes(Slot::A), a_before);
-        assert_eq!(std::fs::read(cart.config.slot_b.boot_dir.as_ref().unwrap().join("cmdline.txt")).unwrap(), b"root=/dev/mmcblk0p3");
-        assert!(events.contains(&FlashEvent::Writing { done: rootfs.len() as u64, total: rootfs.len() as u64 }));
-        assert!(events.contains(&FlashEvent::ReadingBack { done: rootfs.len() as u64, total: rootfs.len() as u64 }));
-        assert!(SlotsRecord::load(&cart.config.state_dir).unwrap().is_verified(Slot::B));
+        assert_eq!(
+            std::fs::read(
+                cart.config
+                    .slot_b
+                    .boot_dir
+                    .as_ref()
+                    .unwrap()
+                    .join("cmdline.txt")
+            )
+            .unwrap(),
+            b"root=/dev/mmcblk0p3"
+        );
+        assert!(events.contains(&FlashEvent::Writing {
+            done: rootfs.len() as u64,
+            total: rootfs.len() as u64
+        }));
+        assert!(events.contains(&FlashEvent::ReadingBack {
+            done: rootfs.len() as u64,
+            total: rootfs.len() as u64
+        }));
+        assert!(
+            SlotsRecord::load(&cart.config.state_dir)
+                .unwrap()
+                .is_verified(Slot::B)
+        );
         let state = control.load().unwrap();
         assert_eq!(state.trial.map(|t| t.slot), Some(Slot::B), "{bl:?}");
         assert_eq!(state.committed, Slot::A);
@@ -92,7 +135,13 @@ fn a_new_slot_that_never_reports_healthy_rolls_back_after_the_limit() {
         }
         assert_eq!(cart.power_on(false), Slot::A, "{bl:?}");
         let outcome = healthy(&cart);
-        assert!(matches!(outcome, HealthOutcome::AlreadyCommitted | HealthOutcome::TrialFailed(Slot::B)), "{bl:?} {outcome:?}");
+        assert!(
+            matches!(
+                outcome,
+                HealthOutcome::AlreadyCommitted | HealthOutcome::TrialFailed(Slot::B)
+            ),
+            "{bl:?} {outcome:?}"
+        );
         assert_eq!(cart.power_on(false), Slot::A);
         assert_eq!(healthy(&cart), HealthOutcome::AlreadyCommitted);
     }
@@ -118,8 +167,16 @@ fn commit_and_rollback_from_the_technician() {
         assert!(err.to_string().contains("nothing to roll back to"), "{err}");
         // Flash A with 1.2.0 from B, commit it, then roll back to B, which holds verified 1.1.0.
         let mut control = cart.control();
-        flash::flash(&cart.config, image(&key, "1.2.0", &bytes(1 << 20, 3)).as_slice(), control.as_mut(), Slot::B,
-            Some(semver::Version::new(1, 1, 0)), &options(), &mut |_| true).unwrap();
+        flash::flash(
+            &cart.config,
+            image(&key, "1.2.0", &bytes(1 << 20, 3)).as_slice(),
+            control.as_mut(),
+            Slot::B,
+            Some(semver::Version::new(1, 1, 0)),
+            &options(),
+            &mut |_| true,
+        )
+        .unwrap();
         assert_eq!(cart.power_on(true), Slot::A);
         assert_eq!(healthy(&cart), HealthOutcome::Committed(Slot::A));
         let (_, next) = flash::rollback(&cart.config, cart.control().as_mut(), Slot::A).unwrap();
@@ -144,17 +201,30 @@ fn a_flash_cut_at_any_offset_leaves_the_running_slot_bootable() {
             seed ^= seed << 17;
             let cut_at = seed % (SLOT_SIZE as u64);
             let mut control = cart.control();
-            let err = flash::flash(&cart.config, img.as_slice(), control.as_mut(), Slot::A,
-                Some(semver::Version::new(1, 0, 0)), &options(), &mut |e| match e {
-                    FlashEvent::Writing { done, .. } | FlashEvent::ReadingBack { done, .. } => done < cut_at,
+            let err = flash::flash(
+                &cart.config,
+                img.as_slice(),
+                control.as_mut(),
+                Slot::A,
+                Some(semver::Version::new(1, 0, 0)),
+                &options(),
+                &mut |e| match e {
+                    FlashEvent::Writing { done, .. } | FlashEvent::ReadingBack { done, .. } => {
+                        done < cut_at
+                    }
                     _ => true,
-                }).unwrap_err();
+                },
+            )
+            .unwrap_err();
             assert!(matches!(err, UpdateError::Interrupted(_)), "{err}");
             assert_eq!(cart.slot_bytes(Slot::A), a_before);
             assert_eq!(cart.power_on(true), Slot::A, "{bl:?} cut at {cut_at}");
             assert_eq!(healthy(&cart), HealthOutcome::AlreadyCommitted);
             let record = SlotsRecord::load(&cart.config.state_dir).unwrap();
-            assert!(matches!(record.slots.get(&Slot::B), Some(SlotContent::Writing { .. })));
+            assert!(matches!(
+                record.slots.get(&Slot::B),
+                Some(SlotContent::Writing { .. })
+            ));
             assert!(flash::rollback(&cart.config, cart.control().as_mut(), Slot::A).is_err());
         }
         flash_on(&cart, &img, Slot::A).unwrap();
@@ -169,8 +239,16 @@ fn reflashing_an_armed_slot_disarms_it_first() {
     let (cart, key, _k) = setup(Bootloader::Uboot);
     flash_on(&cart, &image(&key, "1.1.0", &bytes(1 << 20, 2)), Slot::A).unwrap();
     let mut control = cart.control();
-    let err = flash::flash(&cart.config, image(&key, "1.2.0", &bytes(2 << 20, 4)).as_slice(), control.as_mut(),
-        Slot::A, Some(semver::Version::new(1, 0, 0)), &options(), &mut |e| !matches!(e, FlashEvent::Writing { done, .. } if done > 1 << 20)).unwrap_err();
+    let err = flash::flash(
+        &cart.config,
+        image(&key, "1.2.0", &bytes(2 << 20, 4)).as_slice(),
+        control.as_mut(),
+        Slot::A,
+        Some(semver::Version::new(1, 0, 0)),
+        &options(),
+        &mut |e| !matches!(e, FlashEvent::Writing { done, .. } if done > 1 << 20),
+    )
+    .unwrap_err();
     assert!(matches!(err, UpdateError::Interrupted(_)));
     assert_eq!(cart.power_on(false), Slot::A);
 }
@@ -190,18 +268,25 @@ fn flash_to_a_loop_device() {
     let (mut cart, key, _k) = setup(Bootloader::Uboot);
     let backing = cart.dir.path().join("loop-backing.img");
     std::fs::write(&backing, vec![0u8; 4 << 20]).unwrap();
-    let out = std::process::Command::new("losetup").args(["--find", "--show"]).arg(&backing).output();
+    let out = std::process::Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(&backing)
+        .output();
     let device = match out {
         Ok(o) if o.status.success() => String::from_utf8(o.stdout).unwrap().trim().to_string(),
         other => {
-            eprintln!("!!! SKIPPING flash_to_a_loop_device: losetup failed ({other:?}); needs root and loop devices");
+            eprintln!(
+                "!!! SKIPPING flash_to_a_loop_device: losetup failed ({other:?}); needs root and loop devices"
+            );
             return;
         }
     };
     struct Detach(String);
     impl Drop for Detach {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("losetup").args(["-d", &self.0]).status();
+            let _ = std::process::Command::new("losetup")
+                .args(["-d", &self.0])
+                .status();
         }
     }
     let _detach = Detach(device.clone());
@@ -210,7 +295,11 @@ fn flash_to_a_loop_device() {
     let err = flash_on(&cart, &image(&key, "1.2.0", &bytes(5 << 20, 1)), Slot::A).unwrap_err();
     assert_eq!(
         err,
-        UpdateError::SlotTooSmall { target: device.clone(), capacity: 4 << 20, needed: 5 << 20 }
+        UpdateError::SlotTooSmall {
+            target: device.clone(),
+            capacity: 4 << 20,
+            needed: 5 << 20
+        }
     );
     assert_eq!(cart.power_on(true), Slot::A);
 

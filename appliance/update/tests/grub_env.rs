@@ -11,7 +11,11 @@ use telecart_update::{BootState, Slot};
 fn editenv(args: &[&str]) -> Option<String> {
     match Command::new("grub-editenv").args(args).output() {
         Ok(o) => {
-            assert!(o.status.success(), "grub-editenv {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+            assert!(
+                o.status.success(),
+                "grub-editenv {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
             Some(String::from_utf8(o.stdout).unwrap())
         }
         Err(_) => {
@@ -32,7 +36,10 @@ fn grub_editenv_and_we_read_each_others_blocks() {
     editenv(&[f, "set", "saved_entry=Telecart", "odd=back\\slash"]).unwrap();
     let vars = grub::parse_block(&std::fs::read(&file).unwrap()).unwrap();
     assert!(vars.contains(&("saved_entry".into(), "Telecart".into())));
-    assert!(vars.contains(&("odd".into(), "back\\slash".into())), "{vars:?}");
+    assert!(
+        vars.contains(&("odd".into(), "back\\slash".into())),
+        "{vars:?}"
+    );
 
     let mut control = GrubControl::new(file.clone(), 3);
     assert_eq!(control.load().unwrap(), BootState::new(Slot::A, 3));
@@ -42,8 +49,17 @@ fn grub_editenv_and_we_read_each_others_blocks() {
     control.store(&state).unwrap();
     assert_eq!(std::fs::metadata(&file).unwrap().len(), 1024);
     let listed = editenv(&[f, "list"]).unwrap();
-    for want in ["telecart_slot=a", "telecart_try=b", "telecart_try_boots=1", "saved_entry=Telecart", "odd=back\\slash"] {
-        assert!(listed.lines().any(|l| l == want), "{want} missing in:\n{listed}");
+    for want in [
+        "telecart_slot=a",
+        "telecart_try=b",
+        "telecart_try_boots=1",
+        "saved_entry=Telecart",
+        "odd=back\\slash",
+    ] {
+        assert!(
+            listed.lines().any(|l| l == want),
+            "{want} missing in:\n{listed}"
+        );
     }
     // GRUB's save_env stepping the count, done here by grub-editenv.
     editenv(&[f, "set", "telecart_try_boots=2"]).unwrap();

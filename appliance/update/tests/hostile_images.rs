@@ -85,7 +85,10 @@ fn the_good_image_is_accepted() {
 #[test]
 fn a_raw_file_system_is_not_an_image() {
     let s = setup();
-    assert_eq!(refuse(&s.cart, &bytes(1 << 20, 3), false), UpdateError::NotAnImage);
+    assert_eq!(
+        refuse(&s.cart, &bytes(1 << 20, 3), false),
+        UpdateError::NotAnImage
+    );
     assert_eq!(refuse(&s.cart, b"", false), UpdateError::NotAnImage);
 }
 
@@ -110,7 +113,11 @@ fn a_tampered_manifest_is_refused() {
     let s = setup();
     let mut img = good(&s);
     // Bump the version digit inside the signed JSON.
-    let at = HEADER_LEN + img[HEADER_LEN..].windows(5).position(|w| w == b"2.1.0").unwrap();
+    let at = HEADER_LEN
+        + img[HEADER_LEN..]
+            .windows(5)
+            .position(|w| w == b"2.1.0")
+            .unwrap();
     img[at + 2] = b'9';
     assert_eq!(refuse(&s.cart, &img, false), UpdateError::BadSignature(1));
 }
@@ -121,21 +128,28 @@ fn a_tampered_payload_is_refused() {
     let mut img = good(&s);
     let at = HEADER_LEN + manifest_len(&img) + 500_000;
     img[at] ^= 0x40;
-    assert_eq!(refuse(&s.cart, &img, false), UpdateError::PayloadHash("rootfs".into()));
+    assert_eq!(
+        refuse(&s.cart, &img, false),
+        UpdateError::PayloadHash("rootfs".into())
+    );
 }
 
 #[test]
 fn an_image_truncated_in_the_header_is_refused() {
     let s = setup();
     let img = good(&s);
-    assert!(matches!(refuse(&s.cart, &img[..40], false), UpdateError::Truncated(w) if w.contains("header")));
+    assert!(
+        matches!(refuse(&s.cart, &img[..40], false), UpdateError::Truncated(w) if w.contains("header"))
+    );
 }
 
 #[test]
 fn an_image_truncated_in_the_manifest_is_refused() {
     let s = setup();
     let img = good(&s);
-    assert!(matches!(refuse(&s.cart, &img[..HEADER_LEN + 10], false), UpdateError::Truncated(w) if w.contains("manifest")));
+    assert!(
+        matches!(refuse(&s.cart, &img[..HEADER_LEN + 10], false), UpdateError::Truncated(w) if w.contains("manifest"))
+    );
 }
 
 #[test]
@@ -143,7 +157,10 @@ fn an_image_truncated_in_the_payload_is_refused() {
     let s = setup();
     let img = good(&s);
     let err = refuse(&s.cart, &img[..img.len() - 1], false);
-    assert!(matches!(&err, UpdateError::Truncated(w) if w.contains("rootfs")), "{err}");
+    assert!(
+        matches!(&err, UpdateError::Truncated(w) if w.contains("rootfs")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -160,7 +177,10 @@ fn an_image_for_another_board_is_refused() {
     let img = image_with(&s.key, "rpi5", "2.1.0", None, &bytes(4096, 1), &[]);
     assert_eq!(
         refuse(&s.cart, &img, false),
-        UpdateError::WrongBoard { image: "rpi5".into(), device: "rpi4".into() }
+        UpdateError::WrongBoard {
+            image: "rpi5".into(),
+            device: "rpi4".into()
+        }
     );
 }
 
@@ -170,7 +190,10 @@ fn a_downgrade_is_refused_without_the_override() {
     let img = image(&s.key, "1.9.9", &bytes(4096, 1));
     assert_eq!(
         refuse(&s.cart, &img, false),
-        UpdateError::Downgrade { image: "1.9.9".into(), installed: "2.0.0".into() }
+        UpdateError::Downgrade {
+            image: "1.9.9".into(),
+            installed: "2.0.0".into()
+        }
     );
     assert!(!telecart_update::audit::path(&s.cart.config.state_dir).exists());
 }
@@ -203,7 +226,10 @@ fn an_image_needing_a_newer_installed_version_is_refused() {
     let img = image_with(&s.key, "rpi4", "3.0.0", Some("2.5.0"), &bytes(4096, 1), &[]);
     assert_eq!(
         refuse(&s.cart, &img, false),
-        UpdateError::InstalledTooOld { minimum: "2.5.0".into(), installed: "2.0.0".into() }
+        UpdateError::InstalledTooOld {
+            minimum: "2.5.0".into(),
+            installed: "2.0.0".into()
+        }
     );
 }
 
@@ -212,7 +238,10 @@ fn a_newer_format_is_refused() {
     let s = setup();
     let mut img = good(&s);
     img[8..10].copy_from_slice(&2u16.to_be_bytes());
-    assert_eq!(refuse(&s.cart, &img, false), UpdateError::UnsupportedFormat(2));
+    assert_eq!(
+        refuse(&s.cart, &img, false),
+        UpdateError::UnsupportedFormat(2)
+    );
 }
 
 #[test]
@@ -220,7 +249,10 @@ fn an_absurd_manifest_length_is_refused() {
     let s = setup();
     let mut img = good(&s);
     img[10..14].copy_from_slice(&u32::MAX.to_be_bytes());
-    assert_eq!(refuse(&s.cart, &img, false), UpdateError::ManifestSize(u32::MAX));
+    assert_eq!(
+        refuse(&s.cart, &img, false),
+        UpdateError::ManifestSize(u32::MAX)
+    );
 }
 
 /// A manifest the release key did sign but that breaks the rules (a boot file escaping its
@@ -239,7 +271,9 @@ fn a_signed_but_invalid_manifest_is_refused() {
     img.extend_from_slice(&(manifest.len() as u32).to_be_bytes());
     img.extend_from_slice(&sig.to_bytes());
     img.extend_from_slice(manifest);
-    assert!(matches!(refuse(&s.cart, &img, false), UpdateError::BadManifest(m) if m.contains("plain file name")));
+    assert!(
+        matches!(refuse(&s.cart, &img, false), UpdateError::BadManifest(m) if m.contains("plain file name"))
+    );
 }
 
 #[test]

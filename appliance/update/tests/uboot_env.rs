@@ -20,7 +20,9 @@ fn tool(name: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !found {
-        eprintln!("!!! SKIPPING: {name} is not installed (Debian: u-boot-tools / libubootenv-tool)");
+        eprintln!(
+            "!!! SKIPPING: {name} is not installed (Debian: u-boot-tools / libubootenv-tool)"
+        );
     }
     found
 }
@@ -37,7 +39,11 @@ fn fixture_vars() -> Vec<(String, String)> {
 }
 
 fn loc(path: &Path, offset: u64) -> EnvLocation {
-    EnvLocation { path: path.to_path_buf(), offset, size: 0x2000 }
+    EnvLocation {
+        path: path.to_path_buf(),
+        offset,
+        size: 0x2000,
+    }
 }
 
 #[test]
@@ -63,22 +69,46 @@ fn mkenvimage_output_made_now_parses() {
     }
     let dir = tempfile::tempdir().unwrap();
     let txt = dir.path().join("env.txt");
-    std::fs::write(&txt, FIXTURE_TEXT.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n")).unwrap();
+    std::fs::write(
+        &txt,
+        FIXTURE_TEXT
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .unwrap();
     for redundant in [false, true] {
         let out = dir.path().join("env.bin");
         let mut cmd = Command::new("mkenvimage");
         if redundant {
             cmd.arg("-r");
         }
-        assert!(cmd.args(["-s", "0x2000", "-o"]).arg(&out).arg(&txt).status().unwrap().success());
+        assert!(
+            cmd.args(["-s", "0x2000", "-o"])
+                .arg(&out)
+                .arg(&txt)
+                .status()
+                .unwrap()
+                .success()
+        );
         let copy = uboot::parse_copy(&std::fs::read(&out).unwrap(), redundant).unwrap();
         assert_eq!(copy.env.vars(), fixture_vars().as_slice());
     }
 }
 
 fn fw(tool_name: &str, config: &Path, args: &[&str]) -> String {
-    let out = Command::new(tool_name).arg("-c").arg(config).args(args).output().unwrap();
-    assert!(out.status.success(), "{tool_name} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(tool_name)
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{tool_name} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -115,8 +145,18 @@ fn libubootenv_and_we_read_each_others_writes() {
         state.arm_try(Slot::B, Slot::A).unwrap();
         control.store(&state).unwrap();
         let printed = fw("fw_printenv", &config, &[]);
-        for want in ["telecart_slot=b", "telecart_fallback=a", "upgrade_available=1", "bootcount=0", "bootlimit=3", "bootdelay=2"] {
-            assert!(printed.lines().any(|l| l == want), "{want} missing in:\n{printed}");
+        for want in [
+            "telecart_slot=b",
+            "telecart_fallback=a",
+            "upgrade_available=1",
+            "bootcount=0",
+            "bootlimit=3",
+            "bootdelay=2",
+        ] {
+            assert!(
+                printed.lines().any(|l| l == want),
+                "{want} missing in:\n{printed}"
+            );
         }
 
         // The boot loader counts a boot (fw_setenv stands in for U-Boot's bootcount_inc).
@@ -128,14 +168,27 @@ fn libubootenv_and_we_read_each_others_writes() {
         let mut s = loaded;
         s.report_healthy(Slot::B);
         control.store(&s).unwrap();
-        assert_eq!(fw("fw_printenv", &config, &["-n", "upgrade_available"]).trim(), "0");
-        assert_eq!(fw("fw_printenv", &config, &["-n", "telecart_slot"]).trim(), "b");
+        assert_eq!(
+            fw("fw_printenv", &config, &["-n", "upgrade_available"]).trim(),
+            "0"
+        );
+        assert_eq!(
+            fw("fw_printenv", &config, &["-n", "telecart_slot"]).trim(),
+            "b"
+        );
         assert_eq!(
             fw("fw_printenv", &config, &["-n", "bootcmd"]).trim(),
-            fixture_vars().iter().find(|(k, _)| k == "bootcmd").unwrap().1
+            fixture_vars()
+                .iter()
+                .find(|(k, _)| k == "bootcmd")
+                .unwrap()
+                .1
         );
         fw("fw_setenv", &config, &["serial#", "cart-0042"]);
-        assert_eq!(control.read_env().unwrap().0.get("serial#"), Some("cart-0042"));
+        assert_eq!(
+            control.read_env().unwrap().0.get("serial#"),
+            Some("cart-0042")
+        );
         assert_eq!(control.load().unwrap(), s);
     }
 }
@@ -160,9 +213,14 @@ fn a_torn_save_of_a_redundant_environment_keeps_the_previous_state() {
     control.store(&armed).unwrap();
     let after = std::fs::read(&file).unwrap();
     // The save wrote one copy; cut it short by restoring half of that copy's old bytes.
-    let changed = if before[..0x2000] == after[..0x2000] { 0x2000 } else { 0 };
+    let changed = if before[..0x2000] == after[..0x2000] {
+        0x2000
+    } else {
+        0
+    };
     let mut torn = after.clone();
-    torn[changed + 0x1000..changed + 0x2000].copy_from_slice(&before[changed + 0x1000..changed + 0x2000]);
+    torn[changed + 0x1000..changed + 0x2000]
+        .copy_from_slice(&before[changed + 0x1000..changed + 0x2000]);
     torn[changed + 10] ^= 0xff;
     std::fs::write(&file, torn).unwrap();
     assert_eq!(control.load().unwrap(), committed);

@@ -30,10 +30,9 @@ pub fn parse_block(bytes: &[u8]) -> std::result::Result<Vec<(String, String)>, S
         .ok_or("does not start with \"# GRUB Environment Block\"")?;
     let text = std::str::from_utf8(rest).map_err(|_| "is not UTF-8")?;
     let mut vars = Vec::new();
-    let mut chars = text.chars().peekable();
+    let mut chars = text.chars();
     let mut line = String::new();
-    loop {
-        let Some(c) = chars.next() else { break };
+    while let Some(c) = chars.next() {
         match c {
             '\\' => match chars.next() {
                 Some(e) => line.push(e),
@@ -77,7 +76,10 @@ pub fn encode_block(vars: &[(String, String)]) -> std::result::Result<Vec<u8>, S
         out.push('\n');
     }
     if out.len() > BLOCK_LEN {
-        return Err(format!("{} bytes of variables do not fit in {BLOCK_LEN}", out.len()));
+        return Err(format!(
+            "{} bytes of variables do not fit in {BLOCK_LEN}",
+            out.len()
+        ));
     }
     let mut bytes = out.into_bytes();
     bytes.resize(BLOCK_LEN, b'#');
@@ -92,7 +94,9 @@ fn set(vars: &mut Vec<(String, String)>, name: &str, value: &str) {
 }
 
 fn get<'a>(vars: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    vars.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// GRUB environment block at a path.
@@ -133,7 +137,10 @@ impl BootControl for GrubControl {
         let slot = |name: &str| -> Result<Option<Slot>> {
             match get(&vars, name) {
                 None | Some("") => Ok(None),
-                Some(s) => s.parse().map(Some).map_err(|e: UpdateError| self.err(e.to_string())),
+                Some(s) => s
+                    .parse()
+                    .map(Some)
+                    .map_err(|e: UpdateError| self.err(e.to_string())),
             }
         };
         let committed = slot("telecart_slot")?.unwrap_or(Slot::A);
@@ -157,13 +164,21 @@ impl BootControl for GrubControl {
     fn store(&mut self, state: &BootState) -> Result<()> {
         let mut vars = self.read_vars()?;
         set(&mut vars, "telecart_slot", state.committed.as_str());
-        set(&mut vars, "telecart_try", state.trial.map_or("", |t| t.slot.as_str()));
+        set(
+            &mut vars,
+            "telecart_try",
+            state.trial.map_or("", |t| t.slot.as_str()),
+        );
         set(
             &mut vars,
             "telecart_try_boots",
             &state.trial.map_or(0, |t| t.boots).to_string(),
         );
-        set(&mut vars, "telecart_boot_limit", &state.boot_limit.to_string());
+        set(
+            &mut vars,
+            "telecart_boot_limit",
+            &state.boot_limit.to_string(),
+        );
         let block = encode_block(&vars).map_err(|e| self.err(e))?;
         write_at_synced(&self.path, 0, &block)
     }

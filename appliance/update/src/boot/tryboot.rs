@@ -36,10 +36,10 @@ impl Autoboot {
             let l = line.trim();
             if let Some(name) = l.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
                 sections.push((name.to_string(), Vec::new()));
-            } else if !l.is_empty() {
-                if let Some(last) = sections.last_mut() {
-                    last.1.push(l.to_string());
-                }
+            } else if !l.is_empty()
+                && let Some(last) = sections.last_mut()
+            {
+                last.1.push(l.to_string());
             }
         }
         Self { sections }
@@ -135,7 +135,10 @@ impl TrybootControl {
         match std::fs::read_to_string(&self.file) {
             Ok(t) => Ok(Autoboot::parse(&t)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Autoboot::default()),
-            Err(e) => Err(UpdateError::io(format!("reading {}", self.file.display()), &e)),
+            Err(e) => Err(UpdateError::io(
+                format!("reading {}", self.file.display()),
+                &e,
+            )),
         }
     }
 }
@@ -167,11 +170,20 @@ impl BootControl for TrybootControl {
     fn store(&mut self, state: &BootState) -> Result<()> {
         let mut file = self.read()?;
         file.set("all", "tryboot_a_b", "1");
-        file.set("all", "boot_partition", &self.partition(state.committed).to_string());
+        file.set(
+            "all",
+            "boot_partition",
+            &self.partition(state.committed).to_string(),
+        );
         let try_slot = state.trial.map_or(state.committed, |t| t.slot);
-        file.set("tryboot", "boot_partition", &self.partition(try_slot).to_string());
+        file.set(
+            "tryboot",
+            "boot_partition",
+            &self.partition(try_slot).to_string(),
+        );
         let tmp = self.file.with_extension("txt.new");
-        let io = |e: std::io::Error| UpdateError::io(format!("writing {}", self.file.display()), &e);
+        let io =
+            |e: std::io::Error| UpdateError::io(format!("writing {}", self.file.display()), &e);
         let mut f = std::fs::File::create(&tmp).map_err(io)?;
         f.write_all(file.render().as_bytes())
             .and_then(|()| f.sync_all())
@@ -199,7 +211,9 @@ mod tests {
 
     #[test]
     fn autoboot_keeps_other_lines_and_sets_partitions() {
-        let mut a = Autoboot::parse("[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=3\n");
+        let mut a = Autoboot::parse(
+            "[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=3\n",
+        );
         assert_eq!(a.get("all", "boot_partition"), Some("2"));
         assert_eq!(a.get("tryboot", "boot_partition"), Some("3"));
         a.set("all", "boot_partition", "3");

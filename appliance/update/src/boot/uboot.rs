@@ -198,10 +198,7 @@ impl UbootControl {
             0 => return Err(self.env_err(0, format!("no valid copy ({})", problems.join("; ")))),
             1 => copies.remove(0),
             _ => {
-                let pick = newer_copy(
-                    copies[0].1.flag.unwrap_or(0),
-                    copies[1].1.flag.unwrap_or(0),
-                );
+                let pick = newer_copy(copies[0].1.flag.unwrap_or(0), copies[1].1.flag.unwrap_or(0));
                 copies.remove(pick)
             }
         };
@@ -241,7 +238,10 @@ pub mod vars {
 }
 
 /// Reads the boot state from an environment.
-pub fn state_from_env(env: &Environment, default_limit: u32) -> std::result::Result<BootState, String> {
+pub fn state_from_env(
+    env: &Environment,
+    default_limit: u32,
+) -> std::result::Result<BootState, String> {
     let slot = match env.get(vars::SLOT) {
         None | Some("") => Slot::A,
         Some(s) => s.parse::<Slot>().map_err(|e| e.to_string())?,
@@ -332,11 +332,13 @@ pub fn fw_env_config(locations: &[EnvLocation]) -> String {
 /// Creates a fresh environment file holding `env` (provisioning and tests; U-Boot's
 /// `mkenvimage` does the same from a text file).
 pub fn create(path: &Path, env: &Environment, size: usize, redundant: bool) -> Result<()> {
-    let bytes = encode_copy(env, size, redundant.then_some(1)).map_err(|e| UpdateError::BootEnv {
-        path: path.display().to_string(),
-        reason: e,
-    })?;
-    std::fs::write(path, bytes).map_err(|e| UpdateError::io(format!("writing {}", path.display()), &e))
+    let bytes =
+        encode_copy(env, size, redundant.then_some(1)).map_err(|e| UpdateError::BootEnv {
+            path: path.display().to_string(),
+            reason: e,
+        })?;
+    std::fs::write(path, bytes)
+        .map_err(|e| UpdateError::io(format!("writing {}", path.display()), &e))
 }
 
 #[cfg(test)]
@@ -355,7 +357,10 @@ mod tests {
             assert_eq!((copy.flag, &copy.env), (flag, &env));
             let mut bad = bytes.clone();
             bad[20] ^= 1;
-            assert_eq!(parse_copy(&bad, flag.is_some()).unwrap_err(), "CRC32 mismatch");
+            assert_eq!(
+                parse_copy(&bad, flag.is_some()).unwrap_err(),
+                "CRC32 mismatch"
+            );
         }
         assert!(encode_copy(&env, 16, None).is_err());
     }

@@ -20,10 +20,14 @@ pub fn key_pair(dir: &Path, name: &str) -> (SigningKey, PathBuf) {
 
 /// Pseudo-random bytes (a fixed LCG: tests are reproducible).
 pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (x >> 33) as u8
         })
         .collect()
@@ -109,14 +113,23 @@ impl Cart {
             bootloader,
             boot_limit: 3,
             uboot_env: vec![
-                EnvLocation { path: p.join("uboot.env"), offset: 0, size: 0x2000 },
-                EnvLocation { path: p.join("uboot.env"), offset: 0x2000, size: 0x2000 },
+                EnvLocation {
+                    path: p.join("uboot.env"),
+                    offset: 0,
+                    size: 0x2000,
+                },
+                EnvLocation {
+                    path: p.join("uboot.env"),
+                    offset: 0x2000,
+                    size: 0x2000,
+                },
             ],
             grub_env: p.join("grubenv"),
             tryboot_dir: p.join("bootfs"),
             tryboot_flag: p.join("tryboot-flag"),
             cmdline: p.join("cmdline"),
             state_dir: p.join("state"),
+            version_file: p.join("telecart-version"),
         };
         // Fresh boot-loader state: slot A committed.
         let mut env = boot::uboot::Environment::default();
@@ -125,11 +138,7 @@ impl Cart {
         let mut both = std::fs::read(p.join("uboot.env.0")).unwrap();
         both.extend(vec![0xffu8; 0x2000]);
         std::fs::write(p.join("uboot.env"), both).unwrap();
-        std::fs::write(
-            p.join("grubenv"),
-            boot::grub::encode_block(&[]).unwrap(),
-        )
-        .unwrap();
+        std::fs::write(p.join("grubenv"), boot::grub::encode_block(&[]).unwrap()).unwrap();
         let cart = Self { dir, config };
         cart.set_running(Slot::A);
         cart
@@ -162,7 +171,11 @@ impl Cart {
                 Some(t) if tryboot_reboot => t.slot,
                 _ => state.committed,
             };
-            std::fs::write(&self.config.tryboot_flag, (u32::from(tryboot_reboot && state.trial.is_some())).to_be_bytes()).unwrap();
+            std::fs::write(
+                &self.config.tryboot_flag,
+                (u32::from(tryboot_reboot && state.trial.is_some())).to_be_bytes(),
+            )
+            .unwrap();
             s
         } else {
             let s = state.boot();
