@@ -7,6 +7,8 @@ mod devices;
 mod image;
 mod keygen;
 mod log;
+mod provision;
+mod selftest;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -48,6 +50,10 @@ enum Command {
     },
     /// Firmware images: sign, verify, flash to the inactive slot, status, commit, rollback.
     Image(image::Args),
+    /// Provisions a new cart: identity key and CSR, certificate, storage master key, config.
+    Provision(provision::Args),
+    /// Checks camera, microphone, speaker, board, network, storage and clock; non-zero exit on failure.
+    Selftest(selftest::Args),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +65,8 @@ fn main() -> ExitCode {
         Command::Keygen { out } => keygen::run(&out),
         Command::Log { config, command } => log::run(&config, command),
         Command::Image(args) => image::run(args),
+        Command::Provision(args) => provision::run(args),
+        Command::Selftest(args) => selftest::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
