@@ -449,7 +449,10 @@ fn storage(config: &Config) -> Check {
     let probe = dir.join(format!(".selftest-{}", std::process::id()));
     let result = (|| -> Result<String, String> {
         if !dir.is_dir() {
-            return Err(format!("cart.data_dir {} is not a directory", dir.display()));
+            return Err(format!(
+                "cart.data_dir {} is not a directory",
+                dir.display()
+            ));
         }
         let data: Vec<u8> = (0..1 << 20)
             .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
