@@ -4,6 +4,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod encode;
+mod flash;
 mod measure;
 
 use clap::{Parser, Subcommand};
@@ -23,10 +24,13 @@ enum Command {
     /// Software H.264 encode: our openh264 encoder against GStreamer's x264enc and openh264enc
     /// on the same frames.
     Encode(encode::Args),
+    /// Firmware flash: cartctl's flash engine against `dd` of the same payload to the same file.
+    Flash(flash::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Encode(args) => encode::run(&args),
+        Command::Flash(args) => flash::run(&args),
     }
 }
