@@ -277,6 +277,11 @@ fn run(config: Config, log_level: Option<String>, seconds: Option<u64>, demo: bo
         Ok(r) => r,
         Err(code) => return code,
     };
+    let update = if demo {
+        None
+    } else {
+        update_config(&config.cart.update_config)
+    };
     let keys = if demo {
         telecart_runtime::KeyPolicy::CreateIfMissing
     } else {
@@ -286,6 +291,9 @@ fn run(config: Config, log_level: Option<String>, seconds: Option<u64>, demo: bo
         config,
         keys,
         move |addr, cart| {
+            if let Some(update) = update {
+                report_healthy_boot(update);
+            }
             if demo {
                 println!(
                     "telecart demo running: open http://{addr}/ (Ctrl-C to stop; keys + Enter: c call, h hang up, p privacy)"
@@ -303,6 +311,43 @@ fn run(config: Config, log_level: Option<String>, seconds: Option<u64>, demo: bo
             eprintln!("cartd: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A cart without A/B updates has no update configuration; one that has it
+/// but cannot read it says so and runs on.
+fn update_config(path: &std::path::Path) -> Option<telecart_update::UpdateConfig> {
+    if !path.exists() {
+        info!(path = %path.display(), "no A/B update configuration: boot health not reported");
+        return None;
+    }
+    match telecart_update::UpdateConfig::load(path) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(error = %e, "cart.update_config unreadable: a new slot on trial will roll back");
+            None
+        }
+    }
+}
+
+/// How long the daemon must have been up and serving before a boot counts as healthy.
+const HEALTHY_AFTER: Duration = Duration::from_secs(20);
+
+/// After [`HEALTHY_AFTER`] of running, tells the boot loader this slot works: a new
+/// slot on trial is committed; if cartd dies first, the boot counter runs out and
+/// the boot loader returns to the old slot.
+fn report_healthy_boot(update: telecart_update::UpdateConfig) {
+    let spawned = std::thread::Builder::new()
+        .name("boot-health".into())
+        .spawn(move || {
+            std::thread::sleep(HEALTHY_AFTER);
+            match telecart_update::mark_booted_healthy(&update) {
+                Ok(outcome) => info!(?outcome, "boot health reported"),
+                Err(e) => tracing::error!(error = %e, "boot health not reported"),
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "boot health not reported");
     }
 }
 

@@ -48,6 +48,9 @@ pub struct CartConfig {
     pub name: String,
     /// Where the cart keeps its state (session store, keys, model).
     pub data_dir: PathBuf,
+    /// The A/B update configuration `cartctl image` uses (`[update]`, see docs/update.md); when
+    /// it exists, `cartd run` reports a healthy boot through it, committing a new slot on trial.
+    pub update_config: PathBuf,
 }
 
 impl Default for CartConfig {
@@ -55,6 +58,7 @@ impl Default for CartConfig {
         Self {
             name: "telecart".into(),
             data_dir: PathBuf::from("/var/lib/telecart"),
+            update_config: PathBuf::from("/etc/telecart/update.toml"),
         }
     }
 }
