@@ -31,7 +31,10 @@ use target::{CartPaths, Target};
 use verdict::{Outcome, Verdict, judge};
 
 #[derive(Debug, Parser)]
-#[command(name = "telecart-hil", about = "Runs the cart's hardware-in-the-loop plan")]
+#[command(
+    name = "telecart-hil",
+    about = "Runs the cart's hardware-in-the-loop plan"
+)]
 struct Cli {
     #[command(flatten)]
     common: Common,
@@ -374,8 +377,8 @@ fn render_share(from: &Path, to: &Path, vars: &BTreeMap<String, String>) -> anyh
     for entry in fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
         let path = entry?.path();
         let text = fs::read_to_string(&path)?;
-        let rendered = substitute(&text, vars)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let rendered =
+            substitute(&text, vars).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let name = path.file_name().context("a file without a name")?;
         fs::write(to.join(name), rendered)?;
     }
@@ -408,13 +411,21 @@ const SPEECH: &str = "Good morning. This is the telecart hardware in the loop te
 
 /// Builds cartd, cartctl and devices-probe (unless `build` is false) and returns their paths.
 fn cart_binaries(repo: &Path, build: bool) -> anyhow::Result<Vec<PathBuf>> {
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| repo.join("target"), PathBuf::from);
+    let target_dir =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo.join("target"), PathBuf::from);
     if build {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
             .current_dir(repo)
-            .args(["build", "-p", "cartd", "-p", "cartctl", "-p", "telecart-devices"])
+            .args([
+                "build",
+                "-p",
+                "cartd",
+                "-p",
+                "cartctl",
+                "-p",
+                "telecart-devices",
+            ])
             .args(["--bins", "--example", "devices-probe"])
             .status()
             .context("running cargo build")?;
@@ -430,7 +441,10 @@ fn cart_binaries(repo: &Path, build: bool) -> anyhow::Result<Vec<PathBuf>> {
     ];
     for b in &binaries {
         if !b.exists() {
-            bail!("{} is missing (build it, or leave out --no-build)", b.display());
+            bail!(
+                "{} is missing (build it, or leave out --no-build)",
+                b.display()
+            );
         }
     }
     Ok(binaries)

@@ -74,7 +74,9 @@ impl WhipPeer {
     /// What the peer decoded so far.
     pub(crate) fn stats(&self) -> anyhow::Result<Value> {
         let url = format!("http://{}/stats", self.socket());
-        let mut response = ureq::get(&url).call().with_context(|| format!("GET {url}"))?;
+        let mut response = ureq::get(&url)
+            .call()
+            .with_context(|| format!("GET {url}"))?;
         let text = response.body_mut().read_to_string()?;
         Ok(serde_json::from_str(&text)?)
     }

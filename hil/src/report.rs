@@ -159,7 +159,10 @@ mod tests {
         assert!(text.contains("4.2 s"), "{text}");
         assert!(text.contains("- exit status 1, expected 0"), "{text}");
         assert!(text.contains("| Error: no camera"), "{text}");
-        assert!(text.contains("| camera driver (vivid) not loaded"), "{text}");
+        assert!(
+            text.contains("| camera driver (vivid) not loaded"),
+            "{text}"
+        );
         let passed = result("camera", Verdict::Pass).render();
         assert_eq!(passed.lines().count(), 1, "{passed}");
     }

@@ -40,7 +40,11 @@ impl SshCart {
             Duration::from_secs(30),
         );
         if prepare.exit != Some(0) {
-            bail!("cannot prepare {} on the cart: {}", paths.share, prepare.stderr.trim());
+            bail!(
+                "cannot prepare {} on the cart: {}",
+                paths.share,
+                prepare.stderr.trim()
+            );
         }
         let tar = Command::new("tar")
             .arg("-C")
@@ -97,7 +101,10 @@ impl Target for SshCart {
         }
         while self.answers() {
             if Instant::now() > deadline {
-                bail!("the cart still answers {} s after reboot", timeout.as_secs());
+                bail!(
+                    "the cart still answers {} s after reboot",
+                    timeout.as_secs()
+                );
             }
             std::thread::sleep(Duration::from_secs(1));
         }

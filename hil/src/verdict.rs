@@ -102,7 +102,9 @@ pub(crate) fn judge(pass: &Pass, outcome: &Outcome, earlier: &BTreeMap<String, S
 }
 
 fn non_empty_lines(text: &str) -> impl Iterator<Item = &str> {
-    text.lines().map(str::trim_end).filter(|l| !l.trim().is_empty())
+    text.lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
 }
 
 /// Checks the WHIP peer's `/stats` (tests/peers/README.md) against the thresholds.
@@ -112,7 +114,9 @@ fn judge_peer(want: &PeerPass, stats: &Value) -> Vec<String> {
     if let Some(min) = want.min_video_frames {
         let got = number("video_frames_decoded");
         if got < min as f64 {
-            out.push(format!("peer decoded {got} video frames, expected at least {min}"));
+            out.push(format!(
+                "peer decoded {got} video frames, expected at least {min}"
+            ));
         }
     }
     for (key, wanted) in [("width", want.width), ("height", want.height)] {
@@ -126,7 +130,9 @@ fn judge_peer(want: &PeerPass, stats: &Value) -> Vec<String> {
     if let Some(min) = want.min_audio_frames {
         let got = number("audio_frames_decoded");
         if got < min as f64 {
-            out.push(format!("peer decoded {got} audio frames, expected at least {min}"));
+            out.push(format!(
+                "peer decoded {got} audio frames, expected at least {min}"
+            ));
         }
     }
     if let Some(min) = want.min_audio_rms {
@@ -161,7 +167,10 @@ mod tests {
             ..Pass::default()
         };
         let none = BTreeMap::new();
-        assert_eq!(judge(&pass, &ran(0, "25 frames in 1 s"), &none), Verdict::Pass);
+        assert_eq!(
+            judge(&pass, &ran(0, "25 frames in 1 s"), &none),
+            Verdict::Pass
+        );
         assert_eq!(
             judge(&pass, &ran(1, "0 capture device(s)"), &none),
             Verdict::Fail(vec![
@@ -191,9 +200,16 @@ mod tests {
             ..Pass::default()
         };
         let mut earlier = BTreeMap::new();
-        earlier.insert("storage-write".to_string(), "1 a audit\n2 b audit\n".to_string());
+        earlier.insert(
+            "storage-write".to_string(),
+            "1 a audit\n2 b audit\n".to_string(),
+        );
         assert_eq!(
-            judge(&pass, &ran(0, "1 a audit\n2 b audit\n3 c audit\n"), &earlier),
+            judge(
+                &pass,
+                &ran(0, "1 a audit\n2 b audit\n3 c audit\n"),
+                &earlier
+            ),
             Verdict::Pass
         );
         match judge(&pass, &ran(0, "1 a audit\n"), &earlier) {
@@ -224,8 +240,10 @@ mod tests {
         };
         let none = BTreeMap::new();
         let mut good = ran(0, "");
-        good.peer_stats = Some(json!({"video_frames_decoded": 90, "width": 640, "height": 480,
-            "audio_frames_decoded": 400, "audio_rms_total": 0.08}));
+        good.peer_stats = Some(
+            json!({"video_frames_decoded": 90, "width": 640, "height": 480,
+            "audio_frames_decoded": 400, "audio_rms_total": 0.08}),
+        );
         assert_eq!(judge(&pass, &good, &none), Verdict::Pass);
         let mut silent_and_small = ran(0, "");
         silent_and_small.peer_stats = Some(json!({"video_frames_decoded": 3, "width": 320,

@@ -102,7 +102,10 @@ impl VirtualCart {
         let console = fs::File::create(self.console_log())?;
         // no_timer_check: on a busy host the emulated timer can miss the kernel's IO-APIC
         // check, which then panics.
-        let mut append = format!("console=ttyS0 panic=-1 quiet no_timer_check hil.boot={}", self.boot);
+        let mut append = format!(
+            "console=ttyS0 panic=-1 quiet no_timer_check hil.boot={}",
+            self.boot
+        );
         if self.spec.without_camera_driver {
             append.push_str(" hil.no_vivid");
         }
@@ -125,7 +128,10 @@ impl VirtualCart {
             .args(["-device", "virtio-net-pci,netdev=n0,romfile="])
             .args(["-virtfs", &share(&ctl, "ctl0", false)])
             .args(["-virtfs", &share(&self.spec.share, "share0", true)])
-            .args(["-virtfs", &share(&self.spec.work.join("data"), "data0", false)])
+            .args([
+                "-virtfs",
+                &share(&self.spec.work.join("data"), "data0", false),
+            ])
             .stdin(Stdio::null())
             .stdout(console.try_clone()?)
             .stderr(console)
@@ -191,7 +197,10 @@ impl VirtualCart {
         fs::write(self.ctl().join("poweroff"), b"")?;
         match wait_until(&mut child, Instant::now() + timeout) {
             Some(_) => Ok(()),
-            None => bail!("the virtual cart did not power off within {} s", timeout.as_secs()),
+            None => bail!(
+                "the virtual cart did not power off within {} s",
+                timeout.as_secs()
+            ),
         }
     }
 }
@@ -283,7 +292,15 @@ fn build_initramfs(spec: &VirtualCartSpec, out: &Path) -> anyhow::Result<()> {
         fs::remove_dir_all(&root)?;
     }
     for dir in [
-        "bin", "sbin", "usr/bin", "usr/share", "opt/telecart/bin", "etc", "proc", "sys", "dev",
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/share",
+        "opt/telecart/bin",
+        "etc",
+        "proc",
+        "sys",
+        "dev",
     ] {
         fs::create_dir_all(root.join(dir))?;
     }
