@@ -260,15 +260,12 @@ fn run(cli: Cli) -> anyhow::Result<Tally> {
                 result.verdict = Verdict::Fail(vec![format!("{e:#}")]);
             }
         } else {
-            run_step(
-                step,
-                &vars,
-                target.as_mut(),
-                &repo,
-                &python,
-                &earlier,
-                &mut result,
-            );
+            let host = HostSide {
+                repo: &repo,
+                python: &python,
+                out: &out,
+            };
+            run_step(step, &vars, target.as_mut(), &host, &earlier, &mut result);
         }
         result.took = t.elapsed();
         if let Some(outcome) = &result.outcome {
@@ -305,19 +302,31 @@ fn run(cli: Cli) -> anyhow::Result<Tally> {
     Ok(tally)
 }
 
+/// Where the host's side of a step lives: the repository (peers), the peers' Python and the
+/// run's directory (peer logs).
+struct HostSide<'a> {
+    repo: &'a Path,
+    python: &'a Path,
+    out: &'a Path,
+}
+
 /// Runs one `run` step: its peer, its script, its verdict and, on failure, its diagnosis.
 fn run_step(
     step: &plan::Step,
     vars: &BTreeMap<String, String>,
     target: &mut dyn Target,
-    repo: &Path,
-    python: &Path,
+    host: &HostSide<'_>,
     earlier: &BTreeMap<String, String>,
     result: &mut StepResult,
 ) {
     let mut vars = vars.clone();
     let peer = match step.peer {
-        Some(PeerKind::Whip) => match peer::WhipPeer::start(repo, python, target.peer_address()) {
+        Some(PeerKind::Whip) => match peer::WhipPeer::start(
+            host.repo,
+            host.python,
+            target.peer_address(),
+            &host.out.join(format!("peer-{}.log", step.name)),
+        ) {
             Ok(p) => {
                 vars.insert("whip_url".into(), p.whip_url());
                 Some(p)

@@ -19,7 +19,13 @@ pub(crate) struct WhipPeer {
 
 impl WhipPeer {
     /// Starts the peer listening on `address` (also its only ICE host candidate).
-    pub(crate) fn start(repo: &Path, python: &Path, address: IpAddr) -> anyhow::Result<WhipPeer> {
+    /// Its log goes to `log`.
+    pub(crate) fn start(
+        repo: &Path,
+        python: &Path,
+        address: IpAddr,
+        log: &Path,
+    ) -> anyhow::Result<WhipPeer> {
         if !python.exists() {
             bail!(
                 "{} is missing: run tests/setup.sh (it makes the peers' venv)",
@@ -32,7 +38,10 @@ impl WhipPeer {
             .args(["--host", &addr, "--port", "0", "--ice-host-address", &addr])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(
+                std::fs::File::create(log)
+                    .with_context(|| format!("creating {}", log.display()))?,
+            )
             .spawn()
             .context("starting tests/peers/whip_aiortc.py")?;
         let stdout = child.stdout.take().context("the peer's stdout")?;
