@@ -5,6 +5,7 @@
 
 mod encode;
 mod measure;
+mod transcribe;
 
 use clap::{Parser, Subcommand};
 
@@ -23,10 +24,14 @@ enum Command {
     /// Software H.264 encode: our openh264 encoder against GStreamer's x264enc and openh264enc
     /// on the same frames.
     Encode(encode::Args),
+    /// Offline transcription: our captioning pipeline against whisper.cpp's own C API on the
+    /// same espeak-ng speech (RTF, CPU, memory, WER, live caption latency).
+    Transcribe(transcribe::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Encode(args) => encode::run(&args),
+        Command::Transcribe(args) => transcribe::run(&args),
     }
 }

@@ -1,5 +1,7 @@
 //! `cartctl`: the telecart tool for field techs and operators.
 
+mod transcribe;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -42,6 +44,8 @@ enum Command {
         #[command(subcommand)]
         command: LogCommand,
     },
+    /// Transcribes a WAV file with the captioning pipeline: timestamped, labelled text, medical terms marked.
+    Transcribe(transcribe::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +86,7 @@ fn main() -> ExitCode {
         }
         Command::Keygen { out } => keygen(&out),
         Command::Log { config, command } => log(&config, command),
+        Command::Transcribe(args) => transcribe::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
