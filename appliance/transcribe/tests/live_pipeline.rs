@@ -83,7 +83,6 @@ fn two_sides_take_turns_and_each_gets_labelled_timed_captions() {
         assert!(input.push(Side::Cart, frame(c, block as u64)));
         assert!(input.push(Side::Remote, frame(r, block as u64)));
     }
-    let stats_input = input.clone();
     drop(input);
     let all = collect(&captions);
     let finals: Vec<&Caption> = all.iter().filter(|c| c.is_final).collect();
@@ -121,7 +120,7 @@ fn two_sides_take_turns_and_each_gets_labelled_timed_captions() {
             );
         }
     }
-    let stats = stats_input.stats();
+    let stats = captions.stats();
     assert_eq!(stats.blocks_refused, 0);
     assert_eq!(stats.utterances, turns.len() as u64);
     captions.join();
@@ -209,10 +208,9 @@ fn hours_of_silence_and_malformed_blocks_produce_no_captions() {
             }
         ));
     }
-    let stats_input = input.clone();
     drop(input);
     assert!(collect(&captions).is_empty());
-    let stats = stats_input.stats();
+    let stats = captions.stats();
     assert_eq!(stats.blocks_refused, 4);
     assert_eq!(stats.utterances, 0);
 }
