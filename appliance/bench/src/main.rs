@@ -6,6 +6,7 @@
 mod encode;
 mod flash;
 mod measure;
+mod transcribe;
 
 use clap::{Parser, Subcommand};
 
@@ -26,11 +27,15 @@ enum Command {
     Encode(encode::Args),
     /// Firmware flash: cartctl's flash engine against `dd` of the same payload to the same file.
     Flash(flash::Args),
+    /// Offline transcription: our captioning pipeline against whisper.cpp's own C API on the
+    /// same espeak-ng speech (RTF, CPU, memory, WER, live caption latency).
+    Transcribe(transcribe::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Encode(args) => encode::run(&args),
         Command::Flash(args) => flash::run(&args),
+        Command::Transcribe(args) => transcribe::run(&args),
     }
 }

@@ -9,6 +9,7 @@ mod keygen;
 mod log;
 mod provision;
 mod selftest;
+mod transcribe;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -54,6 +55,8 @@ enum Command {
     Provision(provision::Args),
     /// Checks camera, microphone, speaker, board, network, storage and clock; non-zero exit on failure.
     Selftest(selftest::Args),
+    /// Transcribes a WAV file with the captioning pipeline: timestamped, labelled text, medical terms marked.
+    Transcribe(transcribe::Args),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::Image(args) => image::run(args),
         Command::Provision(args) => provision::run(args),
         Command::Selftest(args) => selftest::run(&args),
+        Command::Transcribe(args) => transcribe::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
