@@ -5,8 +5,10 @@
 //! key and what is wrong, all at once rather than one per run.
 //! [`Config::from_toml`] is pure; [`Config::load`] only adds reading the file.
 
+mod sip;
 mod store;
 
+pub use sip::{OtherCallers, SipConfig, SipPolicyConfig, SipTransport};
 pub use store::{StoreConfig, SyncConfig, valid_device_id};
 
 use serde::{Deserialize, Serialize};
@@ -34,6 +36,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// WebRTC: addresses, ports, STUN and TURN servers.
     pub webrtc: WebRtcConfig,
+    /// SIP registration and call policy.
+    pub sip: SipConfig,
 }
 
 /// Identity of this cart.
@@ -560,7 +564,7 @@ impl Config {
             );
         }
 
-        for (key, message) in self.store.validate() {
+        for (key, message) in self.store.validate().into_iter().chain(self.sip.validate()) {
             bad(&key, message);
         }
 
