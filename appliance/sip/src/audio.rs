@@ -20,8 +20,14 @@ impl MonoResampler {
             None
         } else {
             Some(
-                Fft::<f32>::new(from as usize, to as usize, from as usize / 50, 1, FixedSync::Input)
-                    .map_err(|e| format!("cannot resample {from} Hz to {to} Hz: {e}"))?,
+                Fft::<f32>::new(
+                    from as usize,
+                    to as usize,
+                    from as usize / 50,
+                    1,
+                    FixedSync::Input,
+                )
+                .map_err(|e| format!("cannot resample {from} Hz to {to} Hz: {e}"))?,
             )
         };
         Ok(Self {
@@ -163,7 +169,9 @@ mod tests {
     fn downsampling_keeps_a_tone_and_its_length() {
         let mut r = MonoResampler::new(48_000, 8_000).unwrap();
         let tone: Vec<i16> = (0..48_000)
-            .map(|i| ((i as f32 * 440.0 * std::f32::consts::TAU / 48_000.0).sin() * 10_000.0) as i16)
+            .map(|i| {
+                ((i as f32 * 440.0 * std::f32::consts::TAU / 48_000.0).sin() * 10_000.0) as i16
+            })
             .collect();
         let out: Vec<i16> = tone.chunks(480).flat_map(|c| r.push(c)).collect();
         assert!((7_500..=8_000).contains(&out.len()), "{}", out.len());
@@ -191,6 +199,10 @@ mod tests {
             packets.extend(s.encode(&frame, false));
         }
         assert!(packets.len() >= 8, "{}", packets.len());
-        assert!(packets.iter().all(|p| p.data.len() == 160 && p.frames == 160));
+        assert!(
+            packets
+                .iter()
+                .all(|p| p.data.len() == 160 && p.frames == 160)
+        );
     }
 }

@@ -9,19 +9,19 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use rsipstack::EndpointBuilder;
 use rsipstack::dialog::DialogId;
 use rsipstack::dialog::authenticate::Credential;
 use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, DialogStateSender};
 use rsipstack::dialog::dialog_layer::DialogLayer;
-use rsipstack::dialog::registration::Registration;
 use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::dialog::registration::Registration;
 use rsipstack::sip::prelude::HeadersExt as _;
 use rsipstack::sip::{Header, Method, StatusCode};
 use rsipstack::transaction::TransactionReceiver;
 use rsipstack::transaction::endpoint::EndpointInnerRef;
 use rsipstack::transport::TransportLayer;
 use rsipstack::transport::udp::UdpConnection;
-use rsipstack::EndpointBuilder;
 use telecart_core::config::{SipConfig, SipTransport};
 use telecart_core::media::{AudioFrame, EncodedVideo};
 use tokio::net::UdpSocket;
@@ -171,7 +171,11 @@ pub async fn run(
 
 /// The address the kernel would use to reach `target`: the one to put in Contact and SDP.
 fn local_ip_towards(target: IpAddr) -> IpAddr {
-    let probe = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let probe = if target.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
     std::net::UdpSocket::bind(probe)
         .and_then(|s| {
             s.connect(SocketAddr::new(target, 9))?;
@@ -263,8 +267,7 @@ pub async fn start(
         let read = |p: &Option<std::path::PathBuf>| -> Result<Option<Vec<u8>>, SipError> {
             p.as_ref()
                 .map(|p| {
-                    std::fs::read(p)
-                        .map_err(|e| SipError::Config(format!("{}: {e}", p.display())))
+                    std::fs::read(p).map_err(|e| SipError::Config(format!("{}: {e}", p.display())))
                 })
                 .transpose()
         };
@@ -331,8 +334,20 @@ pub async fn start(
     let task_stop = stop.clone();
     let task = tokio::spawn(async move {
         let serve = endpoint.serve();
-        let reg = register_loop(inner, registrars, credential, ctx.clone(), task_stop.clone());
-        let calls = call_loop(ctx.clone(), incoming, state_rx, command_rx, task_stop.clone());
+        let reg = register_loop(
+            inner,
+            registrars,
+            credential,
+            ctx.clone(),
+            task_stop.clone(),
+        );
+        let calls = call_loop(
+            ctx.clone(),
+            incoming,
+            state_rx,
+            command_rx,
+            task_stop.clone(),
+        );
         tokio::select! {
             _ = serve => warn!("sip: endpoint stopped"),
             _ = reg => {},
@@ -381,15 +396,20 @@ fn outcome_of(
     match result {
         Ok(resp) if resp.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful => {
             RegisterOutcome::Registered {
-                granted_secs: registration.granted_expires.filter(|g| *g > 0).unwrap_or(asked),
+                granted_secs: registration
+                    .granted_expires
+                    .filter(|g| *g > 0)
+                    .unwrap_or(asked),
             }
         }
-        Ok(resp) if u16::from(resp.status_code.clone()) == 423 => RegisterOutcome::IntervalTooBrief {
-            min_expires_secs: resp
-                .header_value("Min-Expires")
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0),
-        },
+        Ok(resp) if u16::from(resp.status_code.clone()) == 423 => {
+            RegisterOutcome::IntervalTooBrief {
+                min_expires_secs: resp
+                    .header_value("Min-Expires")
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0),
+            }
+        }
         Ok(resp) => RegisterOutcome::Rejected {
             status: u16::from(resp.status_code.clone()),
         },
@@ -431,7 +451,9 @@ async fn register_loop(
         while let Some(action) = machine.poll_action(now) {
             match action {
                 RegistrarAction::Register { registrar, expires } => {
-                    let Some(session) = sessions.get_mut(registrar) else { break };
+                    let Some(session) = sessions.get_mut(registrar) else {
+                        break;
+                    };
                     let started = Instant::now();
                     let result = session
                         .register(registrars[registrar].clone(), Some(expires))
@@ -465,12 +487,22 @@ async fn register_loop(
                 }
                 RegistrarAction::KeepAlive { registrar } => {
                     // CRLF keep-alive (RFC 5626 §3.5.1) on the flow to the registrar.
-                    if let Some(dest) = registrars.get(registrar).and_then(|u| {
-                        rsipstack::transport::SipAddr::try_from(u).ok()
-                    }) {
+                    if let Some(dest) = registrars
+                        .get(registrar)
+                        .and_then(|u| rsipstack::transport::SipAddr::try_from(u).ok())
+                    {
                         let tl = &endpoint.transport_layer;
-                        if let Ok((conn, _)) = tl.lookup(&dest, None).await {
-                            let _ = conn.send_raw(b"\r\n\r\n", &dest).await;
+                        // Stream flows (TCP, TLS, WebSocket) are kept open by the stack; the
+                        // datagram flow is the one a NAT forgets.
+                        if let Ok((rsipstack::transport::SipConnection::Udp(udp), _)) =
+                            tl.lookup(&dest, None).await
+                        {
+                            let _ = udp
+                                .send_raw(
+                                    rsipstack::transport::connection::KEEPALIVE_REQUEST,
+                                    &dest,
+                                )
+                                .await;
                         }
                     }
                 }
@@ -534,7 +566,10 @@ async fn bind_pair(ip: IpAddr, min: u16, max: u16) -> std::io::Result<(UdpSocket
             }
             p += 2;
         }
-        return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "no free RTP port pair"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "no free RTP port pair",
+        ));
     }
     // Any even port whose successor is free too.
     for _ in 0..32 {
@@ -547,7 +582,10 @@ async fn bind_pair(ip: IpAddr, min: u16, max: u16) -> std::io::Result<(UdpSocket
             return Ok((rtp, rtcp));
         }
     }
-    Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "no free RTP port pair"))
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no free RTP port pair",
+    ))
 }
 
 fn media_setup(answer: &sdp::Answer, on_hold: bool) -> MediaSetup {
@@ -722,7 +760,10 @@ async fn on_invite(
             let _ = tx
                 .reply_with(
                     StatusCode::NotAcceptableHere,
-                    vec![Header::Other("Warning".into(), format!("399 telecart \"{e}\""))],
+                    vec![Header::Other(
+                        "Warning".into(),
+                        format!("399 telecart \"{e}\""),
+                    )],
                     None,
                 )
                 .await;
@@ -740,7 +781,10 @@ async fn on_invite(
             let _ = tx
                 .reply_with(
                     StatusCode::NotAcceptableHere,
-                    vec![Header::Other("Warning".into(), format!("304 telecart \"{e}\""))],
+                    vec![Header::Other(
+                        "Warning".into(),
+                        format!("304 telecart \"{e}\""),
+                    )],
                     None,
                 )
                 .await;
@@ -858,7 +902,9 @@ async fn end_call(ctx: &Arc<Context>, c: ActiveCall, send_bye: bool) {
     }
     if send_bye {
         if c.pending.is_some() {
-            let _ = c.dialog.reject(Some(StatusCode::TemporarilyUnavailable), None);
+            let _ = c
+                .dialog
+                .reject(Some(StatusCode::TemporarilyUnavailable), None);
         } else {
             let _ = c.dialog.bye().await;
         }
@@ -868,7 +914,8 @@ async fn end_call(ctx: &Arc<Context>, c: ActiveCall, send_bye: bool) {
 }
 
 async fn on_dialog_state(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, state: DialogState) {
-    let matches = |id: &DialogId, call: &Option<ActiveCall>| call.as_ref().is_some_and(|c| c.id == *id);
+    let matches =
+        |id: &DialogId, call: &Option<ActiveCall>| call.as_ref().is_some_and(|c| c.id == *id);
     match state {
         DialogState::Terminated(id, reason) => {
             info!(%id, ?reason, "sip: call ended");
@@ -996,7 +1043,9 @@ async fn media_task(
     let mut played: u64 = 0;
     let mut last_status = Instant::now();
     loop {
-        let wait = session.poll_timeout().saturating_duration_since(Instant::now());
+        let wait = session
+            .poll_timeout()
+            .saturating_duration_since(Instant::now());
         tokio::select! {
             ctl = control.recv() => match ctl {
                 None | Some(CallControl::End) => break,

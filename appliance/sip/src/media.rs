@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rtcp::packet::Packet as _;
 use rtp::packetizer::Payloader as _;
 use telecart_core::media::AudioCodec;
 use webrtc_util::marshal::{Marshal, Unmarshal};
@@ -341,7 +340,9 @@ impl MediaSession {
 
     /// Sends one encoded audio packet covering `frames` samples at the codec clock.
     pub fn send_audio(&mut self, payload: &[u8], frames: u32) {
-        let Some(a) = self.setup.audio.clone() else { return };
+        let Some(a) = self.setup.audio.clone() else {
+            return;
+        };
         let ts = self.audio_tx.timestamp;
         self.audio_tx.timestamp = ts.wrapping_add(frames);
         // During a DTMF event the tone replaces speech (RFC 4733 §2.5.1.2 leaves it to us).
@@ -363,7 +364,9 @@ impl MediaSession {
 
     /// Sends one H.264 access unit (Annex B) captured at `capture_us` (wall clock, µs).
     pub fn send_video(&mut self, access_unit: &[u8], capture_us: u64) {
-        let Some(v) = self.setup.video.clone() else { return };
+        let Some(v) = self.setup.video.clone() else {
+            return;
+        };
         if self.setup.send_paused {
             return;
         }
@@ -396,7 +399,11 @@ impl MediaSession {
     /// Queues a DTMF digit to send as RFC 4733 events; false if the digit is not a DTMF key or
     /// the peer did not negotiate telephone-event.
     pub fn send_dtmf(&mut self, digit: char) -> bool {
-        let has_events = self.setup.audio.as_ref().is_some_and(|a| a.dtmf_pt.is_some());
+        let has_events = self
+            .setup
+            .audio
+            .as_ref()
+            .is_some_and(|a| a.dtmf_pt.is_some());
         match dtmf_code(digit) {
             Some(code) if has_events && self.dtmf_queue.len() < 32 => {
                 self.dtmf_queue.push_back(code);
@@ -407,10 +414,14 @@ impl MediaSession {
     }
 
     fn dtmf_tick(&mut self, now: Instant) {
-        let Some(a) = self.setup.audio.clone() else { return };
+        let Some(a) = self.setup.audio.clone() else {
+            return;
+        };
         let Some(pt) = a.dtmf_pt else { return };
         if self.dtmf_out.is_none() {
-            let Some(event) = self.dtmf_queue.pop_front() else { return };
+            let Some(event) = self.dtmf_queue.pop_front() else {
+                return;
+            };
             self.dtmf_out = Some(DtmfOut {
                 event,
                 started: now,
@@ -419,17 +430,24 @@ impl MediaSession {
                 ends_sent: 0,
             });
         }
-        let Some(mut d) = self.dtmf_out.clone() else { return };
+        let Some(mut d) = self.dtmf_out.clone() else {
+            return;
+        };
         while d.next_at <= now {
             let elapsed = d.next_at - d.started;
             let end = elapsed >= DTMF_TONE;
             let units = (elapsed.min(DTMF_TONE).as_micros() as u64 * u64::from(a.clock) / 1_000_000)
                 .max(u64::from(a.clock) / 50) as u16;
-            let payload = [d.event, if end { 0x80 } else { 0 } | 10, (units >> 8) as u8, units as u8];
+            let payload = [
+                d.event,
+                if end { 0x80 } else { 0 } | 10,
+                (units >> 8) as u8,
+                units as u8,
+            ];
             let marker = elapsed.is_zero();
-            let data = self
-                .audio_tx
-                .packet(pt, marker, d.timestamp, Bytes::copy_from_slice(&payload));
+            let data =
+                self.audio_tx
+                    .packet(pt, marker, d.timestamp, Bytes::copy_from_slice(&payload));
             self.push(Transmit {
                 stream: StreamKind::Audio,
                 rtcp_socket: false,
@@ -494,7 +512,8 @@ impl MediaSession {
             self.stats.malformed += 1;
             return;
         }
-        let arrival = ((now - self.started).as_micros() as u64 * u64::from(clock) / 1_000_000) as i64;
+        let arrival =
+            ((now - self.started).as_micros() as u64 * u64::from(clock) / 1_000_000) as i64;
         match stream {
             StreamKind::Video => {
                 self.video_rx
@@ -502,7 +521,9 @@ impl MediaSession {
                 self.stats.video_packets_received += 1;
             }
             StreamKind::Audio => {
-                let Some(a) = self.setup.audio.clone() else { return };
+                let Some(a) = self.setup.audio.clone() else {
+                    return;
+                };
                 if Some(h.payload_type) == a.dtmf_pt {
                     self.audio_rx
                         .on_packet(h.ssrc, h.sequence_number, h.timestamp, arrival);
@@ -559,7 +580,8 @@ impl MediaSession {
                 }
                 continue;
             }
-            let reports = if let Some(sr) = any.downcast_ref::<rtcp::sender_report::SenderReport>() {
+            let reports = if let Some(sr) = any.downcast_ref::<rtcp::sender_report::SenderReport>()
+            {
                 let rx = match stream {
                     StreamKind::Audio => &mut self.audio_rx,
                     StreamKind::Video => &mut self.video_rx,
@@ -595,7 +617,10 @@ impl MediaSession {
             .wrapping_add(frac)
     }
 
-    fn report_block(rx: &mut Receiver, now: Instant) -> Option<rtcp::reception_report::ReceptionReport> {
+    fn report_block(
+        rx: &mut Receiver,
+        now: Instant,
+    ) -> Option<rtcp::reception_report::ReceptionReport> {
         let ssrc = rx.ssrc?;
         let expected = rx.expected();
         let interval_expected = expected.saturating_sub(rx.expected_prior);
@@ -675,7 +700,9 @@ impl MediaSession {
                     }],
                 }],
             };
-            let Ok(data) = rtcp::packet::marshal(&[packet, Box::new(sdes)]) else { continue };
+            let Ok(data) = rtcp::packet::marshal(&[packet, Box::new(sdes)]) else {
+                continue;
+            };
             let to = if mux {
                 remote
             } else {
@@ -789,7 +816,10 @@ mod tests {
         assert_eq!(a.to, "10.0.0.2:4000".parse().unwrap());
         assert!(pa.header.marker && !pb.header.marker);
         assert_eq!(pb.header.timestamp.wrapping_sub(pa.header.timestamp), 160);
-        assert_eq!(pb.header.sequence_number, pa.header.sequence_number.wrapping_add(1));
+        assert_eq!(
+            pb.header.sequence_number,
+            pa.header.sequence_number.wrapping_add(1)
+        );
         assert_eq!((pa.header.payload_type, pa.payload.len()), (0, 160));
     }
 
@@ -815,11 +845,29 @@ mod tests {
         let t0 = Instant::now();
         let mut m = MediaSession::new(setup(false), 7, t0, 0);
         let pkt = rtp(0, 1, 100, &[1, 2, 3]);
-        m.handle_receive(t0, StreamKind::Audio, false, "10.0.0.66:4000".parse().unwrap(), &pkt);
-        m.handle_receive(t0, StreamKind::Audio, false, "10.0.0.2:4001".parse().unwrap(), &pkt);
+        m.handle_receive(
+            t0,
+            StreamKind::Audio,
+            false,
+            "10.0.0.66:4000".parse().unwrap(),
+            &pkt,
+        );
+        m.handle_receive(
+            t0,
+            StreamKind::Audio,
+            false,
+            "10.0.0.2:4001".parse().unwrap(),
+            &pkt,
+        );
         assert_eq!(m.stats().wrong_source, 2);
         assert_eq!(m.poll_event(), None);
-        m.handle_receive(t0, StreamKind::Audio, false, "10.0.0.2:4000".parse().unwrap(), &pkt);
+        m.handle_receive(
+            t0,
+            StreamKind::Audio,
+            false,
+            "10.0.0.2:4000".parse().unwrap(),
+            &pkt,
+        );
         assert_eq!(
             m.poll_event(),
             Some(MediaEvent::Audio {
@@ -829,8 +877,19 @@ mod tests {
             })
         );
         // Garbage from the right source is counted, not delivered, and never panics.
-        for junk in [&[][..], &[0x80], &[0x80, 0, 0, 1, 0, 0, 0, 1, 0, 0], &[0xff; 40]] {
-            m.handle_receive(t0, StreamKind::Audio, false, "10.0.0.2:4000".parse().unwrap(), junk);
+        for junk in [
+            &[][..],
+            &[0x80],
+            &[0x80, 0, 0, 1, 0, 0, 0, 1, 0, 0],
+            &[0xff; 40],
+        ] {
+            m.handle_receive(
+                t0,
+                StreamKind::Audio,
+                false,
+                "10.0.0.2:4000".parse().unwrap(),
+                junk,
+            );
         }
         assert!(m.stats().malformed >= 3);
     }
@@ -841,10 +900,20 @@ mod tests {
         let mut m = MediaSession::new(setup(true), 7, t0, 0);
         let from: SocketAddr = "10.0.0.2:4000".parse().unwrap();
         for seq in [65534u16, 65535, 2, 3] {
-            m.handle_receive(t0, StreamKind::Audio, false, from, &rtp(0, seq, u32::from(seq) * 160, &[0]));
+            m.handle_receive(
+                t0,
+                StreamKind::Audio,
+                false,
+                from,
+                &rtp(0, seq, u32::from(seq) * 160, &[0]),
+            );
         }
         assert_eq!(m.stats().audio_packets_received, 4);
-        assert_eq!(m.stats().audio_packets_lost, 2, "0 and 1 missing across the wrap");
+        assert_eq!(
+            m.stats().audio_packets_lost,
+            2,
+            "0 and 1 missing across the wrap"
+        );
     }
 
     #[test]
@@ -865,15 +934,27 @@ mod tests {
             t += DTMF_PACKET;
         }
         assert!(sent[0].header.marker);
-        assert!(sent.iter().all(|p| p.payload[0] == 5 && p.header.timestamp == sent[0].header.timestamp));
+        assert!(
+            sent.iter()
+                .all(|p| p.payload[0] == 5 && p.header.timestamp == sent[0].header.timestamp)
+        );
         let ends = sent.iter().filter(|p| p.payload[1] & 0x80 != 0).count();
         assert_eq!(ends, 3);
-        assert_eq!(u16::from_be_bytes([sent[5].payload[2], sent[5].payload[3]]), 800);
+        assert_eq!(
+            u16::from_be_bytes([sent[5].payload[2], sent[5].payload[3]]),
+            800
+        );
         // Feed them back as if the peer sent them: one digit.
         let mut rx = MediaSession::new(setup(true), 9, t0, 0);
         for p in &sent {
             let data = p.marshal().unwrap();
-            rx.handle_receive(t0, StreamKind::Audio, false, "10.0.0.2:4000".parse().unwrap(), &data);
+            rx.handle_receive(
+                t0,
+                StreamKind::Audio,
+                false,
+                "10.0.0.2:4000".parse().unwrap(),
+                &data,
+            );
         }
         assert_eq!(rx.poll_event(), Some(MediaEvent::Dtmf { digit: '5' }));
         assert_eq!(rx.poll_event(), None);
@@ -909,7 +990,12 @@ mod tests {
         assert_eq!(reports.len(), 2);
         assert!(reports.iter().all(|r| is_rtcp(&r.data)));
         let parsed = rtcp::packet::unmarshal(&mut Bytes::from(reports[0].data.clone())).unwrap();
-        assert!(parsed[0].as_any().downcast_ref::<rtcp::sender_report::SenderReport>().is_some());
+        assert!(
+            parsed[0]
+                .as_any()
+                .downcast_ref::<rtcp::sender_report::SenderReport>()
+                .is_some()
+        );
     }
 
     #[test]

@@ -289,13 +289,22 @@ mod tests {
 
     #[test]
     fn allowed_callers_are_auto_answered_after_the_delay_muted() {
-        let p = policy(&["doctor@hospital.org", "@telehealth.example"], OtherCallers::Reject);
+        let p = policy(
+            &["doctor@hospital.org", "@telehealth.example"],
+            OtherCallers::Reject,
+        );
         let auto = Decision::AutoAnswer {
             after: Duration::from_millis(1500),
             muted: true,
         };
-        assert_eq!(p.decide(Some(&caller("sip:doctor@HOSPITAL.org")), false), auto);
-        assert_eq!(p.decide(Some(&caller("sip:anyone@telehealth.example")), false), auto);
+        assert_eq!(
+            p.decide(Some(&caller("sip:doctor@HOSPITAL.org")), false),
+            auto
+        );
+        assert_eq!(
+            p.decide(Some(&caller("sip:anyone@telehealth.example")), false),
+            auto
+        );
         assert_eq!(
             p.decide(Some(&caller("sip:Doctor@hospital.org")), false),
             Decision::Reject { status: 403 },
@@ -350,7 +359,10 @@ mod tests {
             muted: false,
         };
         let mut c = PendingCall::new(auto.clone(), t0);
-        assert_eq!(c.poll_action(t0), Some(PendingAction::Answer { muted: false }));
+        assert_eq!(
+            c.poll_action(t0),
+            Some(PendingAction::Answer { muted: false })
+        );
         let mut c = PendingCall::new(
             Decision::Ring {
                 timeout: Duration::from_secs(30),
@@ -371,7 +383,10 @@ mod tests {
         let mut c = PendingCall::new(ring.clone(), t0);
         c.poll_action(t0);
         c.answer();
-        assert_eq!(c.poll_action(t0), Some(PendingAction::Answer { muted: false }));
+        assert_eq!(
+            c.poll_action(t0),
+            Some(PendingAction::Answer { muted: false })
+        );
         let mut c = PendingCall::new(ring, t0);
         c.poll_action(t0);
         assert_eq!(

@@ -125,7 +125,10 @@ pub enum RegistrationStatus {
 #[derive(Clone, Debug)]
 enum Phase {
     /// A REGISTER is due at `at`.
-    Due { at: Instant, reason: WakeReason },
+    Due {
+        at: Instant,
+        reason: WakeReason,
+    },
     /// A REGISTER is in flight; `binding` is what is still held from before, if anything.
     InFlight,
     /// Registered until `expires_at`; refresh due at `refresh_at`.
@@ -136,7 +139,9 @@ enum Phase {
         failback_at: Option<Instant>,
     },
     /// Unregister requested; one REGISTER with expires 0 pending or in flight.
-    Stopping { sent: bool },
+    Stopping {
+        sent: bool,
+    },
     Stopped,
 }
 
@@ -410,10 +415,17 @@ mod tests {
         let mut r = Registrar::new(config(1), t0);
         assert_eq!(r.poll_action(t0), register(0, 300));
         assert_eq!(r.poll_action(t0), None);
-        assert_eq!(r.poll_timeout(), None, "nothing to wake for while in flight");
+        assert_eq!(
+            r.poll_timeout(),
+            None,
+            "nothing to wake for while in flight"
+        );
         r.handle_outcome(t0, RegisterOutcome::Registered { granted_secs: 120 });
         // Keep-alives every 25 s until the refresh at 120 - 24 = 96 s.
-        assert_eq!(r.poll_timeout(), Some((t0 + secs(25), WakeReason::KeepAlive)));
+        assert_eq!(
+            r.poll_timeout(),
+            Some((t0 + secs(25), WakeReason::KeepAlive))
+        );
         assert_eq!(
             r.poll_action(t0 + secs(25)),
             Some(RegistrarAction::KeepAlive { registrar: 0 })
@@ -458,7 +470,11 @@ mod tests {
         assert_eq!(delays, vec![1, 2, 4, 5, 5, 5]);
         assert!(matches!(
             r.status(t),
-            RegistrationStatus::Failed { failures: 6, last: RegisterOutcome::Unreachable, .. }
+            RegistrationStatus::Failed {
+                failures: 6,
+                last: RegisterOutcome::Unreachable,
+                ..
+            }
         ));
     }
 
@@ -472,7 +488,11 @@ mod tests {
         assert_eq!(r.poll_action(t1), register(0, 300));
         r.handle_outcome(t1, RegisterOutcome::Rejected { status: 503 });
         let (t2, _) = r.poll_timeout().unwrap();
-        assert_eq!(r.poll_action(t2), register(1, 300), "second failure: secondary");
+        assert_eq!(
+            r.poll_action(t2),
+            register(1, 300),
+            "second failure: secondary"
+        );
         r.handle_outcome(t2, RegisterOutcome::Registered { granted_secs: 3600 });
         assert!(matches!(
             r.status(t2),
@@ -497,10 +517,20 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Registrar::new(config(1), t0);
         r.poll_action(t0);
-        r.handle_outcome(t0, RegisterOutcome::IntervalTooBrief { min_expires_secs: 900 });
+        r.handle_outcome(
+            t0,
+            RegisterOutcome::IntervalTooBrief {
+                min_expires_secs: 900,
+            },
+        );
         assert_eq!(r.poll_action(t0), register(0, 900));
         // A hostile Min-Expires below what we asked or beyond a day is a plain failure.
-        r.handle_outcome(t0, RegisterOutcome::IntervalTooBrief { min_expires_secs: 10 });
+        r.handle_outcome(
+            t0,
+            RegisterOutcome::IntervalTooBrief {
+                min_expires_secs: 10,
+            },
+        );
         assert_eq!(r.poll_action(t0), None);
     }
 
@@ -522,7 +552,11 @@ mod tests {
         assert!(r.poll_action(refresh).is_some());
         r.handle_outcome(refresh, RegisterOutcome::Unreachable);
         let (retry, _) = r.poll_timeout().unwrap();
-        assert_eq!(retry, refresh + secs(6), "half of the 12 s left, not the 100 s backoff");
+        assert_eq!(
+            retry,
+            refresh + secs(6),
+            "half of the 12 s left, not the 100 s backoff"
+        );
     }
 
     #[test]
@@ -532,7 +566,10 @@ mod tests {
         r.poll_action(t0);
         r.handle_outcome(t0, RegisterOutcome::Registered { granted_secs: 300 });
         r.handle_outcome(t0, RegisterOutcome::Unreachable);
-        assert!(matches!(r.status(t0), RegistrationStatus::Registered { .. }));
+        assert!(matches!(
+            r.status(t0),
+            RegistrationStatus::Registered { .. }
+        ));
         r.stop();
         assert_eq!(r.poll_action(t0), register(0, 0));
         assert_eq!(r.poll_action(t0), None);

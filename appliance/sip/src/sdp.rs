@@ -195,10 +195,11 @@ impl SessionDescription {
                             return Err(SdpError::TooLarge);
                         }
                         // Non-RTP protocols (application, webrtc-datachannel) have token formats.
-                        let Ok(pt) = f.parse::<u8>() else { continue };
-                        if pt > 127 {
-                            return Err(bad("payload type above 127"));
-                        }
+                        let Ok(pt) = f.parse::<u16>() else { continue };
+                        let pt = u8::try_from(pt)
+                            .ok()
+                            .filter(|pt| *pt <= 127)
+                            .ok_or(bad("payload type above 127"))?;
                         let (name, clock) = static_pt(pt).unwrap_or(("", 0));
                         formats.push(RtpMap {
                             pt,
@@ -454,9 +455,7 @@ pub fn answer(offer: &SessionDescription, caps: &Capabilities) -> Result<Answer,
             .first()
             .map(|f| f.pt.to_string())
             .unwrap_or_else(|| "0".into());
-        result
-            .offered
-            .push((m.kind.clone(), m.proto.clone(), fmts));
+        result.offered.push((m.kind.clone(), m.proto.clone(), fmts));
         let usable_proto = plain_rtp(&m.proto) || (caps.srtp && m.proto == "RTP/SAVP");
         if m.port == 0 || !usable_proto {
             continue;
@@ -528,7 +527,9 @@ pub fn answer(offer: &SessionDescription, caps: &Capabilities) -> Result<Answer,
                         },
                     ))
                 });
-                let Some((pt, profile_level_id)) = h264 else { continue };
+                let Some((pt, profile_level_id)) = h264 else {
+                    continue;
+                };
                 result.video = Some(Stream {
                     index,
                     choice: VideoChoice {
@@ -585,7 +586,11 @@ fn hold(d: Direction, on_hold: bool) -> Direction {
 impl Answer {
     /// Writes the answer SDP; refused m= lines get port 0 in the offered order.
     pub fn render(&self, local: &LocalMedia) -> String {
-        let family = if local.address.is_ipv4() { "IP4" } else { "IP6" };
+        let family = if local.address.is_ipv4() {
+            "IP4"
+        } else {
+            "IP6"
+        };
         let mut s = String::new();
         let _ = write!(
             s,
@@ -611,10 +616,18 @@ impl Answer {
                     let _ = write!(s, "a=rtpmap:{} {name}/{}\r\n", c.pt, c.clock);
                 }
                 if c.codec == AudioCodec::Opus {
-                    let _ = write!(s, "a=fmtp:{} useinbandfec=1;stereo=0;sprop-stereo=0\r\n", c.pt);
+                    let _ = write!(
+                        s,
+                        "a=fmtp:{} useinbandfec=1;stereo=0;sprop-stereo=0\r\n",
+                        c.pt
+                    );
                 }
                 if let Some(d) = c.dtmf_pt {
-                    let _ = write!(s, "a=rtpmap:{d} telephone-event/{}\r\na=fmtp:{d} 0-16\r\n", c.clock);
+                    let _ = write!(
+                        s,
+                        "a=rtpmap:{d} telephone-event/{}\r\na=fmtp:{d} 0-16\r\n",
+                        c.clock
+                    );
                 }
                 let _ = write!(s, "a=ptime:20\r\n");
                 if a.rtcp_mux {
@@ -633,10 +646,7 @@ impl Answer {
                     v.choice.profile_level_id.hex()
                 );
                 if v.choice.feedback {
-                    let _ = write!(
-                        s,
-                        "a=rtcp-fb:{pt} nack pli\r\na=rtcp-fb:{pt} ccm fir\r\n"
-                    );
+                    let _ = write!(s, "a=rtcp-fb:{pt} nack pli\r\na=rtcp-fb:{pt} ccm fir\r\n");
                 }
                 if v.rtcp_mux {
                     s.push_str("a=rtcp-mux\r\n");
@@ -704,7 +714,7 @@ a=rtpmap:102 VP8/90000\r\na=sendrecv\r\n";
             version: 1,
             on_hold: false,
         });
-        assert!(text.contains("m=audio 20000 RTP/AVP 96\r\n"), "{text}");
+        assert!(text.contains("m=audio 20000 RTP/AVP 96 101\r\n"), "{text}");
         assert!(text.contains("a=fmtp:101 packetization-mode=1;profile-level-id=42e01f"));
         assert!(text.contains("a=rtcp-mux\r\na=sendrecv\r\nm=video"));
         // Our answer parses back.
@@ -767,8 +777,14 @@ a=fmtp:97 packetization-mode=1;profile-level-id={plid}{extra}\r\n"
             version: 1,
             on_hold: true,
         });
-        assert!(text.contains("m=audio 0 RTP/SAVP 0\r\nm=audio 1000 RTP/AVP 8\r\n"), "{text}");
-        assert!(text.ends_with("a=recvonly\r\n"), "on hold we only receive: {text}");
+        assert!(
+            text.contains("m=audio 0 RTP/SAVP 0\r\nm=audio 1000 RTP/AVP 8\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("a=recvonly\r\n"),
+            "on hold we only receive: {text}"
+        );
     }
 
     #[test]
@@ -778,8 +794,9 @@ a=fmtp:97 packetization-mode=1;profile-level-id={plid}{extra}\r\n"
         )
         .unwrap();
         assert!(is_hold_offer(&held));
-        let old = SessionDescription::parse("v=0\r\nc=IN IP4 0.0.0.0\r\nm=audio 4000 RTP/AVP 0\r\n")
-            .unwrap();
+        let old =
+            SessionDescription::parse("v=0\r\nc=IN IP4 0.0.0.0\r\nm=audio 4000 RTP/AVP 0\r\n")
+                .unwrap();
         assert!(is_hold_offer(&old));
         let resumed = SessionDescription::parse(BARESIP).unwrap();
         assert!(!is_hold_offer(&resumed));

@@ -25,7 +25,9 @@ async fn registered_cart(
         .unwrap();
     let status = ep.status.clone();
     assert!(
-        wait_until(Duration::from_secs(10), || status.borrow().registration == "registered").await,
+        wait_until(Duration::from_secs(10), || status.borrow().registration
+            == "registered")
+        .await,
         "{:?}\n{}",
         status.borrow(),
         k.peer.log_text()
@@ -43,7 +45,15 @@ fn sipp(scenario: &str, target: std::net::SocketAddr) -> (bool, String) {
         .arg(target.to_string())
         .args(["-s", "cart1", "-i", "127.0.0.1", "-p"])
         .arg(port.to_string())
-        .args(["-mp", &media_port.to_string(), "-m", "1", "-nostdin", "-timeout", "20s"])
+        .args([
+            "-mp",
+            &media_port.to_string(),
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "20s",
+        ])
         .args(["-trace_err", "-error_file"])
         .arg(dir.path().join("err.log"))
         .current_dir(dir.path())
@@ -129,7 +139,8 @@ async fn hostile_messages_get_rfc_answers_and_leave_registration_alone() {
     let (ep, _media) = registered_cart(&k, 0).await;
     let cart = ep.local_addr;
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let port = sock.local_addr().unwrap().port();
     let status_line = |r: Option<String>| r.map(|r| r.lines().next().unwrap_or("").to_string());
 
@@ -137,7 +148,14 @@ async fn hostile_messages_get_rfc_answers_and_leave_registration_alone() {
     let cases: Vec<(&str, String, &str)> = vec![
         (
             "SDP with no common codec",
-            request("INVITE", port, "c1", "", sdp_ct, "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 4000 RTP/AVP 18\r\n"),
+            request(
+                "INVITE",
+                port,
+                "c1",
+                "",
+                sdp_ct,
+                "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 4000 RTP/AVP 18\r\n",
+            ),
             "SIP/2.0 488",
         ),
         (
@@ -155,13 +173,24 @@ async fn hostile_messages_get_rfc_answers_and_leave_registration_alone() {
             request("BYE", port, "c4", "", "", ""),
             "SIP/2.0 481",
         ),
-        ("unknown method", request("FROBNICATE", port, "c5", "", "", ""), "SIP/2.0 405"),
-        ("OPTIONS", request("OPTIONS", port, "c6", "", "", ""), "SIP/2.0 200"),
+        (
+            "unknown method",
+            request("FROBNICATE", port, "c5", "", "", ""),
+            "SIP/2.0 405",
+        ),
+        (
+            "OPTIONS",
+            request("OPTIONS", port, "c6", "", "", ""),
+            "SIP/2.0 200",
+        ),
     ];
     for (what, msg, want) in &cases {
         let got = status_line(exchange(&sock, cart, msg));
         println!("{what}: {got:?}");
-        assert!(got.as_deref().is_some_and(|g| g.starts_with(want)), "{what}: {got:?}");
+        assert!(
+            got.as_deref().is_some_and(|g| g.starts_with(want)),
+            "{what}: {got:?}"
+        );
     }
     // Junk the stack cannot parse at all: dropped (no reply is the right answer for a datagram
     // with no usable Via), and the cart keeps working.
@@ -173,14 +202,23 @@ async fn hostile_messages_get_rfc_answers_and_leave_registration_alone() {
         "\u{0}\u{1}\u{2}".to_string(),
         "INVITE\r\n\r\n".to_string(),
         "SIP/2.0 200 OK\r\n\r\n".to_string(),
-        request("INVITE", port, "c7", "", "", "").replace("Content-Length: 0", "Content-Length: 9999"),
+        request("INVITE", port, "c7", "", "", "")
+            .replace("Content-Length: 0", "Content-Length: 9999"),
         request("INVITE", port, "c8", "", "", "").replace("Via: SIP/2.0/UDP", "Via: SIP/9.9/XYZ"),
         huge,
     ] {
         let _ = exchange(&sock, cart, &junk);
     }
-    let got = status_line(exchange(&sock, cart, &request("OPTIONS", port, "c9", "", "", "")));
-    assert_eq!(got.as_deref(), Some("SIP/2.0 200 OK"), "still answering after junk");
+    let got = status_line(exchange(
+        &sock,
+        cart,
+        &request("OPTIONS", port, "c9", "", "", ""),
+    ));
+    assert_eq!(
+        got.as_deref(),
+        Some("SIP/2.0 200 OK"),
+        "still answering after junk"
+    );
     let s = ep.status.borrow().clone();
     assert_eq!(s.registration, "registered", "{s:?}");
     assert!(s.calls_rejected >= 2, "{s:?}");

@@ -15,7 +15,11 @@ const CART_PASSWORD: &str = "cart-secret-1";
 const DOCTOR_PASSWORD: &str = "doctor-secret-2";
 
 fn users() -> Vec<(&'static str, &'static str)> {
-    vec![("cart1", CART_PASSWORD), ("doctor", DOCTOR_PASSWORD), ("intruder", "x")]
+    vec![
+        ("cart1", CART_PASSWORD),
+        ("doctor", DOCTOR_PASSWORD),
+        ("intruder", "x"),
+    ]
 }
 
 struct NoMedia;
@@ -65,7 +69,8 @@ async fn registers_with_digest_md5_and_sha256_over_udp_and_tcp() {
             let mut status = ep.status.clone();
             let s = registered(&mut status, Duration::from_secs(10)).await;
             assert_eq!(
-                s.registration, "registered",
+                s.registration,
+                "registered",
                 "{algorithm}/{transport}: {s:?}\n{}",
                 k.peer.log_text()
             );
@@ -90,13 +95,20 @@ async fn wrong_password_is_a_failure_with_backoff_not_a_loop() {
         return;
     }
     let k = Kamailio::start(&users(), "MD5");
-    let ep = telecart_sip::start(sip_config(k.udp, "udp", &[]), "wrong".into(), Arc::new(NoMedia))
-        .await
-        .unwrap();
+    let ep = telecart_sip::start(
+        sip_config(k.udp, "udp", &[]),
+        "wrong".into(),
+        Arc::new(NoMedia),
+    )
+    .await
+    .unwrap();
     let mut status = ep.status.clone();
     let s = registered(&mut status, Duration::from_secs(3)).await;
     assert_eq!(s.registration, "failed", "{s:?}");
-    assert!(s.last_error.as_deref().unwrap_or("").contains("401"), "{s:?}");
+    assert!(
+        s.last_error.as_deref().unwrap_or("").contains("401"),
+        "{s:?}"
+    );
     // Backoff: 1 s then 2 s, so in 3 s at most three REGISTER transactions (each with one
     // authenticated retry) reached Kamailio, not a tight loop.
     let challenges = k.peer.log_text().matches("REGISTER ok").count();
@@ -124,7 +136,9 @@ async fn baresip_calls_the_cart_through_kamailio_audio_both_ways_and_video() {
 
     let mut doctor = Baresip::start("doctor", DOCTOR_PASSWORD, k.udp, "");
     assert!(
-        doctor.wait_event("REGISTER_OK", Duration::from_secs(10)).is_some(),
+        doctor
+            .wait_event("REGISTER_OK", Duration::from_secs(10))
+            .is_some(),
         "{}",
         doctor.peer.log_text()
     );
@@ -155,12 +169,17 @@ async fn baresip_calls_the_cart_through_kamailio_audio_both_ways_and_video() {
     assert!((430.0..450.0).contains(&hz), "ausine is 440 Hz, heard {hz}");
 
     doctor.command("callstat", "");
-    let stat = doctor.wait_response("callstat", Duration::from_secs(3)).unwrap_or_default();
+    let stat = doctor
+        .wait_response("callstat", Duration::from_secs(3))
+        .unwrap_or_default();
     println!("baresip callstat:\n{stat}");
 
     // DTMF from the doctor's keypad reaches the cart.
     doctor.command("sndcode", "5");
-    let got = wait_until(Duration::from_secs(3), || status.borrow().dtmf_received.contains('5')).await;
+    let got = wait_until(Duration::from_secs(3), || {
+        status.borrow().dtmf_received.contains('5')
+    })
+    .await;
     println!("dtmf: {:?}", status.borrow().dtmf_received);
 
     // The doctor hangs up: the cart's call ends.
@@ -192,10 +211,19 @@ async fn callers_not_allowed_are_refused_with_403_and_cart_hangs_up_with_bye() {
     .await
     .unwrap();
     let mut status = ep.status.clone();
-    assert_eq!(registered(&mut status, Duration::from_secs(10)).await.registration, "registered");
+    assert_eq!(
+        registered(&mut status, Duration::from_secs(10))
+            .await
+            .registration,
+        "registered"
+    );
 
     let mut intruder = Baresip::start("intruder", "x", k.udp, "");
-    assert!(intruder.wait_event("REGISTER_OK", Duration::from_secs(10)).is_some());
+    assert!(
+        intruder
+            .wait_event("REGISTER_OK", Duration::from_secs(10))
+            .is_some()
+    );
     intruder.command("dial", "sip:cart1@127.0.0.1");
     let closed = intruder
         .wait_event("CALL_CLOSED", Duration::from_secs(10))
@@ -205,13 +233,23 @@ async fn callers_not_allowed_are_refused_with_403_and_cart_hangs_up_with_bye() {
     drop(intruder);
 
     let mut doctor = Baresip::start("doctor", DOCTOR_PASSWORD, k.udp, "");
-    assert!(doctor.wait_event("REGISTER_OK", Duration::from_secs(10)).is_some());
+    assert!(
+        doctor
+            .wait_event("REGISTER_OK", Duration::from_secs(10))
+            .is_some()
+    );
     doctor.command("dial", "sip:cart1@127.0.0.1");
-    assert!(doctor.wait_event("CALL_ESTABLISHED", Duration::from_secs(10)).is_some());
+    assert!(
+        doctor
+            .wait_event("CALL_ESTABLISHED", Duration::from_secs(10))
+            .is_some()
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     ep.commands.send(SipCommand::HangUp).await.unwrap();
     assert!(
-        doctor.wait_event("CALL_CLOSED", Duration::from_secs(5)).is_some(),
+        doctor
+            .wait_event("CALL_CLOSED", Duration::from_secs(5))
+            .is_some(),
         "{:?}",
         doctor.events()
     );

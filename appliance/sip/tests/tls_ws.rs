@@ -38,7 +38,11 @@ fn make_ca(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, st
         .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let cert = params.signed_by(&key, &issuer).unwrap();
-    let paths = (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"));
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
     std::fs::write(&paths.0, ca.pem()).unwrap();
     std::fs::write(&paths.1, cert.pem()).unwrap();
     std::fs::write(&paths.2, key.serialize_pem()).unwrap();
@@ -72,17 +76,32 @@ async fn registers_over_tls_trusting_only_the_configured_ca() {
         &[("cart1", "pw")],
         "SHA-256",
         &format!("enable_tls=yes\nlisten=tls:127.0.0.1:{tls_port}"),
-        &format!("loadmodule \"tls.so\"\nmodparam(\"tls\", \"config\", \"{}\")", tls_cfg.display()),
+        &format!(
+            "loadmodule \"tls.so\"\nmodparam(\"tls\", \"config\", \"{}\")",
+            tls_cfg.display()
+        ),
         "",
     );
     let mut config = sip_config(tls_port, "tls", &[]);
     config.ca_cert = Some(ca.clone());
-    let ep = telecart_sip::start(config, "pw".into(), Arc::new(NoMedia)).await.unwrap();
+    let ep = telecart_sip::start(config, "pw".into(), Arc::new(NoMedia))
+        .await
+        .unwrap();
     let status = ep.status.clone();
-    let ok = wait_until(Duration::from_secs(10), || status.borrow().registration == "registered").await;
+    let ok = wait_until(Duration::from_secs(10), || {
+        status.borrow().registration == "registered"
+    })
+    .await;
     assert!(ok, "{:?}\n{}", status.borrow(), k.peer.log_text());
-    assert!(k.peer.log_text().contains("proto tls"), "{}", k.peer.log_text());
-    println!("registered over TLS in {:.1} ms", status.borrow().last_register_ms.unwrap());
+    assert!(
+        k.peer.log_text().contains("proto tls"),
+        "{}",
+        k.peer.log_text()
+    );
+    println!(
+        "registered over TLS in {:.1} ms",
+        status.borrow().last_register_ms.unwrap()
+    );
     ep.shutdown().await;
 
     // Another CA: the handshake must fail and the cart must not register.
@@ -90,10 +109,17 @@ async fn registers_over_tls_trusting_only_the_configured_ca() {
     let (other_ca, _, _) = make_ca(other.path());
     let mut config = sip_config(tls_port, "tls", &[]);
     config.ca_cert = Some(other_ca);
-    let ep = telecart_sip::start(config, "pw".into(), Arc::new(NoMedia)).await.unwrap();
+    let ep = telecart_sip::start(config, "pw".into(), Arc::new(NoMedia))
+        .await
+        .unwrap();
     let status = ep.status.clone();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_ne!(status.borrow().registration, "registered", "{:?}", status.borrow());
+    assert_ne!(
+        status.borrow().registration,
+        "registered",
+        "{:?}",
+        status.borrow()
+    );
     ep.shutdown().await;
 }
 
@@ -118,10 +144,19 @@ async fn registers_over_websocket() {
          \txhttp_reply(\"404\", \"Not Found\", \"\", \"\");\n}",
     );
     let config = sip_config(ws_port, "ws", &[]);
-    let ep = telecart_sip::start(config, "pw".into(), Arc::new(NoMedia)).await.unwrap();
+    let ep = telecart_sip::start(config, "pw".into(), Arc::new(NoMedia))
+        .await
+        .unwrap();
     let status = ep.status.clone();
-    let ok = wait_until(Duration::from_secs(10), || status.borrow().registration == "registered").await;
+    let ok = wait_until(Duration::from_secs(10), || {
+        status.borrow().registration == "registered"
+    })
+    .await;
     assert!(ok, "{:?}\n{}", status.borrow(), k.peer.log_text());
-    assert!(k.peer.log_text().contains("proto ws"), "{}", k.peer.log_text());
+    assert!(
+        k.peer.log_text().contains("proto ws"),
+        "{}",
+        k.peer.log_text()
+    );
     ep.shutdown().await;
 }

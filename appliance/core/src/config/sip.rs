@@ -145,7 +145,10 @@ impl SipConfig {
         }
         if self.enabled {
             if self.registrars.is_empty() {
-                err("registrars", "at least one is needed when sip.enabled = true".into());
+                err(
+                    "registrars",
+                    "at least one is needed when sip.enabled = true".into(),
+                );
             }
             if self.user.is_empty() {
                 err("user", "required when sip.enabled = true".into());
@@ -182,7 +185,10 @@ impl SipConfig {
             }
         }
         if self.client_cert.is_some() != self.client_key.is_some() {
-            err("client_cert", "set both client_cert and client_key, or neither".into());
+            err(
+                "client_cert",
+                "set both client_cert and client_key, or neither".into(),
+            );
         }
         if (self.rtp_port_min == 0) != (self.rtp_port_max == 0) {
             err(
@@ -201,7 +207,10 @@ impl SipConfig {
             );
         }
         if !self.call_uri.is_empty() && !is_sip_uri(&self.call_uri) {
-            err("call_uri", format!("{:?} is not a sip: or sips: URI", self.call_uri));
+            err(
+                "call_uri",
+                format!("{:?} is not a sip: or sips: URI", self.call_uri),
+            );
         }
         let p = &self.policy;
         for c in &p.allowed_callers {

@@ -1,7 +1,7 @@
 //! Real peers for the SIP tests: Kamailio (registrar and proxy), baresip (the specialist's
 //! phone), SIPp; each started on 127.0.0.1 with free ports and stopped by its own pid.
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -15,7 +15,9 @@ use telecart_sip::MediaPort;
 use tokio::sync::mpsc;
 
 pub fn repo_file(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel)
 }
 
 /// Whether `bin` is installed; if not, says so loudly (CI always has the peers).
@@ -199,8 +201,8 @@ impl Baresip {
     }
 
     pub fn command(&mut self, command: &str, params: &str) {
-        let body = serde_json::json!({"command": command, "params": params, "token": command})
-            .to_string();
+        let body =
+            serde_json::json!({"command": command, "params": params, "token": command}).to_string();
         let msg = format!("{}:{},", body.len(), body);
         self.stream.write_all(msg.as_bytes()).unwrap();
     }
@@ -254,7 +256,10 @@ fn read_netstrings(mut stream: TcpStream, sink: Arc<Mutex<Vec<serde_json::Value>
         if reader.read_until(b':', &mut len).unwrap_or(0) == 0 {
             return;
         }
-        let Ok(n) = String::from_utf8_lossy(&len[..len.len() - 1]).trim().parse::<usize>() else {
+        let Ok(n) = String::from_utf8_lossy(&len[..len.len() - 1])
+            .trim()
+            .parse::<usize>()
+        else {
             return;
         };
         let mut body = vec![0; n + 1];
@@ -296,7 +301,10 @@ impl PipelineMedia {
     pub fn played_frequency(&self, secs: f64) -> Option<(f64, u32)> {
         let played = self.played.lock().unwrap();
         let rate = played.last()?.sample_rate;
-        let samples: Vec<i16> = played.iter().flat_map(|f| f.samples.iter().copied()).collect();
+        let samples: Vec<i16> = played
+            .iter()
+            .flat_map(|f| f.samples.iter().copied())
+            .collect();
         let n = ((secs * f64::from(rate)) as usize).min(samples.len());
         let tail = &samples[samples.len() - n..];
         if n < rate as usize / 10 {
@@ -342,7 +350,11 @@ impl MediaPort for PipelineMedia {
     }
 }
 
-pub fn sip_config(kamailio_port: u16, transport: &str, allowed: &[&str]) -> telecart_core::config::SipConfig {
+pub fn sip_config(
+    kamailio_port: u16,
+    transport: &str,
+    allowed: &[&str],
+) -> telecart_core::config::SipConfig {
     let text = format!(
         "enabled = true\nregistrars = [\"sip:127.0.0.1:{kamailio_port}\"]\nuser = \"cart1\"\n\
          transport = \"{transport}\"\nlisten = \"127.0.0.1:0\"\nexpires_secs = 120\n\
