@@ -475,7 +475,12 @@ async fn register_loop(
                                 s.last_error = None;
                             }
                             RegisterOutcome::Registered { .. } => {}
-                            other => s.last_error = Some(format!("{other:?}")),
+                            other => {
+                                s.last_error = Some(match &result {
+                                    Err(e) => format!("{other:?}: {e}"),
+                                    Ok(_) => format!("{other:?}"),
+                                })
+                            }
                         }
                         s.registration = match machine.status(Instant::now()) {
                             RegistrationStatus::Registered { .. } => "registered",
@@ -914,8 +919,10 @@ async fn end_call(ctx: &Arc<Context>, c: ActiveCall, send_bye: bool) {
 }
 
 async fn on_dialog_state(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, state: DialogState) {
-    let matches =
-        |id: &DialogId, call: &Option<ActiveCall>| call.as_ref().is_some_and(|c| c.id == *id);
+    // The local tag is chosen when we answer, so the Call-ID is what identifies our call.
+    let matches = |id: &DialogId, call: &Option<ActiveCall>| {
+        call.as_ref().is_some_and(|c| c.id.call_id == id.call_id)
+    };
     match state {
         DialogState::Terminated(id, reason) => {
             info!(%id, ?reason, "sip: call ended");

@@ -244,6 +244,19 @@ impl Baresip {
         None
     }
 
+    /// Waits until baresip's account registered (its log; the ctrl_tcp event may come before
+    /// the test connects).
+    pub fn wait_registered(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.peer.log_text().contains("[1 binding]") {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     pub fn events(&self) -> Vec<serde_json::Value> {
         self.events.lock().unwrap().clone()
     }
