@@ -74,7 +74,7 @@ async fn registers_over_tls_trusting_only_the_configured_ca() {
     .unwrap();
     let k = Kamailio::start_with(
         &[("cart1", "pw")],
-        "SHA-256",
+        "MD5",
         &format!("enable_tls=yes\nlisten=tls:127.0.0.1:{tls_port}"),
         &format!(
             "loadmodule \"tls.so\"\nmodparam(\"tls\", \"config\", \"{}\")",
