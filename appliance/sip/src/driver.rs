@@ -691,7 +691,7 @@ async fn on_request(
     call: &mut Option<ActiveCall>,
     mut tx: rsipstack::transaction::transaction::Transaction,
 ) {
-    let method = tx.original.method.clone();
+    let method = tx.original.method;
     let in_dialog = tx
         .original
         .to_header()

@@ -628,11 +628,9 @@ impl MediaSession {
         rx.expected_prior = expected;
         rx.received_prior = rx.received;
         let lost_interval = interval_expected.saturating_sub(interval_received);
-        let fraction_lost = if interval_expected == 0 {
-            0
-        } else {
-            ((lost_interval << 8) / interval_expected).min(255) as u8
-        };
+        let fraction_lost = (lost_interval << 8)
+            .checked_div(interval_expected)
+            .map_or(0, |f| f.min(255) as u8);
         let (lsr, dlsr) = match rx.last_sr {
             Some((lsr, at)) => {
                 let d = now - at;

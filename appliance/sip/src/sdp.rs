@@ -251,11 +251,7 @@ impl SessionDescription {
                     }
                     match name {
                         "rtcp-mux" => m.rtcp_mux = true,
-                        "crypto" => {
-                            if m.crypto.len() < 16 {
-                                m.crypto.push(arg.trim().to_string());
-                            }
-                        }
+                        "crypto" if m.crypto.len() < 16 => m.crypto.push(arg.trim().to_string()),
                         "rtpmap" => {
                             let (pt, desc) = arg.split_once(' ').ok_or(bad("rtpmap"))?;
                             let pt: u8 = pt.parse().map_err(|_| bad("rtpmap payload type"))?;

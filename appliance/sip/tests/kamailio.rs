@@ -84,7 +84,7 @@ async fn registers_with_digest_md5_over_udp_and_tcp() {
             );
             let log = k.peer.log_text();
             assert!(
-                log.contains(&format!("REGISTER ok cart1 from 127.0.0.1"))
+                log.contains("REGISTER ok cart1 from 127.0.0.1")
                     && log.contains(&format!("proto {transport}")),
                 "{log}"
             );
