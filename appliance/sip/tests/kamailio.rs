@@ -191,6 +191,9 @@ async fn baresip_calls_the_cart_through_kamailio_audio_both_ways_and_video() {
     let ended = wait_until(Duration::from_secs(5), || status.borrow().call.is_none()).await;
     if !ended {
         eprintln!("\n!!!!!!!! KNOWN GAP: the caller's BYE did not end the cart's call !!!!!!!!\n");
+        if std::env::var_os("SIP_TEST_VERBOSE").is_some() {
+            eprintln!("kamailio:\n{}", k.peer.log_text());
+        }
         ep.commands.send(SipCommand::HangUp).await.unwrap();
     }
     let log = doctor.peer.log_text();
