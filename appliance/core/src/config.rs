@@ -6,9 +6,11 @@
 //! [`Config::from_toml`] is pure; [`Config::load`] only adds reading the file.
 
 mod board;
+mod sip;
 mod store;
 
 pub use board::{BoardConfig, BoardKind, MAX_PRESETS, PresetPosition, PtzSection};
+pub use sip::{OtherCallers, SipConfig, SipPolicyConfig, SipTransport};
 pub use store::{StoreConfig, SyncConfig, valid_device_id};
 
 use serde::{Deserialize, Serialize};
@@ -38,6 +40,8 @@ pub struct Config {
     pub webrtc: WebRtcConfig,
     /// The cart's buttons, privacy switch, LEDs, battery and PTZ policy.
     pub board: BoardConfig,
+    /// SIP registration and call policy.
+    pub sip: SipConfig,
 }
 
 /// Identity of this cart.
@@ -576,6 +580,7 @@ impl Config {
             .validate()
             .into_iter()
             .chain(self.board.validate())
+            .chain(self.sip.validate())
         {
             bad(&key, message);
         }

@@ -1,0 +1,1139 @@
+//! The tokio side: rsipstack for transports, transactions, dialogs and digest authentication;
+//! our sans-IO machines ([`Registrar`], [`CallPolicy`], [`PendingCall`], [`MediaSession`]) for
+//! every decision; UDP sockets for RTP.
+//!
+//! One call at a time (a cart has one camera and one speaker): a second INVITE gets 486.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rsipstack::EndpointBuilder;
+use rsipstack::dialog::DialogId;
+use rsipstack::dialog::authenticate::Credential;
+use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, DialogStateSender};
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::dialog::registration::Registration;
+use rsipstack::sip::prelude::HeadersExt as _;
+use rsipstack::sip::{Header, Method, StatusCode};
+use rsipstack::transaction::TransactionReceiver;
+use rsipstack::transaction::endpoint::EndpointInnerRef;
+use rsipstack::transport::TransportLayer;
+use rsipstack::transport::udp::UdpConnection;
+use telecart_core::config::{SipConfig, SipTransport};
+use telecart_core::media::{AudioFrame, EncodedVideo};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::audio::{AudioReceive, AudioSend};
+use crate::media::{AudioSetup, MediaEvent, MediaSession, MediaSetup, StreamKind, VideoSetup};
+use crate::policy::{CallPolicy, Caller, PendingAction, PendingCall};
+use crate::registration::{
+    RegisterOutcome, Registrar, RegistrarAction, RegistrarConfig, RegistrationStatus,
+};
+use crate::sdp::{self, Capabilities, LocalMedia, SessionDescription};
+
+/// Methods we answer; anything else out of dialog gets 405 with this list.
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
+
+/// Why the endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SipError {
+    /// The configuration cannot be used (a registrar URI the stack refuses, a missing secret).
+    #[error("sip config: {0}")]
+    Config(String),
+    /// A socket could not be bound.
+    #[error("sip: cannot bind {addr}: {message}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Error.
+        message: String,
+    },
+    /// The SIP stack failed.
+    #[error("sip stack: {0}")]
+    Stack(String),
+}
+
+/// The cart's media as a SIP call uses it: the pipeline implements this (see docs/sip.md).
+pub trait MediaPort: Send + Sync + 'static {
+    /// H.264 access units (Annex B, one per frame) from the pipeline's encoder for as long as
+    /// the receiver is held; `None` when the cart has no video.
+    fn video(&self) -> Option<mpsc::Receiver<Arc<EncodedVideo>>>;
+    /// Microphone PCM blocks for as long as the receiver is held.
+    fn microphone(&self) -> Option<mpsc::Receiver<Arc<AudioFrame>>>;
+    /// The peer asked for a key frame (PLI, FIR, SIP INFO picture_fast_update).
+    fn request_keyframe(&self);
+    /// The peer's audio, decoded (mono, at the codec's rate), for the speaker.
+    fn play(&self, frame: AudioFrame);
+    /// Whether the cart is busy elsewhere (a WebRTC call, privacy on): incoming calls get 486.
+    fn busy(&self) -> bool {
+        false
+    }
+}
+
+/// What a status page shows about SIP.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SipStatus {
+    /// `registering`, `registered`, `failed`, `stopped`.
+    pub registration: &'static str,
+    /// The registrar URI in use.
+    pub registrar: Option<String>,
+    /// Last failure, for the technician.
+    pub last_error: Option<String>,
+    /// Successful registrations since start.
+    pub registrations: u64,
+    /// Time from sending the first REGISTER to its 200 OK (digest round trip included).
+    pub last_register_ms: Option<f64>,
+    /// The call in progress: caller and state (`ringing`, `answered`, `held`).
+    pub call: Option<(String, &'static str)>,
+    /// Calls answered since start.
+    pub calls_answered: u64,
+    /// Calls refused (policy, busy, no common codec).
+    pub calls_rejected: u64,
+    /// INVITE received to 200 OK sent, last call.
+    pub last_answer_ms: Option<f64>,
+    /// DTMF digits received in the current or last call.
+    pub dtmf_received: String,
+    /// Media counters of the current or last call.
+    pub media: crate::media::MediaStats,
+}
+
+impl Default for SipStatus {
+    fn default() -> Self {
+        Self {
+            registration: "registering",
+            registrar: None,
+            last_error: None,
+            registrations: 0,
+            last_register_ms: None,
+            call: None,
+            calls_answered: 0,
+            calls_rejected: 0,
+            last_answer_ms: None,
+            dtmf_received: String::new(),
+            media: crate::media::MediaStats::default(),
+        }
+    }
+}
+
+/// Commands from the cart (buttons, console) to the endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SipCommand {
+    /// Answer the ringing call.
+    Answer,
+    /// End the call (BYE, or 480 while ringing).
+    HangUp,
+    /// Send a DTMF digit (RFC 4733).
+    Dtmf(char),
+    /// Mute or unmute the microphone in the call.
+    Mute(bool),
+}
+
+/// A running endpoint.
+#[derive(Debug)]
+pub struct SipEndpoint {
+    /// Send commands here.
+    pub commands: mpsc::Sender<SipCommand>,
+    /// Watch the status here.
+    pub status: watch::Receiver<SipStatus>,
+    /// The SIP address bound.
+    pub local_addr: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SipEndpoint {
+    /// Unregisters, ends the call and stops.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Runs the endpoint until `shutdown` resolves (for `cartd run`).
+pub async fn run(
+    config: SipConfig,
+    password: String,
+    media: Arc<dyn MediaPort>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SipError> {
+    let endpoint = start(config, password, media).await?;
+    shutdown.await;
+    endpoint.shutdown().await;
+    Ok(())
+}
+
+/// The address the kernel would use to reach `target`: the one to put in Contact and SDP.
+fn local_ip_towards(target: IpAddr) -> IpAddr {
+    let probe = if target.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    std::net::UdpSocket::bind(probe)
+        .and_then(|s| {
+            s.connect(SocketAddr::new(target, 9))?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .unwrap_or(target)
+}
+
+fn registrar_uri(uri: &str, transport: SipTransport) -> String {
+    let param = match transport {
+        SipTransport::Udp => return uri.to_string(),
+        SipTransport::Tcp => "tcp",
+        SipTransport::Tls => "tls",
+        SipTransport::Ws => "ws",
+        SipTransport::Wss => "wss",
+    };
+    if uri.contains(";transport=") {
+        uri.to_string()
+    } else {
+        format!("{uri};transport={param}")
+    }
+}
+
+fn host_of(uri: &str) -> Option<String> {
+    Caller::from_uri(uri).map(|c| c.host)
+}
+
+/// Starts the endpoint: binds SIP, starts registering, answers calls per policy.
+pub async fn start(
+    config: SipConfig,
+    password: String,
+    media: Arc<dyn MediaPort>,
+) -> Result<SipEndpoint, SipError> {
+    let primary = config
+        .registrars
+        .first()
+        .ok_or_else(|| SipError::Config("no registrar".into()))?;
+    let registrar_host = host_of(primary)
+        .ok_or_else(|| SipError::Config(format!("registrar {primary:?} has no host")))?;
+    let registrar_ip: IpAddr = registrar_host
+        .parse()
+        .or_else(|_| {
+            std::net::ToSocketAddrs::to_socket_addrs(&(registrar_host.as_str(), 5060))
+                .ok()
+                .and_then(|mut a| a.next())
+                .map(|a| a.ip())
+                .ok_or(())
+        })
+        .map_err(|_| SipError::Config(format!("cannot resolve {registrar_host}")))?;
+    let local_ip = if config.listen.ip().is_unspecified() {
+        local_ip_towards(registrar_ip)
+    } else {
+        config.listen.ip()
+    };
+
+    let stop = CancellationToken::new();
+    let transport_layer = TransportLayer::new(stop.child_token());
+    let udp = UdpConnection::create_connection(config.listen, None, Some(stop.child_token()))
+        .await
+        .map_err(|e| SipError::Bind {
+            addr: config.listen,
+            message: e.to_string(),
+        })?;
+    let bound = udp.get_addr().addr.clone();
+    let port = bound.port.map(u16::from).unwrap_or(config.listen.port());
+    let local_addr = SocketAddr::new(local_ip, port);
+    // The stack advertises the bound address in Via and Contact; with a wildcard bind that is
+    // useless to the registrar, so rebind with the address the registrar will see.
+    let udp = if config.listen.ip().is_unspecified() {
+        drop(udp);
+        UdpConnection::create_connection(
+            config.listen.with_port_of(port),
+            Some(local_addr),
+            Some(stop.child_token()),
+        )
+        .await
+        .map_err(|e| SipError::Bind {
+            addr: config.listen,
+            message: e.to_string(),
+        })?
+    } else {
+        udp
+    };
+    transport_layer.add_transport(udp.into());
+    if matches!(config.transport, SipTransport::Tls | SipTransport::Wss) {
+        // cartd may link several rustls backends; the stack needs one chosen process-wide.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let read = |p: &Option<std::path::PathBuf>| -> Result<Option<Vec<u8>>, SipError> {
+            p.as_ref()
+                .map(|p| {
+                    std::fs::read(p).map_err(|e| SipError::Config(format!("{}: {e}", p.display())))
+                })
+                .transpose()
+        };
+        transport_layer.set_tls_config(rsipstack::transport::tls::TlsConfig {
+            ca_certs: read(&config.ca_cert)?,
+            client_cert: read(&config.client_cert)?,
+            client_key: read(&config.client_key)?,
+            ..Default::default()
+        });
+    }
+    let endpoint = EndpointBuilder::new()
+        .with_cancel_token(stop.child_token())
+        .with_transport_layer(transport_layer)
+        .with_user_agent(concat!("telecart/", env!("CARGO_PKG_VERSION")))
+        .build();
+    let incoming = endpoint
+        .incoming_transactions()
+        .map_err(|e| SipError::Stack(e.to_string()))?;
+    let inner = endpoint.inner.clone();
+    let dialogs = Arc::new(DialogLayer::new(inner.clone()));
+    let (state_tx, state_rx) = dialogs.new_dialog_state_channel();
+
+    let (status_tx, status_rx) = watch::channel(SipStatus::default());
+    let (command_tx, command_rx) = mpsc::channel(16);
+    let domain = if config.domain.is_empty() {
+        registrar_host.clone()
+    } else {
+        config.domain.clone()
+    };
+    let contact: rsipstack::sip::Uri = format!("sip:{}@{}", config.user, local_addr)
+        .as_str()
+        .try_into()
+        .map_err(|e: rsipstack::sip::Error| SipError::Config(format!("contact: {e}")))?;
+    let credential = Credential {
+        username: config.user.clone(),
+        password,
+        realm: None,
+        auth_username: (!config.auth_user.is_empty()).then(|| config.auth_user.clone()),
+    };
+    let registrars: Vec<rsipstack::sip::Uri> = config
+        .registrars
+        .iter()
+        .map(|r| {
+            registrar_uri(r, config.transport)
+                .as_str()
+                .try_into()
+                .map_err(|e: rsipstack::sip::Error| SipError::Config(format!("{r}: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+
+    let ctx = Arc::new(Context {
+        config: config.clone(),
+        policy: CallPolicy::new(&config.policy),
+        media,
+        local_ip,
+        contact,
+        dialogs: dialogs.clone(),
+        state_tx,
+        status: status_tx,
+        aor_domain: domain,
+    });
+    info!(%local_addr, registrar = %primary, "sip: endpoint up");
+
+    let task_stop = stop.clone();
+    let task = tokio::spawn(async move {
+        let serve = endpoint.serve();
+        let reg = register_loop(
+            inner,
+            registrars,
+            credential,
+            ctx.clone(),
+            task_stop.clone(),
+        );
+        let calls = call_loop(
+            ctx.clone(),
+            incoming,
+            state_rx,
+            command_rx,
+            task_stop.clone(),
+        );
+        tokio::select! {
+            _ = serve => warn!("sip: endpoint stopped"),
+            _ = reg => {},
+            _ = calls => {},
+        }
+        endpoint.shutdown();
+    });
+    Ok(SipEndpoint {
+        commands: command_tx,
+        status: status_rx,
+        local_addr,
+        stop,
+        task,
+    })
+}
+
+trait WithPortOf {
+    fn with_port_of(self, port: u16) -> SocketAddr;
+}
+
+impl WithPortOf for SocketAddr {
+    fn with_port_of(mut self, port: u16) -> SocketAddr {
+        self.set_port(port);
+        self
+    }
+}
+
+struct Context {
+    config: SipConfig,
+    policy: CallPolicy,
+    media: Arc<dyn MediaPort>,
+    local_ip: IpAddr,
+    contact: rsipstack::sip::Uri,
+    dialogs: Arc<DialogLayer>,
+    state_tx: DialogStateSender,
+    status: watch::Sender<SipStatus>,
+    #[allow(dead_code)]
+    aor_domain: String,
+}
+
+fn outcome_of(
+    result: &Result<rsipstack::sip::Response, rsipstack::Error>,
+    registration: &Registration,
+    asked: u32,
+) -> RegisterOutcome {
+    match result {
+        Ok(resp) if resp.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful => {
+            RegisterOutcome::Registered {
+                granted_secs: registration
+                    .granted_expires
+                    .filter(|g| *g > 0)
+                    .unwrap_or(asked),
+            }
+        }
+        Ok(resp) if u16::from(resp.status_code.clone()) == 423 => {
+            RegisterOutcome::IntervalTooBrief {
+                min_expires_secs: resp
+                    .header_value("Min-Expires")
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0),
+            }
+        }
+        Ok(resp) => RegisterOutcome::Rejected {
+            status: u16::from(resp.status_code.clone()),
+        },
+        Err(_) => RegisterOutcome::Unreachable,
+    }
+}
+
+async fn register_loop(
+    endpoint: EndpointInnerRef,
+    registrars: Vec<rsipstack::sip::Uri>,
+    credential: Credential,
+    ctx: Arc<Context>,
+    stop: CancellationToken,
+) {
+    let config = RegistrarConfig {
+        registrars: registrars.len(),
+        expires: Duration::from_secs(u64::from(ctx.config.expires_secs)),
+        keepalive: (ctx.config.keepalive_secs > 0)
+            .then(|| Duration::from_secs(u64::from(ctx.config.keepalive_secs))),
+        ..RegistrarConfig::default()
+    };
+    let mut machine = Registrar::new(config, Instant::now());
+    // One Registration per registrar keeps its Call-ID and CSeq across refreshes (RFC 3261 §10.2.4).
+    let mut sessions: Vec<Registration> = registrars
+        .iter()
+        .map(|_| {
+            let mut r = Registration::new(endpoint.clone(), Some(credential.clone()));
+            r.contact = Some(rsipstack::sip::typed::Contact {
+                display_name: None,
+                uri: ctx.contact.clone(),
+                params: vec![],
+            });
+            r
+        })
+        .collect();
+    let mut stopping = false;
+    loop {
+        let now = Instant::now();
+        while let Some(action) = machine.poll_action(now) {
+            match action {
+                RegistrarAction::Register { registrar, expires } => {
+                    let Some(session) = sessions.get_mut(registrar) else {
+                        break;
+                    };
+                    let started = Instant::now();
+                    let result = session
+                        .register(registrars[registrar].clone(), Some(expires))
+                        .await;
+                    let outcome = if expires == 0 {
+                        RegisterOutcome::Registered { granted_secs: 0 }
+                    } else {
+                        outcome_of(&result, session, expires)
+                    };
+                    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+                    info!(registrar = %registrars[registrar], expires, ?outcome, ms = elapsed, "sip: REGISTER");
+                    machine.handle_outcome(Instant::now(), outcome.clone());
+                    ctx.status.send_modify(|s| {
+                        s.registrar = Some(registrars[registrar].to_string());
+                        match &outcome {
+                            RegisterOutcome::Registered { .. } if expires > 0 => {
+                                s.registrations += 1;
+                                s.last_register_ms = Some(elapsed);
+                                s.last_error = None;
+                            }
+                            RegisterOutcome::Registered { .. } => {}
+                            other => {
+                                s.last_error = Some(match &result {
+                                    Err(e) => format!("{other:?}: {e}"),
+                                    Ok(_) => format!("{other:?}"),
+                                })
+                            }
+                        }
+                        s.registration = match machine.status(Instant::now()) {
+                            RegistrationStatus::Registered { .. } => "registered",
+                            RegistrationStatus::Registering { .. } => "registering",
+                            RegistrationStatus::Failed { .. } => "failed",
+                            RegistrationStatus::Stopped => "stopped",
+                        };
+                    });
+                }
+                RegistrarAction::KeepAlive { registrar } => {
+                    // CRLF keep-alive (RFC 5626 §3.5.1) on the flow to the registrar.
+                    if let Some(dest) = registrars
+                        .get(registrar)
+                        .and_then(|u| rsipstack::transport::SipAddr::try_from(u).ok())
+                    {
+                        let tl = &endpoint.transport_layer;
+                        // Stream flows (TCP, TLS, WebSocket) are kept open by the stack; the
+                        // datagram flow is the one a NAT forgets.
+                        if let Ok((rsipstack::transport::SipConnection::Udp(udp), _)) =
+                            tl.lookup(&dest, None).await
+                        {
+                            let _ = udp
+                                .send_raw(
+                                    rsipstack::transport::connection::KEEPALIVE_REQUEST,
+                                    &dest,
+                                )
+                                .await;
+                        }
+                    }
+                }
+            }
+        }
+        if stopping && machine.poll_timeout().is_none() {
+            return;
+        }
+        let wait = machine
+            .poll_timeout()
+            .map(|(at, _)| at.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled(), if !stopping => {
+                stopping = true;
+                machine.stop();
+            }
+        }
+    }
+}
+
+fn status_code(code: u16) -> StatusCode {
+    StatusCode::from(code)
+}
+
+/// Commands to the task of the current call.
+#[derive(Debug)]
+enum CallControl {
+    Reinvite(Box<MediaSetup>),
+    Dtmf(char),
+    Mute(bool),
+    End,
+}
+
+struct ActiveCall {
+    id: DialogId,
+    dialog: InviteDialog,
+    offer: SessionDescription,
+    local: LocalMedia,
+    control: Option<mpsc::Sender<CallControl>>,
+    pending: Option<PendingCall>,
+    answer: sdp::Answer,
+    sockets: Option<CallSockets>,
+    received: Instant,
+}
+
+struct CallSockets {
+    audio: (UdpSocket, UdpSocket),
+    video: (UdpSocket, UdpSocket),
+}
+
+async fn bind_pair(ip: IpAddr, min: u16, max: u16) -> std::io::Result<(UdpSocket, UdpSocket)> {
+    if min != 0 {
+        let mut p = min & !1;
+        while p < max {
+            if let Ok(rtp) = UdpSocket::bind(SocketAddr::new(ip, p)).await
+                && let Ok(rtcp) = UdpSocket::bind(SocketAddr::new(ip, p + 1)).await
+            {
+                return Ok((rtp, rtcp));
+            }
+            p += 2;
+        }
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "no free RTP port pair",
+        ));
+    }
+    // Any even port whose successor is free too.
+    for _ in 0..32 {
+        let rtp = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+        let port = rtp.local_addr()?.port();
+        if port % 2 != 0 || port == u16::MAX {
+            continue;
+        }
+        if let Ok(rtcp) = UdpSocket::bind(SocketAddr::new(ip, port + 1)).await {
+            return Ok((rtp, rtcp));
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no free RTP port pair",
+    ))
+}
+
+fn media_setup(answer: &sdp::Answer, on_hold: bool) -> MediaSetup {
+    MediaSetup {
+        audio: answer.audio.as_ref().map(|a| AudioSetup {
+            codec: a.choice.codec,
+            pt: a.choice.pt,
+            clock: a.choice.clock,
+            dtmf_pt: a.choice.dtmf_pt,
+            remote: a.remote,
+            rtcp_mux: a.rtcp_mux,
+        }),
+        video: answer.video.as_ref().map(|v| VideoSetup {
+            pt: v.choice.pt,
+            remote: v.remote,
+            rtcp_mux: v.rtcp_mux,
+        }),
+        send_paused: on_hold
+            || answer
+                .audio
+                .as_ref()
+                .is_some_and(|a| !a.direction.we_send()),
+    }
+}
+
+fn sdp_header() -> Vec<Header> {
+    vec![Header::ContentType("application/sdp".into())]
+}
+
+async fn call_loop(
+    ctx: Arc<Context>,
+    mut incoming: TransactionReceiver,
+    mut states: DialogStateReceiver,
+    mut commands: mpsc::Receiver<SipCommand>,
+    stop: CancellationToken,
+) {
+    let mut call: Option<ActiveCall> = None;
+    loop {
+        let wake = call
+            .as_ref()
+            .and_then(|c| c.pending.as_ref())
+            .and_then(PendingCall::poll_timeout)
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            _ = stop.cancelled() => {
+                if let Some(c) = call.take() {
+                    end_call(&ctx, c, true).await;
+                }
+                return;
+            }
+            tx = incoming.recv() => {
+                let Some(tx) = tx else { return };
+                on_request(&ctx, &mut call, tx).await;
+            }
+            state = states.recv() => {
+                let Some(state) = state else { return };
+                on_dialog_state(&ctx, &mut call, state).await;
+            }
+            cmd = commands.recv() => {
+                let Some(cmd) = cmd else { continue };
+                on_command(&ctx, &mut call, cmd).await;
+            }
+            _ = tokio::time::sleep(wake) => {}
+        }
+        drive_pending(&ctx, &mut call).await;
+    }
+}
+
+async fn on_command(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, cmd: SipCommand) {
+    let Some(c) = call.as_mut() else { return };
+    match cmd {
+        SipCommand::Answer => {
+            if let Some(p) = c.pending.as_mut() {
+                p.answer();
+            }
+        }
+        SipCommand::HangUp => {
+            if let Some(c) = call.take() {
+                end_call(ctx, c, true).await;
+            }
+        }
+        SipCommand::Dtmf(d) => {
+            if let Some(ctl) = &c.control {
+                let _ = ctl.send(CallControl::Dtmf(d)).await;
+            }
+        }
+        SipCommand::Mute(m) => {
+            if let Some(ctl) = &c.control {
+                let _ = ctl.send(CallControl::Mute(m)).await;
+            }
+        }
+    }
+}
+
+async fn on_request(
+    ctx: &Arc<Context>,
+    call: &mut Option<ActiveCall>,
+    mut tx: rsipstack::transaction::transaction::Transaction,
+) {
+    let method = tx.original.method;
+    let in_dialog = tx
+        .original
+        .to_header()
+        .ok()
+        .and_then(|t| t.tag().ok().flatten())
+        .is_some();
+    if in_dialog {
+        match ctx.dialogs.match_dialog(&tx) {
+            Some(mut d) => {
+                tokio::spawn(async move {
+                    if let Err(e) = d.handle(&mut tx).await {
+                        debug!(error = %e, "sip: in-dialog request");
+                    }
+                });
+            }
+            None if method == Method::Ack => {}
+            None => {
+                let _ = tx.reply(StatusCode::CallTransactionDoesNotExist).await;
+            }
+        }
+        return;
+    }
+    match method {
+        Method::Invite => on_invite(ctx, call, tx).await,
+        Method::Options => {
+            let headers = vec![
+                Header::Other("Allow".into(), ALLOW.into()),
+                Header::Other("Accept".into(), "application/sdp".into()),
+            ];
+            let _ = tx.reply_with(StatusCode::OK, headers, None).await;
+        }
+        Method::Ack => {}
+        Method::Bye | Method::Cancel | Method::Info | Method::Update | Method::PRack => {
+            let _ = tx.reply(StatusCode::CallTransactionDoesNotExist).await;
+        }
+        _ => {
+            let headers = vec![Header::Other("Allow".into(), ALLOW.into())];
+            let _ = tx
+                .reply_with(StatusCode::MethodNotAllowed, headers, None)
+                .await;
+        }
+    }
+}
+
+fn reject_count(ctx: &Context) {
+    ctx.status.send_modify(|s| s.calls_rejected += 1);
+}
+
+async fn on_invite(
+    ctx: &Arc<Context>,
+    call: &mut Option<ActiveCall>,
+    mut tx: rsipstack::transaction::transaction::Transaction,
+) {
+    let received = Instant::now();
+    let from = tx.original.header_value("From").unwrap_or_default();
+    let caller = Caller::from_uri(&from);
+    let busy = call.is_some() || ctx.media.busy();
+    let decision = ctx.policy.decide(caller.as_ref(), busy);
+    info!(from = %from, ?decision, "sip: INVITE");
+    if let crate::policy::Decision::Reject { status } = decision {
+        reject_count(ctx);
+        let _ = tx.reply(status_code(status)).await;
+        return;
+    }
+    let body = String::from_utf8_lossy(tx.original.body()).to_string();
+    let offer = match SessionDescription::parse(&body) {
+        Ok(o) => o,
+        Err(e) => {
+            info!(error = %e, "sip: offer refused");
+            reject_count(ctx);
+            let _ = tx
+                .reply_with(
+                    StatusCode::NotAcceptableHere,
+                    vec![Header::Other(
+                        "Warning".into(),
+                        format!("399 telecart \"{e}\""),
+                    )],
+                    None,
+                )
+                .await;
+            return;
+        }
+    };
+    let caps = Capabilities {
+        video: true,
+        srtp: false,
+    };
+    let answer = match sdp::answer(&offer, &caps) {
+        Ok(a) => a,
+        Err(e) => {
+            reject_count(ctx);
+            let _ = tx
+                .reply_with(
+                    StatusCode::NotAcceptableHere,
+                    vec![Header::Other(
+                        "Warning".into(),
+                        format!("304 telecart \"{e}\""),
+                    )],
+                    None,
+                )
+                .await;
+            return;
+        }
+    };
+    let (min, max) = (ctx.config.rtp_port_min, ctx.config.rtp_port_max);
+    let sockets = match (
+        bind_pair(ctx.local_ip, min, max).await,
+        bind_pair(ctx.local_ip, min, max).await,
+    ) {
+        (Ok(audio), Ok(video)) => CallSockets { audio, video },
+        (Err(e), _) | (_, Err(e)) => {
+            warn!(error = %e, "sip: no RTP ports");
+            reject_count(ctx);
+            let _ = tx.reply(StatusCode::ServerInternalError).await;
+            return;
+        }
+    };
+    let dialog = match ctx.dialogs.get_or_create_server_invite(
+        &tx,
+        ctx.state_tx.clone(),
+        None,
+        Some(ctx.contact.clone()),
+    ) {
+        Ok(d) => d,
+        Err(e) => {
+            debug!(error = %e, "sip: dialog");
+            let _ = tx.reply(StatusCode::BadRequest).await;
+            return;
+        }
+    };
+    let id = dialog.id();
+    let mut handler = dialog.clone();
+    tokio::spawn(async move {
+        if let Err(e) = handler.handle(&mut tx).await {
+            debug!(error = %e, "sip: INVITE transaction");
+        }
+    });
+    let session_id = rand::random::<u32>() as u64;
+    let local = LocalMedia {
+        address: ctx.local_ip,
+        audio_port: sockets.audio.0.local_addr().map(|a| a.port()).unwrap_or(0),
+        video_port: sockets.video.0.local_addr().map(|a| a.port()).unwrap_or(0),
+        audio_crypto: None,
+        video_crypto: None,
+        session_id,
+        version: 1,
+        on_hold: false,
+    };
+    ctx.status.send_modify(|s| {
+        s.call = Some((from.clone(), "ringing"));
+        s.dtmf_received.clear();
+    });
+    *call = Some(ActiveCall {
+        id,
+        dialog,
+        offer,
+        local,
+        control: None,
+        pending: Some(PendingCall::new(decision, received)),
+        answer,
+        sockets: Some(sockets),
+        received,
+    });
+}
+
+async fn drive_pending(ctx: &Arc<Context>, call: &mut Option<ActiveCall>) {
+    let Some(c) = call.as_mut() else { return };
+    let Some(p) = c.pending.as_mut() else { return };
+    while let Some(action) = p.poll_action(Instant::now()) {
+        match action {
+            PendingAction::Ring => {
+                let _ = c.dialog.ringing(None, None);
+            }
+            PendingAction::Reject { status } => {
+                let _ = c.dialog.reject(Some(status_code(status)), None);
+                reject_count(ctx);
+                ctx.status.send_modify(|s| s.call = None);
+                *call = None;
+                return;
+            }
+            PendingAction::Answer { muted } => {
+                let body = c.answer.render(&c.local);
+                if let Err(e) = c.dialog.accept(Some(sdp_header()), Some(body.into_bytes())) {
+                    warn!(error = %e, "sip: cannot answer");
+                    *call = None;
+                    return;
+                }
+                let ms = c.received.elapsed().as_secs_f64() * 1000.0;
+                info!(ms, "sip: answered");
+                ctx.status.send_modify(|s| {
+                    s.calls_answered += 1;
+                    s.last_answer_ms = Some(ms);
+                    if let Some((_, state)) = s.call.as_mut() {
+                        *state = "answered";
+                    }
+                });
+                let setup = media_setup(&c.answer, false);
+                let (ctl_tx, ctl_rx) = mpsc::channel(16);
+                if let Some(sockets) = c.sockets.take() {
+                    tokio::spawn(media_task(ctx.clone(), setup, sockets, ctl_rx, muted));
+                }
+                c.control = Some(ctl_tx);
+                c.pending = None;
+                return;
+            }
+        }
+    }
+}
+
+async fn end_call(ctx: &Arc<Context>, c: ActiveCall, send_bye: bool) {
+    if let Some(ctl) = &c.control {
+        let _ = ctl.send(CallControl::End).await;
+    }
+    if send_bye {
+        if c.pending.is_some() {
+            let _ = c
+                .dialog
+                .reject(Some(StatusCode::TemporarilyUnavailable), None);
+        } else {
+            let _ = c.dialog.bye().await;
+        }
+    }
+    ctx.dialogs.remove_dialog(&c.id);
+    ctx.status.send_modify(|s| s.call = None);
+}
+
+async fn on_dialog_state(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, state: DialogState) {
+    // The local tag is chosen when we answer, so the Call-ID is what identifies our call.
+    let matches = |id: &DialogId, call: &Option<ActiveCall>| {
+        call.as_ref().is_some_and(|c| c.id.call_id == id.call_id)
+    };
+    match state {
+        DialogState::Terminated(id, reason) => {
+            info!(%id, ?reason, "sip: call ended");
+            if matches(&id, call)
+                && let Some(c) = call.take()
+            {
+                end_call(ctx, c, false).await;
+            } else {
+                ctx.dialogs.remove_dialog(&id);
+            }
+        }
+        DialogState::Updated(id, req, handle) if matches(&id, call) => {
+            let Some(c) = call.as_mut() else { return };
+            let body = String::from_utf8_lossy(req.body()).to_string();
+            if req.method != Method::Invite || body.trim().is_empty() {
+                // UPDATE without SDP or a session-timer refresh: nothing changes.
+                let _ = handle.reply(StatusCode::OK).await;
+                return;
+            }
+            let caps = Capabilities {
+                video: true,
+                srtp: false,
+            };
+            let parsed = SessionDescription::parse(&body)
+                .and_then(|offer| sdp::answer(&offer, &caps).map(|a| (offer, a)));
+            match parsed {
+                Ok((offer, answer)) => {
+                    let held = sdp::is_hold_offer(&offer);
+                    c.local.version += 1;
+                    let text = answer.render(&c.local);
+                    let setup = media_setup(&answer, held);
+                    c.offer = offer;
+                    c.answer = answer;
+                    ctx.status.send_modify(|s| {
+                        if let Some((_, st)) = s.call.as_mut() {
+                            *st = if held { "held" } else { "answered" };
+                        }
+                    });
+                    if let Some(ctl) = &c.control {
+                        let _ = ctl.send(CallControl::Reinvite(Box::new(setup))).await;
+                    }
+                    let _ = handle
+                        .respond(StatusCode::OK, Some(sdp_header()), Some(text.into_bytes()))
+                        .await;
+                }
+                Err(e) => {
+                    info!(error = %e, "sip: re-INVITE refused");
+                    let _ = handle.reply(StatusCode::NotAcceptableHere).await;
+                }
+            }
+        }
+        DialogState::Info(id, req, handle) => {
+            let body = String::from_utf8_lossy(req.body()).to_string();
+            let ctype = req.header_value("Content-Type").unwrap_or_default();
+            if body.contains("picture_fast_update") {
+                ctx.media.request_keyframe();
+            } else if ctype.contains("dtmf-relay")
+                && let Some(signal) = body
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("Signal="))
+                    .and_then(|s| s.trim().chars().next())
+            {
+                ctx.status.send_modify(|s| s.dtmf_received.push(signal));
+            }
+            let _ = matches(&id, call);
+            let _ = handle.reply(StatusCode::OK).await;
+        }
+        DialogState::Options(_, _, handle) => {
+            let _ = handle.reply(StatusCode::OK).await;
+        }
+        DialogState::Updated(_, _, handle)
+        | DialogState::Message(_, _, handle)
+        | DialogState::Notify(_, _, handle)
+        | DialogState::Refer(_, _, handle)
+        | DialogState::Publish(_, _, handle) => {
+            let _ = handle.reply(StatusCode::NotImplemented).await;
+        }
+        other => debug!(state = %other, "sip: dialog"),
+    }
+}
+
+fn ntp_now() -> u64 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() + 2_208_988_800;
+    (secs << 32) | ((u64::from(d.subsec_nanos()) << 32) / 1_000_000_000)
+}
+
+async fn recv_on(socket: &UdpSocket, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+    socket.recv_from(buf).await.ok()
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn media_task(
+    ctx: Arc<Context>,
+    setup: MediaSetup,
+    sockets: CallSockets,
+    mut control: mpsc::Receiver<CallControl>,
+    mut muted: bool,
+) {
+    let now = Instant::now();
+    let mut session = MediaSession::new(setup.clone(), rand::random(), now, ntp_now());
+    let mut audio_out = setup
+        .audio
+        .as_ref()
+        .and_then(|a| AudioSend::new(a.codec, ctx_opus_bitrate()).ok());
+    let mut audio_in = setup
+        .audio
+        .as_ref()
+        .and_then(|a| AudioReceive::new(a.codec).ok());
+    let mut mic = setup.audio.as_ref().and_then(|_| ctx.media.microphone());
+    let mut video = setup.video.as_ref().and_then(|_| ctx.media.video());
+    if video.is_some() {
+        ctx.media.request_keyframe();
+    }
+    let mut bufs = [[0u8; 2048]; 4];
+    let [b0, b1, b2, b3] = &mut bufs;
+    let mut played: u64 = 0;
+    let mut last_status = Instant::now();
+    loop {
+        let wait = session
+            .poll_timeout()
+            .saturating_duration_since(Instant::now());
+        tokio::select! {
+            ctl = control.recv() => match ctl {
+                None | Some(CallControl::End) => break,
+                Some(CallControl::Reinvite(setup)) => {
+                    let codec_changed = session.setup().audio.as_ref().map(|a| a.codec)
+                        != setup.audio.as_ref().map(|a| a.codec);
+                    if codec_changed {
+                        audio_out = setup.audio.as_ref().and_then(|a| AudioSend::new(a.codec, ctx_opus_bitrate()).ok());
+                        audio_in = setup.audio.as_ref().and_then(|a| AudioReceive::new(a.codec).ok());
+                    }
+                    let resumed = session.setup().send_paused && !setup.send_paused;
+                    session.update(*setup);
+                    if resumed {
+                        ctx.media.request_keyframe();
+                    }
+                }
+                Some(CallControl::Dtmf(d)) => { session.send_dtmf(d); }
+                Some(CallControl::Mute(m)) => muted = m,
+            },
+            r = recv_on(&sockets.audio.0, b0) => if let Some((n, from)) = r {
+                session.handle_receive(Instant::now(), StreamKind::Audio, false, from, &b0[..n]);
+            },
+            r = recv_on(&sockets.audio.1, b1) => if let Some((n, from)) = r {
+                session.handle_receive(Instant::now(), StreamKind::Audio, true, from, &b1[..n]);
+            },
+            r = recv_on(&sockets.video.0, b2) => if let Some((n, from)) = r {
+                session.handle_receive(Instant::now(), StreamKind::Video, false, from, &b2[..n]);
+            },
+            r = recv_on(&sockets.video.1, b3) => if let Some((n, from)) = r {
+                session.handle_receive(Instant::now(), StreamKind::Video, true, from, &b3[..n]);
+            },
+            frame = recv_opt(&mut mic) => match frame {
+                Some(frame) => if let Some(enc) = audio_out.as_mut() {
+                    for packet in enc.encode(&frame, muted) {
+                        session.send_audio(&packet.data, packet.frames);
+                    }
+                },
+                None => mic = None,
+            },
+            au = recv_opt(&mut video) => match au {
+                Some(au) => session.send_video(&au.data, au.capture_time.as_micros()),
+                None => video = None,
+            },
+            _ = tokio::time::sleep(wait) => session.handle_timeout(Instant::now()),
+        }
+        while let Some(event) = session.poll_event() {
+            match event {
+                MediaEvent::Audio { payload, .. } => {
+                    if let Some(dec) = audio_in.as_mut()
+                        && let Some(frame) = dec.decode(&payload, played)
+                    {
+                        played += 1;
+                        ctx.media.play(frame);
+                    }
+                }
+                MediaEvent::Dtmf { digit } => {
+                    info!(%digit, "sip: DTMF");
+                    ctx.status.send_modify(|s| s.dtmf_received.push(digit));
+                }
+                MediaEvent::KeyFrameRequested => ctx.media.request_keyframe(),
+            }
+        }
+        while let Some(t) = session.poll_transmit() {
+            let socket = match (t.stream, t.rtcp_socket) {
+                (StreamKind::Audio, false) => &sockets.audio.0,
+                (StreamKind::Audio, true) => &sockets.audio.1,
+                (StreamKind::Video, false) => &sockets.video.0,
+                (StreamKind::Video, true) => &sockets.video.1,
+            };
+            let _ = socket.send_to(&t.data, t.to).await;
+        }
+        if last_status.elapsed() >= Duration::from_millis(500) {
+            last_status = Instant::now();
+            let stats = session.stats().clone();
+            ctx.status.send_modify(|s| s.media = stats);
+        }
+    }
+    let stats = session.stats().clone();
+    ctx.status.send_modify(|s| s.media = stats);
+}
+
+fn ctx_opus_bitrate() -> u32 {
+    32_000
+}

@@ -1,0 +1,21 @@
+//! The cart's SIP endpoint: registers with a PBX or SIP trunk and answers (or places) calls with
+//! the same capture and encoders as WebRTC calls.
+//!
+//! Protocol and policy are sans-IO and clock-free: [`registration`] (when and where to
+//! REGISTER), [`policy`] (who is answered), [`sdp`] (offer/answer) and [`media`] (RTP in and
+//! out of one call). The `driver` feature adds the tokio side on rsipstack: transports,
+//! transactions, dialogs and digest authentication come from the stack; our own call and
+//! registration types are the seam between them.
+
+pub mod media;
+pub mod policy;
+pub mod registration;
+pub mod sdp;
+
+#[cfg(feature = "driver")]
+mod audio;
+#[cfg(feature = "driver")]
+mod driver;
+
+#[cfg(feature = "driver")]
+pub use driver::{MediaPort, SipCommand, SipEndpoint, SipError, SipStatus, run, start};

@@ -1,0 +1,1008 @@
+//! One call's RTP and RTCP, sans-IO: packets in and out, DTMF (RFC 4733) both ways, key-frame
+//! requests from PLI/FIR, receive statistics for call quality.
+//!
+//! The driver owns the sockets (one RTP and one RTCP socket per stream, the RTCP one unused with
+//! rtcp-mux) and feeds every datagram to [`MediaSession::handle_receive`] with the address it
+//! came from; datagrams from anywhere but the negotiated remote are dropped and counted
+//! (symmetric RTP, RFC 4961: we send from the port we receive on). Time comes in as `now`.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rtp::packetizer::Payloader as _;
+use telecart_core::media::AudioCodec;
+use webrtc_util::marshal::{Marshal, Unmarshal};
+
+/// Payload size kept under a typical path MTU (1500 minus IP, UDP, RTP and SRTP overhead).
+pub const VIDEO_MTU: usize = 1200;
+/// Interval between our RTCP reports.
+pub const RTCP_INTERVAL: Duration = Duration::from_secs(5);
+const DTMF_PACKET: Duration = Duration::from_millis(20);
+const DTMF_TONE: Duration = Duration::from_millis(100);
+const MAX_QUEUE: usize = 512;
+
+/// Which stream a socket or datagram belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StreamKind {
+    /// The audio m= line.
+    Audio,
+    /// The video m= line.
+    Video,
+}
+
+/// Negotiated audio.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AudioSetup {
+    /// Codec.
+    pub codec: AudioCodec,
+    /// Payload type.
+    pub pt: u8,
+    /// RTP clock.
+    pub clock: u32,
+    /// telephone-event payload type.
+    pub dtmf_pt: Option<u8>,
+    /// Where the peer receives RTP.
+    pub remote: SocketAddr,
+    /// RTCP multiplexed on the RTP port.
+    pub rtcp_mux: bool,
+}
+
+/// Negotiated video.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VideoSetup {
+    /// H.264 payload type.
+    pub pt: u8,
+    /// Where the peer receives RTP.
+    pub remote: SocketAddr,
+    /// RTCP multiplexed on the RTP port.
+    pub rtcp_mux: bool,
+}
+
+/// What a call negotiated.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct MediaSetup {
+    /// Audio, if accepted.
+    pub audio: Option<AudioSetup>,
+    /// Video, if accepted.
+    pub video: Option<VideoSetup>,
+    /// Send nothing (we hold, or the peer holds us).
+    pub send_paused: bool,
+}
+
+/// A datagram to send from the stream's RTP (or RTCP) socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Stream whose socket sends it.
+    pub stream: StreamKind,
+    /// From the RTCP socket (only without rtcp-mux).
+    pub rtcp_socket: bool,
+    /// Destination.
+    pub to: SocketAddr,
+    /// The datagram.
+    pub data: Vec<u8>,
+}
+
+/// Something the call's owner must act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// Audio from the peer in the negotiated codec, in arrival order.
+    Audio {
+        /// Codec.
+        codec: AudioCodec,
+        /// RTP payload.
+        payload: Vec<u8>,
+        /// RTP timestamp.
+        timestamp: u32,
+    },
+    /// The peer pressed a key (reported once, at the event's start).
+    Dtmf {
+        /// `0-9`, `*`, `#`, `A-D`.
+        digit: char,
+    },
+    /// The peer asked for a key frame (PLI or FIR).
+    KeyFrameRequested,
+}
+
+/// Counters and estimates for call quality.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MediaStats {
+    /// Audio packets sent.
+    pub audio_packets_sent: u64,
+    /// Video packets sent.
+    pub video_packets_sent: u64,
+    /// Video access units sent.
+    pub video_frames_sent: u64,
+    /// Audio packets received from the peer.
+    pub audio_packets_received: u64,
+    /// Video packets received from the peer.
+    pub video_packets_received: u64,
+    /// Audio packets lost (sequence gaps).
+    pub audio_packets_lost: u64,
+    /// Interarrival jitter of the peer's audio, milliseconds (RFC 3550 §6.4.1).
+    pub audio_jitter_ms: f64,
+    /// Datagrams from an address other than the negotiated one, dropped.
+    pub wrong_source: u64,
+    /// Datagrams that were neither RTP nor RTCP we understand, dropped.
+    pub malformed: u64,
+    /// Key-frame requests received.
+    pub keyframe_requests: u64,
+    /// DTMF digits received.
+    pub dtmf_received: u64,
+    /// Fraction lost the peer reports for our stream, 0..=1.
+    pub remote_fraction_lost: f64,
+    /// Round-trip time from the peer's receiver reports.
+    pub rtt_ms: Option<f64>,
+}
+
+#[derive(Clone, Debug)]
+struct Sender {
+    ssrc: u32,
+    sequence: u16,
+    /// Timestamp of the next audio packet; for video the random offset.
+    timestamp: u32,
+    packets: u32,
+    octets: u32,
+    last_rtp_ts: u32,
+}
+
+impl Sender {
+    fn new(seed: u64) -> Self {
+        Self {
+            ssrc: (seed >> 32) as u32 | 1,
+            sequence: seed as u16,
+            timestamp: (seed >> 16) as u32,
+            packets: 0,
+            octets: 0,
+            last_rtp_ts: 0,
+        }
+    }
+
+    fn packet(&mut self, pt: u8, marker: bool, timestamp: u32, payload: Bytes) -> Vec<u8> {
+        let p = rtp::packet::Packet {
+            header: rtp::header::Header {
+                version: 2,
+                marker,
+                payload_type: pt,
+                sequence_number: self.sequence,
+                timestamp,
+                ssrc: self.ssrc,
+                ..Default::default()
+            },
+            payload,
+        };
+        self.sequence = self.sequence.wrapping_add(1);
+        self.packets = self.packets.wrapping_add(1);
+        self.octets = self.octets.wrapping_add(p.payload.len() as u32);
+        self.last_rtp_ts = timestamp;
+        p.marshal().map(|b| b.to_vec()).unwrap_or_default()
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct Receiver {
+    ssrc: Option<u32>,
+    highest_seq: Option<u16>,
+    cycles: u32,
+    received: u64,
+    base_seq: u32,
+    expected_prior: u64,
+    received_prior: u64,
+    transit: Option<i64>,
+    jitter: f64,
+    last_sr: Option<(u32, Instant)>,
+    last_dtmf_ts: Option<u32>,
+}
+
+impl Receiver {
+    fn on_packet(&mut self, ssrc: u32, seq: u16, ts: u32, arrival_units: i64) {
+        if self.ssrc != Some(ssrc) {
+            *self = Self {
+                ssrc: Some(ssrc),
+                base_seq: u32::from(seq),
+                last_sr: self.last_sr,
+                ..Self::default()
+            };
+        }
+        match self.highest_seq {
+            None => self.highest_seq = Some(seq),
+            Some(h) => {
+                let delta = seq.wrapping_sub(h);
+                if delta != 0 && delta < 0x8000 {
+                    if seq < h {
+                        self.cycles += 1;
+                    }
+                    self.highest_seq = Some(seq);
+                }
+            }
+        }
+        self.received += 1;
+        let transit = arrival_units - i64::from(ts);
+        if let Some(prev) = self.transit {
+            let d = (transit - prev).abs() as f64;
+            self.jitter += (d - self.jitter) / 16.0;
+        }
+        self.transit = Some(transit);
+    }
+
+    fn extended_highest(&self) -> u64 {
+        u64::from(self.cycles) << 16 | u64::from(self.highest_seq.unwrap_or(0))
+    }
+
+    fn expected(&self) -> u64 {
+        (self.extended_highest() + 1).saturating_sub(u64::from(self.base_seq))
+    }
+
+    fn lost(&self) -> u64 {
+        self.expected().saturating_sub(self.received)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct DtmfOut {
+    event: u8,
+    started: Instant,
+    timestamp: u32,
+    next_at: Instant,
+    ends_sent: u8,
+}
+
+/// One call's media state.
+#[derive(Debug)]
+pub struct MediaSession {
+    setup: MediaSetup,
+    started: Instant,
+    ntp_at_start: u64,
+    audio_tx: Sender,
+    video_tx: Sender,
+    audio_rx: Receiver,
+    video_rx: Receiver,
+    video_payloader: rtp::codecs::h264::H264Payloader,
+    dtmf_out: Option<DtmfOut>,
+    dtmf_queue: VecDeque<u8>,
+    next_rtcp: Instant,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<MediaEvent>,
+    stats: MediaStats,
+}
+
+fn dtmf_code(digit: char) -> Option<u8> {
+    match digit {
+        '0'..='9' => Some(digit as u8 - b'0'),
+        '*' => Some(10),
+        '#' => Some(11),
+        'A'..='D' => Some(digit as u8 - b'A' + 12),
+        'a'..='d' => Some(digit as u8 - b'a' + 12),
+        _ => None,
+    }
+}
+
+fn dtmf_digit(code: u8) -> Option<char> {
+    match code {
+        0..=9 => Some((b'0' + code) as char),
+        10 => Some('*'),
+        11 => Some('#'),
+        12..=15 => Some((b'A' + code - 12) as char),
+        _ => None,
+    }
+}
+
+/// Whether a datagram on an rtcp-mux port is RTCP (RFC 5761 §4: payload types 64-95 with the
+/// marker bit folded in, i.e. second byte 192..=223).
+pub fn is_rtcp(data: &[u8]) -> bool {
+    data.len() >= 8 && data[0] >> 6 == 2 && (192..=223).contains(&data[1])
+}
+
+impl MediaSession {
+    /// A session for `setup`, started at `now`; `seed` randomises SSRCs, sequence numbers and
+    /// timestamps (RFC 3550 §5.1); `ntp_now` is the wall clock in NTP format for sender reports.
+    pub fn new(setup: MediaSetup, seed: u64, now: Instant, ntp_now: u64) -> Self {
+        Self {
+            setup,
+            started: now,
+            ntp_at_start: ntp_now,
+            audio_tx: Sender::new(seed),
+            video_tx: Sender::new(seed.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15),
+            audio_rx: Receiver::default(),
+            video_rx: Receiver::default(),
+            video_payloader: rtp::codecs::h264::H264Payloader::default(),
+            dtmf_out: None,
+            dtmf_queue: VecDeque::new(),
+            next_rtcp: now + RTCP_INTERVAL,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: MediaStats::default(),
+        }
+    }
+
+    /// The negotiated media (a re-INVITE may change it with [`Self::update`]).
+    pub fn setup(&self) -> &MediaSetup {
+        &self.setup
+    }
+
+    /// Applies a renegotiation (re-INVITE: hold, resume, new address or codec). SSRCs and
+    /// sequence numbers continue.
+    pub fn update(&mut self, setup: MediaSetup) {
+        self.setup = setup;
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &MediaStats {
+        &self.stats
+    }
+
+    fn push(&mut self, t: Transmit) {
+        if self.transmits.len() < MAX_QUEUE {
+            self.transmits.push_back(t);
+        }
+    }
+
+    /// Sends one encoded audio packet covering `frames` samples at the codec clock.
+    pub fn send_audio(&mut self, payload: &[u8], frames: u32) {
+        let Some(a) = self.setup.audio.clone() else {
+            return;
+        };
+        let ts = self.audio_tx.timestamp;
+        self.audio_tx.timestamp = ts.wrapping_add(frames);
+        // During a DTMF event the tone replaces speech (RFC 4733 §2.5.1.2 leaves it to us).
+        if self.setup.send_paused || self.dtmf_out.is_some() {
+            return;
+        }
+        let marker = self.audio_tx.packets == 0;
+        let data = self
+            .audio_tx
+            .packet(a.pt, marker, ts, Bytes::copy_from_slice(payload));
+        self.stats.audio_packets_sent += 1;
+        self.push(Transmit {
+            stream: StreamKind::Audio,
+            rtcp_socket: false,
+            to: a.remote,
+            data,
+        });
+    }
+
+    /// Sends one H.264 access unit (Annex B) captured at `capture_us` (wall clock, µs).
+    pub fn send_video(&mut self, access_unit: &[u8], capture_us: u64) {
+        let Some(v) = self.setup.video.clone() else {
+            return;
+        };
+        if self.setup.send_paused {
+            return;
+        }
+        let ts = self
+            .video_tx
+            .timestamp
+            .wrapping_add((capture_us.wrapping_mul(9) / 100) as u32);
+        let Ok(payloads) = self
+            .video_payloader
+            .payload(VIDEO_MTU, &Bytes::copy_from_slice(access_unit))
+        else {
+            return;
+        };
+        let n = payloads.len();
+        for (i, p) in payloads.into_iter().enumerate() {
+            let data = self.video_tx.packet(v.pt, i + 1 == n, ts, p);
+            self.stats.video_packets_sent += 1;
+            self.push(Transmit {
+                stream: StreamKind::Video,
+                rtcp_socket: false,
+                to: v.remote,
+                data,
+            });
+        }
+        if n > 0 {
+            self.stats.video_frames_sent += 1;
+        }
+    }
+
+    /// Queues a DTMF digit to send as RFC 4733 events; false if the digit is not a DTMF key or
+    /// the peer did not negotiate telephone-event.
+    pub fn send_dtmf(&mut self, digit: char) -> bool {
+        let has_events = self
+            .setup
+            .audio
+            .as_ref()
+            .is_some_and(|a| a.dtmf_pt.is_some());
+        match dtmf_code(digit) {
+            Some(code) if has_events && self.dtmf_queue.len() < 32 => {
+                self.dtmf_queue.push_back(code);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn dtmf_tick(&mut self, now: Instant) {
+        let Some(a) = self.setup.audio.clone() else {
+            return;
+        };
+        let Some(pt) = a.dtmf_pt else { return };
+        if self.dtmf_out.is_none() {
+            let Some(event) = self.dtmf_queue.pop_front() else {
+                return;
+            };
+            self.dtmf_out = Some(DtmfOut {
+                event,
+                started: now,
+                timestamp: self.audio_tx.timestamp,
+                next_at: now,
+                ends_sent: 0,
+            });
+        }
+        let Some(mut d) = self.dtmf_out.clone() else {
+            return;
+        };
+        while d.next_at <= now {
+            let elapsed = d.next_at - d.started;
+            let end = elapsed >= DTMF_TONE;
+            let units = (elapsed.min(DTMF_TONE).as_micros() as u64 * u64::from(a.clock) / 1_000_000)
+                .max(u64::from(a.clock) / 50) as u16;
+            let payload = [
+                d.event,
+                if end { 0x80 } else { 0 } | 10,
+                (units >> 8) as u8,
+                units as u8,
+            ];
+            let marker = elapsed.is_zero();
+            let data =
+                self.audio_tx
+                    .packet(pt, marker, d.timestamp, Bytes::copy_from_slice(&payload));
+            self.push(Transmit {
+                stream: StreamKind::Audio,
+                rtcp_socket: false,
+                to: a.remote,
+                data,
+            });
+            d.next_at += DTMF_PACKET;
+            if end {
+                // The end packet goes three times (RFC 4733 §2.5.1.4).
+                d.ends_sent += 1;
+                if d.ends_sent == 3 {
+                    self.dtmf_out = None;
+                    return;
+                }
+                d.next_at = now;
+            }
+        }
+        self.dtmf_out = Some(d);
+    }
+
+    /// Feeds one datagram received on `stream`'s RTP socket (`rtcp_socket` false) or RTCP
+    /// socket, from `from`.
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        stream: StreamKind,
+        rtcp_socket: bool,
+        from: SocketAddr,
+        data: &[u8],
+    ) {
+        let (remote, mux, clock) = match stream {
+            StreamKind::Audio => match &self.setup.audio {
+                Some(a) => (a.remote, a.rtcp_mux, a.clock),
+                None => return,
+            },
+            StreamKind::Video => match &self.setup.video {
+                Some(v) => (v.remote, v.rtcp_mux, 90_000),
+                None => return,
+            },
+        };
+        // RTCP comes from the RTP port with mux, from port+1 without (RFC 3605 aside).
+        let expected_from = if rtcp_socket && !mux {
+            SocketAddr::new(remote.ip(), remote.port().wrapping_add(1))
+        } else {
+            remote
+        };
+        if from != expected_from {
+            self.stats.wrong_source += 1;
+            return;
+        }
+        if rtcp_socket || (mux && is_rtcp(data)) {
+            self.handle_rtcp(now, stream, data);
+            return;
+        }
+        let mut buf = data;
+        let Ok(packet) = rtp::packet::Packet::unmarshal(&mut buf) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let h = &packet.header;
+        if h.version != 2 {
+            self.stats.malformed += 1;
+            return;
+        }
+        let arrival =
+            ((now - self.started).as_micros() as u64 * u64::from(clock) / 1_000_000) as i64;
+        match stream {
+            StreamKind::Video => {
+                self.video_rx
+                    .on_packet(h.ssrc, h.sequence_number, h.timestamp, arrival);
+                self.stats.video_packets_received += 1;
+            }
+            StreamKind::Audio => {
+                let Some(a) = self.setup.audio.clone() else {
+                    return;
+                };
+                if Some(h.payload_type) == a.dtmf_pt {
+                    self.audio_rx
+                        .on_packet(h.ssrc, h.sequence_number, h.timestamp, arrival);
+                    if packet.payload.len() >= 4
+                        && self.audio_rx.last_dtmf_ts != Some(h.timestamp)
+                        && let Some(digit) = dtmf_digit(packet.payload[0])
+                    {
+                        self.audio_rx.last_dtmf_ts = Some(h.timestamp);
+                        self.stats.dtmf_received += 1;
+                        self.events.push_back(MediaEvent::Dtmf { digit });
+                    }
+                } else if h.payload_type == a.pt {
+                    self.audio_rx
+                        .on_packet(h.ssrc, h.sequence_number, h.timestamp, arrival);
+                    self.stats.audio_packets_received += 1;
+                    self.stats.audio_packets_lost = self.audio_rx.lost();
+                    self.stats.audio_jitter_ms = self.audio_rx.jitter * 1000.0 / f64::from(clock);
+                    if self.events.len() < MAX_QUEUE {
+                        self.events.push_back(MediaEvent::Audio {
+                            codec: a.codec,
+                            payload: packet.payload.to_vec(),
+                            timestamp: h.timestamp,
+                        });
+                    }
+                } else {
+                    self.stats.malformed += 1;
+                }
+            }
+        }
+    }
+
+    fn handle_rtcp(&mut self, now: Instant, stream: StreamKind, data: &[u8]) {
+        let mut buf = Bytes::copy_from_slice(data);
+        let Ok(packets) = rtcp::packet::unmarshal(&mut buf) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let our_ssrc = match stream {
+            StreamKind::Audio => self.audio_tx.ssrc,
+            StreamKind::Video => self.video_tx.ssrc,
+        };
+        for p in packets {
+            let any = p.as_any();
+            if any
+                .downcast_ref::<rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication>()
+                .is_some()
+                || any
+                    .downcast_ref::<rtcp::payload_feedbacks::full_intra_request::FullIntraRequest>()
+                    .is_some()
+            {
+                if stream == StreamKind::Video {
+                    self.stats.keyframe_requests += 1;
+                    self.events.push_back(MediaEvent::KeyFrameRequested);
+                }
+                continue;
+            }
+            let reports = if let Some(sr) = any.downcast_ref::<rtcp::sender_report::SenderReport>()
+            {
+                let rx = match stream {
+                    StreamKind::Audio => &mut self.audio_rx,
+                    StreamKind::Video => &mut self.video_rx,
+                };
+                rx.last_sr = Some(((sr.ntp_time >> 16) as u32, now));
+                sr.reports.clone()
+            } else if let Some(rr) = any.downcast_ref::<rtcp::receiver_report::ReceiverReport>() {
+                rr.reports.clone()
+            } else {
+                continue;
+            };
+            for r in reports.iter().filter(|r| r.ssrc == our_ssrc) {
+                self.stats.remote_fraction_lost = f64::from(r.fraction_lost) / 256.0;
+                if r.last_sender_report != 0 {
+                    let now_ntp = self.ntp_at(now);
+                    let middle = (now_ntp >> 16) as u32;
+                    let rtt = middle
+                        .wrapping_sub(r.last_sender_report)
+                        .wrapping_sub(r.delay);
+                    if rtt < 0x8000_0000 {
+                        self.stats.rtt_ms = Some(f64::from(rtt) * 1000.0 / 65536.0);
+                    }
+                }
+            }
+        }
+    }
+
+    fn ntp_at(&self, now: Instant) -> u64 {
+        let d = now - self.started;
+        let frac = (u64::from(d.subsec_nanos()) << 32) / 1_000_000_000;
+        self.ntp_at_start
+            .wrapping_add(d.as_secs() << 32)
+            .wrapping_add(frac)
+    }
+
+    fn report_block(
+        rx: &mut Receiver,
+        now: Instant,
+    ) -> Option<rtcp::reception_report::ReceptionReport> {
+        let ssrc = rx.ssrc?;
+        let expected = rx.expected();
+        let interval_expected = expected.saturating_sub(rx.expected_prior);
+        let interval_received = rx.received.saturating_sub(rx.received_prior);
+        rx.expected_prior = expected;
+        rx.received_prior = rx.received;
+        let lost_interval = interval_expected.saturating_sub(interval_received);
+        let fraction_lost = (lost_interval << 8)
+            .checked_div(interval_expected)
+            .map_or(0, |f| f.min(255) as u8);
+        let (lsr, dlsr) = match rx.last_sr {
+            Some((lsr, at)) => {
+                let d = now - at;
+                (lsr, (d.as_secs_f64() * 65536.0) as u32)
+            }
+            None => (0, 0),
+        };
+        Some(rtcp::reception_report::ReceptionReport {
+            ssrc,
+            fraction_lost,
+            total_lost: rx.lost().min(0x7f_ffff) as u32,
+            last_sequence_number: rx.extended_highest() as u32,
+            jitter: rx.jitter as u32,
+            last_sender_report: lsr,
+            delay: dlsr,
+        })
+    }
+
+    fn rtcp_reports(&mut self, now: Instant) {
+        let ntp = self.ntp_at(now);
+        for stream in [StreamKind::Audio, StreamKind::Video] {
+            let (remote, mux) = match stream {
+                StreamKind::Audio => match &self.setup.audio {
+                    Some(a) => (a.remote, a.rtcp_mux),
+                    None => continue,
+                },
+                StreamKind::Video => match &self.setup.video {
+                    Some(v) => (v.remote, v.rtcp_mux),
+                    None => continue,
+                },
+            };
+            let (tx, rx) = match stream {
+                StreamKind::Audio => (&self.audio_tx, &mut self.audio_rx),
+                StreamKind::Video => (&self.video_tx, &mut self.video_rx),
+            };
+            let reports: Vec<_> = Self::report_block(rx, now).into_iter().collect();
+            let packet: Box<dyn rtcp::packet::Packet + Send + Sync> = if tx.packets > 0 {
+                // The RTP time of the last packet sent, a close enough pairing with `ntp`.
+                let rtp_time = match stream {
+                    StreamKind::Audio => tx.timestamp,
+                    StreamKind::Video => tx.last_rtp_ts,
+                };
+                Box::new(rtcp::sender_report::SenderReport {
+                    ssrc: tx.ssrc,
+                    ntp_time: ntp,
+                    rtp_time,
+                    packet_count: tx.packets,
+                    octet_count: tx.octets,
+                    reports,
+                    profile_extensions: Bytes::new(),
+                })
+            } else {
+                Box::new(rtcp::receiver_report::ReceiverReport {
+                    ssrc: tx.ssrc,
+                    reports,
+                    profile_extensions: Bytes::new(),
+                })
+            };
+            let sdes = rtcp::source_description::SourceDescription {
+                chunks: vec![rtcp::source_description::SourceDescriptionChunk {
+                    source: tx.ssrc,
+                    items: vec![rtcp::source_description::SourceDescriptionItem {
+                        sdes_type: rtcp::source_description::SdesType::SdesCname,
+                        text: Bytes::from_static(b"telecart"),
+                    }],
+                }],
+            };
+            let Ok(data) = rtcp::packet::marshal(&[packet, Box::new(sdes)]) else {
+                continue;
+            };
+            let to = if mux {
+                remote
+            } else {
+                SocketAddr::new(remote.ip(), remote.port().wrapping_add(1))
+            };
+            self.push(Transmit {
+                stream,
+                rtcp_socket: !mux,
+                to,
+                data: data.to_vec(),
+            });
+        }
+    }
+
+    /// Asks the peer for a key frame of its video (we do not display video yet; kept for
+    /// recording and tests).
+    pub fn request_remote_keyframe(&mut self) {
+        let (Some(v), Some(media_ssrc)) = (self.setup.video.clone(), self.video_rx.ssrc) else {
+            return;
+        };
+        let pli = rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
+            sender_ssrc: self.video_tx.ssrc,
+            media_ssrc,
+        };
+        if let Ok(data) = pli.marshal() {
+            let to = if v.rtcp_mux {
+                v.remote
+            } else {
+                SocketAddr::new(v.remote.ip(), v.remote.port().wrapping_add(1))
+            };
+            self.push(Transmit {
+                stream: StreamKind::Video,
+                rtcp_socket: !v.rtcp_mux,
+                to,
+                data: data.to_vec(),
+            });
+        }
+    }
+
+    /// Runs timers (DTMF packets, RTCP reports) due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if !self.setup.send_paused {
+            self.dtmf_tick(now);
+        }
+        if now >= self.next_rtcp {
+            self.rtcp_reports(now);
+            self.next_rtcp = now + RTCP_INTERVAL;
+        }
+    }
+
+    /// When [`Self::handle_timeout`] wants to run next.
+    pub fn poll_timeout(&self) -> Instant {
+        let dtmf = match &self.dtmf_out {
+            Some(d) => Some(d.next_at),
+            None if !self.dtmf_queue.is_empty() => Some(self.started),
+            None => None,
+        };
+        dtmf.map_or(self.next_rtcp, |d| d.min(self.next_rtcp))
+    }
+
+    /// Next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Next event for the owner.
+    pub fn poll_event(&mut self) -> Option<MediaEvent> {
+        self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(mux: bool) -> MediaSetup {
+        MediaSetup {
+            audio: Some(AudioSetup {
+                codec: AudioCodec::Pcmu,
+                pt: 0,
+                clock: 8000,
+                dtmf_pt: Some(101),
+                remote: "10.0.0.2:4000".parse().unwrap(),
+                rtcp_mux: mux,
+            }),
+            video: Some(VideoSetup {
+                pt: 97,
+                remote: "10.0.0.2:4002".parse().unwrap(),
+                rtcp_mux: mux,
+            }),
+            send_paused: false,
+        }
+    }
+
+    fn rtp(pt: u8, seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {
+        let mut s = Sender::new(42);
+        s.sequence = seq;
+        s.packet(pt, false, ts, Bytes::copy_from_slice(payload))
+    }
+
+    #[test]
+    fn audio_packets_count_up_by_the_frames_they_cover() {
+        let t0 = Instant::now();
+        let mut m = MediaSession::new(setup(true), 7, t0, 0);
+        m.send_audio(&[0xff; 160], 160);
+        m.send_audio(&[0xff; 160], 160);
+        let a = m.poll_transmit().unwrap();
+        let b = m.poll_transmit().unwrap();
+        let pa = rtp::packet::Packet::unmarshal(&mut a.data.as_slice()).unwrap();
+        let pb = rtp::packet::Packet::unmarshal(&mut b.data.as_slice()).unwrap();
+        assert_eq!(a.to, "10.0.0.2:4000".parse().unwrap());
+        assert!(pa.header.marker && !pb.header.marker);
+        assert_eq!(pb.header.timestamp.wrapping_sub(pa.header.timestamp), 160);
+        assert_eq!(
+            pb.header.sequence_number,
+            pa.header.sequence_number.wrapping_add(1)
+        );
+        assert_eq!((pa.header.payload_type, pa.payload.len()), (0, 160));
+    }
+
+    #[test]
+    fn video_is_fragmented_under_the_mtu_with_the_marker_on_the_last_packet() {
+        let mut m = MediaSession::new(setup(true), 7, Instant::now(), 0);
+        let mut au = vec![0, 0, 0, 1, 0x65];
+        au.extend(std::iter::repeat_n(0xab, 5000));
+        m.send_video(&au, 1_000_000);
+        let packets: Vec<_> = std::iter::from_fn(|| m.poll_transmit()).collect();
+        assert!(packets.len() >= 5);
+        for (i, t) in packets.iter().enumerate() {
+            assert!(t.data.len() <= VIDEO_MTU + 12);
+            let p = rtp::packet::Packet::unmarshal(&mut t.data.as_slice()).unwrap();
+            assert_eq!(p.header.marker, i + 1 == packets.len());
+            assert_eq!(p.payload[0] & 0x1f, 28, "FU-A");
+        }
+        assert_eq!(m.stats().video_frames_sent, 1);
+    }
+
+    #[test]
+    fn wrong_source_is_dropped_and_right_source_is_delivered() {
+        let t0 = Instant::now();
+        let mut m = MediaSession::new(setup(false), 7, t0, 0);
+        let pkt = rtp(0, 1, 100, &[1, 2, 3]);
+        m.handle_receive(
+            t0,
+            StreamKind::Audio,
+            false,
+            "10.0.0.66:4000".parse().unwrap(),
+            &pkt,
+        );
+        m.handle_receive(
+            t0,
+            StreamKind::Audio,
+            false,
+            "10.0.0.2:4001".parse().unwrap(),
+            &pkt,
+        );
+        assert_eq!(m.stats().wrong_source, 2);
+        assert_eq!(m.poll_event(), None);
+        m.handle_receive(
+            t0,
+            StreamKind::Audio,
+            false,
+            "10.0.0.2:4000".parse().unwrap(),
+            &pkt,
+        );
+        assert_eq!(
+            m.poll_event(),
+            Some(MediaEvent::Audio {
+                codec: AudioCodec::Pcmu,
+                payload: vec![1, 2, 3],
+                timestamp: 100
+            })
+        );
+        // Garbage from the right source is counted, not delivered, and never panics.
+        for junk in [
+            &[][..],
+            &[0x80],
+            &[0x80, 0, 0, 1, 0, 0, 0, 1, 0, 0],
+            &[0xff; 40],
+        ] {
+            m.handle_receive(
+                t0,
+                StreamKind::Audio,
+                false,
+                "10.0.0.2:4000".parse().unwrap(),
+                junk,
+            );
+        }
+        assert!(m.stats().malformed >= 3);
+    }
+
+    #[test]
+    fn sequence_gaps_count_as_loss() {
+        let t0 = Instant::now();
+        let mut m = MediaSession::new(setup(true), 7, t0, 0);
+        let from: SocketAddr = "10.0.0.2:4000".parse().unwrap();
+        for seq in [65534u16, 65535, 2, 3] {
+            m.handle_receive(
+                t0,
+                StreamKind::Audio,
+                false,
+                from,
+                &rtp(0, seq, u32::from(seq) * 160, &[0]),
+            );
+        }
+        assert_eq!(m.stats().audio_packets_received, 4);
+        assert_eq!(
+            m.stats().audio_packets_lost,
+            2,
+            "0 and 1 missing across the wrap"
+        );
+    }
+
+    #[test]
+    fn dtmf_goes_out_as_rfc_4733_events_and_comes_in_once_per_event() {
+        let t0 = Instant::now();
+        let mut m = MediaSession::new(setup(true), 7, t0, 0);
+        assert!(m.send_dtmf('5'));
+        assert!(!m.send_dtmf('x'));
+        let mut t = t0;
+        let mut sent = Vec::new();
+        for _ in 0..20 {
+            m.handle_timeout(t);
+            while let Some(tx) = m.poll_transmit() {
+                let p = rtp::packet::Packet::unmarshal(&mut tx.data.as_slice()).unwrap();
+                assert_eq!(p.header.payload_type, 101);
+                sent.push(p);
+            }
+            t += DTMF_PACKET;
+        }
+        assert!(sent[0].header.marker);
+        assert!(
+            sent.iter()
+                .all(|p| p.payload[0] == 5 && p.header.timestamp == sent[0].header.timestamp)
+        );
+        let ends = sent.iter().filter(|p| p.payload[1] & 0x80 != 0).count();
+        assert_eq!(ends, 3);
+        assert_eq!(
+            u16::from_be_bytes([sent[5].payload[2], sent[5].payload[3]]),
+            800
+        );
+        // Feed them back as if the peer sent them: one digit.
+        let mut rx = MediaSession::new(setup(true), 9, t0, 0);
+        for p in &sent {
+            let data = p.marshal().unwrap();
+            rx.handle_receive(
+                t0,
+                StreamKind::Audio,
+                false,
+                "10.0.0.2:4000".parse().unwrap(),
+                &data,
+            );
+        }
+        assert_eq!(rx.poll_event(), Some(MediaEvent::Dtmf { digit: '5' }));
+        assert_eq!(rx.poll_event(), None);
+    }
+
+    #[test]
+    fn pli_and_fir_ask_for_a_key_frame_and_reports_flow() {
+        let t0 = Instant::now();
+        let mut m = MediaSession::new(setup(true), 7, t0, 1 << 40);
+        let from: SocketAddr = "10.0.0.2:4002".parse().unwrap();
+        let pli = rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
+            sender_ssrc: 1,
+            media_ssrc: 2,
+        }
+        .marshal()
+        .unwrap();
+        m.handle_receive(t0, StreamKind::Video, false, from, &pli);
+        let fir = rtcp::payload_feedbacks::full_intra_request::FullIntraRequest {
+            sender_ssrc: 1,
+            media_ssrc: 2,
+            fir: vec![],
+        }
+        .marshal()
+        .unwrap();
+        m.handle_receive(t0, StreamKind::Video, false, from, &fir);
+        assert_eq!(m.poll_event(), Some(MediaEvent::KeyFrameRequested));
+        assert_eq!(m.poll_event(), Some(MediaEvent::KeyFrameRequested));
+        m.send_audio(&[0; 160], 160);
+        m.poll_transmit();
+        assert_eq!(m.poll_timeout(), t0 + RTCP_INTERVAL);
+        m.handle_timeout(t0 + RTCP_INTERVAL);
+        let reports: Vec<_> = std::iter::from_fn(|| m.poll_transmit()).collect();
+        assert_eq!(reports.len(), 2);
+        assert!(reports.iter().all(|r| is_rtcp(&r.data)));
+        let parsed = rtcp::packet::unmarshal(&mut Bytes::from(reports[0].data.clone())).unwrap();
+        assert!(
+            parsed[0]
+                .as_any()
+                .downcast_ref::<rtcp::sender_report::SenderReport>()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn hold_stops_sending() {
+        let mut s = setup(true);
+        s.send_paused = true;
+        let mut m = MediaSession::new(s, 7, Instant::now(), 0);
+        m.send_audio(&[0; 160], 160);
+        m.send_video(&[0, 0, 0, 1, 0x65, 1], 0);
+        assert_eq!(m.poll_transmit(), None);
+    }
+}

@@ -1,0 +1,819 @@
+//! SDP offer/answer (RFC 3264) for the media the cart speaks: PCMU, PCMA, Opus, H.264
+//! (packetization-mode 1) and telephone-event, over RTP/AVP(F) with optional rtcp-mux.
+//!
+//! [`SessionDescription::parse`] reads only what negotiation needs and refuses what it cannot
+//! read rather than guessing; [`answer`] picks the codecs; [`Answer::render`] writes the SDP.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use telecart_core::media::AudioCodec;
+
+/// Largest SDP body accepted.
+pub const MAX_SDP_LEN: usize = 16 * 1024;
+const MAX_MEDIA: usize = 8;
+const MAX_FORMATS: usize = 64;
+
+/// Why an SDP was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SdpError {
+    /// Not SDP at all, or a line that breaks the grammar.
+    #[error("malformed SDP, line {line}: {reason}")]
+    Malformed {
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// Longer than [`MAX_SDP_LEN`] or with too many media/formats.
+    #[error("SDP too large")]
+    TooLarge,
+    /// No media stream with a codec the cart speaks (488 Not Acceptable Here).
+    #[error("no common codec")]
+    NoCommonCodec,
+}
+
+/// Media direction attribute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// a=sendrecv (the default).
+    SendRecv,
+    /// a=sendonly.
+    SendOnly,
+    /// a=recvonly.
+    RecvOnly,
+    /// a=inactive.
+    Inactive,
+}
+
+impl Direction {
+    /// The direction an answer gives to an offered one.
+    pub fn reversed(self) -> Self {
+        match self {
+            Self::SendOnly => Self::RecvOnly,
+            Self::RecvOnly => Self::SendOnly,
+            d => d,
+        }
+    }
+
+    /// Whether we send media in this direction (seen from our side).
+    pub fn we_send(self) -> bool {
+        matches!(self, Self::SendRecv | Self::SendOnly)
+    }
+
+    /// Whether we receive media (seen from our side).
+    pub fn we_receive(self) -> bool {
+        matches!(self, Self::SendRecv | Self::RecvOnly)
+    }
+
+    fn attr(self) -> &'static str {
+        match self {
+            Self::SendRecv => "sendrecv",
+            Self::SendOnly => "sendonly",
+            Self::RecvOnly => "recvonly",
+            Self::Inactive => "inactive",
+        }
+    }
+}
+
+/// One `a=rtpmap` (or a static payload type).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RtpMap {
+    /// Payload type.
+    pub pt: u8,
+    /// Encoding name as written.
+    pub name: String,
+    /// Clock rate.
+    pub clock: u32,
+    /// Channels (audio), 1 when absent.
+    pub channels: u16,
+    /// The `a=fmtp` parameters, as written.
+    pub fmtp: Option<String>,
+}
+
+/// One `m=` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Media {
+    /// `audio`, `video`, …
+    pub kind: String,
+    /// Port (0: stream refused or removed).
+    pub port: u16,
+    /// Transport protocol (`RTP/AVP`, `RTP/SAVP`, `UDP/TLS/RTP/SAVPF`, …).
+    pub proto: String,
+    /// Formats in the offerer's order of preference.
+    pub formats: Vec<RtpMap>,
+    /// Media-level connection address.
+    pub connection: Option<IpAddr>,
+    /// a=rtcp-mux.
+    pub rtcp_mux: bool,
+    /// Direction.
+    pub direction: Direction,
+    /// `a=crypto` lines (SDES, RFC 4568), as written after `a=crypto:`.
+    pub crypto: Vec<String>,
+}
+
+/// The parts of a session description negotiation uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionDescription {
+    /// Session-level connection address.
+    pub connection: Option<IpAddr>,
+    /// Session-level direction (applies to media that set none).
+    pub direction: Option<Direction>,
+    /// Media sections in order.
+    pub media: Vec<Media>,
+}
+
+fn static_pt(pt: u8) -> Option<(&'static str, u32)> {
+    match pt {
+        0 => Some(("PCMU", 8000)),
+        8 => Some(("PCMA", 8000)),
+        9 => Some(("G722", 8000)),
+        18 => Some(("G729", 8000)),
+        _ => None,
+    }
+}
+
+fn parse_connection(value: &str) -> Option<IpAddr> {
+    let mut it = value.split_whitespace();
+    if it.next()? != "IN" {
+        return None;
+    }
+    let _family = it.next()?;
+    // Multicast TTL suffixes (`/127`) are not for us; take the address.
+    it.next()?.split('/').next()?.parse().ok()
+}
+
+impl SessionDescription {
+    /// Parses an SDP body.
+    pub fn parse(text: &str) -> Result<Self, SdpError> {
+        if text.len() > MAX_SDP_LEN {
+            return Err(SdpError::TooLarge);
+        }
+        let mut sdp = SessionDescription {
+            connection: None,
+            direction: None,
+            media: Vec::new(),
+        };
+        let mut seen_version = false;
+        let mut session_direction: Option<Direction> = None;
+        let mut media_direction: Vec<Option<Direction>> = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = i + 1;
+            let bad = |reason| SdpError::Malformed { line, reason };
+            let raw = raw.trim_end_matches('\r');
+            if raw.is_empty() {
+                continue;
+            }
+            let (kind, value) = raw
+                .split_once('=')
+                .filter(|(k, _)| k.len() == 1)
+                .ok_or(bad("not a type=value line"))?;
+            if !seen_version {
+                if kind != "v" || value != "0" {
+                    return Err(bad("must start with v=0"));
+                }
+                seen_version = true;
+                continue;
+            }
+            match kind {
+                "m" => {
+                    if sdp.media.len() >= MAX_MEDIA {
+                        return Err(SdpError::TooLarge);
+                    }
+                    let mut it = value.split_whitespace();
+                    let kind = it.next().ok_or(bad("m= without media"))?;
+                    let port = it
+                        .next()
+                        .and_then(|p| p.split('/').next())
+                        .and_then(|p| p.parse::<u16>().ok())
+                        .ok_or(bad("m= port"))?;
+                    let proto = it.next().ok_or(bad("m= without protocol"))?;
+                    let mut formats = Vec::new();
+                    for f in it {
+                        if formats.len() >= MAX_FORMATS {
+                            return Err(SdpError::TooLarge);
+                        }
+                        // Non-RTP protocols (application, webrtc-datachannel) have token formats.
+                        let Ok(pt) = f.parse::<u16>() else { continue };
+                        let pt = u8::try_from(pt)
+                            .ok()
+                            .filter(|pt| *pt <= 127)
+                            .ok_or(bad("payload type above 127"))?;
+                        let (name, clock) = static_pt(pt).unwrap_or(("", 0));
+                        formats.push(RtpMap {
+                            pt,
+                            name: name.into(),
+                            clock,
+                            channels: 1,
+                            fmtp: None,
+                        });
+                    }
+                    sdp.media.push(Media {
+                        kind: kind.into(),
+                        port,
+                        proto: proto.into(),
+                        formats,
+                        connection: None,
+                        rtcp_mux: false,
+                        direction: Direction::SendRecv,
+                        crypto: Vec::new(),
+                    });
+                    media_direction.push(None);
+                }
+                "c" => {
+                    let addr = parse_connection(value).ok_or(bad("c= address"))?;
+                    match sdp.media.last_mut() {
+                        Some(m) => m.connection = Some(addr),
+                        None => sdp.connection = Some(addr),
+                    }
+                }
+                "a" => {
+                    let (name, arg) = value.split_once(':').unwrap_or((value, ""));
+                    let dir = match name {
+                        "sendrecv" => Some(Direction::SendRecv),
+                        "sendonly" => Some(Direction::SendOnly),
+                        "recvonly" => Some(Direction::RecvOnly),
+                        "inactive" => Some(Direction::Inactive),
+                        _ => None,
+                    };
+                    let Some(m) = sdp.media.last_mut() else {
+                        if dir.is_some() {
+                            session_direction = dir;
+                        }
+                        continue;
+                    };
+                    if let Some(d) = dir {
+                        if let Some(slot) = media_direction.last_mut() {
+                            *slot = Some(d);
+                        }
+                        continue;
+                    }
+                    match name {
+                        "rtcp-mux" => m.rtcp_mux = true,
+                        "crypto" if m.crypto.len() < 16 => m.crypto.push(arg.trim().to_string()),
+                        "rtpmap" => {
+                            let (pt, desc) = arg.split_once(' ').ok_or(bad("rtpmap"))?;
+                            let pt: u8 = pt.parse().map_err(|_| bad("rtpmap payload type"))?;
+                            let mut parts = desc.trim().split('/');
+                            let name = parts.next().filter(|n| !n.is_empty());
+                            let clock = parts.next().and_then(|c| c.parse::<u32>().ok());
+                            let (Some(name), Some(clock)) = (name, clock) else {
+                                return Err(bad("rtpmap encoding"));
+                            };
+                            let channels = match parts.next() {
+                                Some(c) => c.parse().map_err(|_| bad("rtpmap channels"))?,
+                                None => 1,
+                            };
+                            if let Some(f) = m.formats.iter_mut().find(|f| f.pt == pt) {
+                                f.name = name.into();
+                                f.clock = clock;
+                                f.channels = channels;
+                            }
+                        }
+                        "fmtp" => {
+                            let (pt, params) = arg.split_once(' ').ok_or(bad("fmtp"))?;
+                            let pt: u8 = pt.parse().map_err(|_| bad("fmtp payload type"))?;
+                            if let Some(f) = m.formats.iter_mut().find(|f| f.pt == pt) {
+                                f.fmtp = Some(params.trim().to_string());
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !seen_version {
+            return Err(SdpError::Malformed {
+                line: 1,
+                reason: "empty",
+            });
+        }
+        sdp.direction = session_direction;
+        for (m, d) in sdp.media.iter_mut().zip(media_direction) {
+            m.direction = d.or(session_direction).unwrap_or(Direction::SendRecv);
+        }
+        Ok(sdp)
+    }
+}
+
+/// Reads a parameter out of an `a=fmtp` string (`a=1;b=2`).
+pub fn fmtp_param<'a>(fmtp: &'a str, key: &str) -> Option<&'a str> {
+    fmtp.split(';').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        k.trim().eq_ignore_ascii_case(key).then(|| v.trim())
+    })
+}
+
+/// H.264 profile-level-id (RFC 6184 §8.1): profile_idc, profile-iop, level_idc.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProfileLevelId {
+    /// profile_idc.
+    pub profile_idc: u8,
+    /// Constraint flags byte.
+    pub profile_iop: u8,
+    /// level_idc.
+    pub level_idc: u8,
+}
+
+impl ProfileLevelId {
+    /// What the cart's encoder produces: constrained baseline, level 3.1.
+    pub const CART: Self = Self {
+        profile_idc: 0x42,
+        profile_iop: 0xe0,
+        level_idc: 0x1f,
+    };
+
+    /// Parses six hex digits; absent means 42000A (RFC 6184 §8.1).
+    pub fn parse(fmtp: Option<&str>) -> Option<Self> {
+        let Some(v) = fmtp.and_then(|f| fmtp_param(f, "profile-level-id")) else {
+            return Some(Self {
+                profile_idc: 0x42,
+                profile_iop: 0,
+                level_idc: 0x0a,
+            });
+        };
+        if v.len() != 6 || !v.is_ascii() {
+            return None;
+        }
+        let byte = |i: usize| u8::from_str_radix(&v[i..i + 2], 16).ok();
+        Some(Self {
+            profile_idc: byte(0)?,
+            profile_iop: byte(2)?,
+            level_idc: byte(4)?,
+        })
+    }
+
+    /// Whether a decoder of this profile decodes the cart's constrained-baseline stream:
+    /// baseline (with or without constraint_set1), main (CB is a subset via constraint_set1)
+    /// and high profiles all do.
+    pub fn decodes_constrained_baseline(self) -> bool {
+        matches!(self.profile_idc, 0x42 | 0x4d | 0x58 | 0x64)
+    }
+
+    fn hex(self) -> String {
+        format!(
+            "{:02x}{:02x}{:02x}",
+            self.profile_idc, self.profile_iop, self.level_idc
+        )
+    }
+}
+
+/// The audio stream an answer settled on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AudioChoice {
+    /// Codec.
+    pub codec: AudioCodec,
+    /// Payload type (the offerer's number).
+    pub pt: u8,
+    /// RTP clock.
+    pub clock: u32,
+    /// Channels in the rtpmap (Opus says 2).
+    pub channels: u16,
+    /// telephone-event payload type at the same clock, if offered.
+    pub dtmf_pt: Option<u8>,
+}
+
+/// The video stream an answer settled on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VideoChoice {
+    /// Payload type (the offerer's number).
+    pub pt: u8,
+    /// profile-level-id put in the answer (the offer's profile, a level we accept).
+    pub profile_level_id: ProfileLevelId,
+    /// The offer allowed RTCP feedback (RTP/AVPF): we honour PLI/FIR and send PLI.
+    pub feedback: bool,
+}
+
+/// One negotiated stream: where to send, what, and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stream<C> {
+    /// Index of the m= line.
+    pub index: usize,
+    /// The codec chosen.
+    pub choice: C,
+    /// Remote address for RTP.
+    pub remote: std::net::SocketAddr,
+    /// RTCP on the RTP port.
+    pub rtcp_mux: bool,
+    /// Direction from our side.
+    pub direction: Direction,
+    /// Protocol echoed in the answer.
+    pub proto: String,
+}
+
+/// The result of answering an offer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// The audio stream, if one was accepted.
+    pub audio: Option<Stream<AudioChoice>>,
+    /// The video stream, if one was accepted.
+    pub video: Option<Stream<VideoChoice>>,
+    /// Every offered m= line (kind, proto) so refused ones are answered with port 0.
+    offered: Vec<(String, String, String)>,
+}
+
+/// What the cart can do with media right now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Send H.264 video (a camera and encoder exist).
+    pub video: bool,
+    /// Accept RTP/SAVP (SDES keys) streams.
+    pub srtp: bool,
+}
+
+fn audio_codec(f: &RtpMap) -> Option<AudioCodec> {
+    match (f.name.to_ascii_uppercase().as_str(), f.clock) {
+        ("OPUS", 48_000) => Some(AudioCodec::Opus),
+        ("PCMU", 8_000) => Some(AudioCodec::Pcmu),
+        ("PCMA", 8_000) => Some(AudioCodec::Pcma),
+        _ => None,
+    }
+}
+
+fn plain_rtp(proto: &str) -> bool {
+    matches!(proto, "RTP/AVP" | "RTP/AVPF")
+}
+
+/// Answers `offer`: audio prefers Opus, then PCMU, then PCMA; video takes H.264 with
+/// packetization-mode 1 whose profile decodes constrained baseline. Streams the cart cannot take
+/// are refused (port 0); with nothing accepted the result is [`SdpError::NoCommonCodec`].
+pub fn answer(offer: &SessionDescription, caps: &Capabilities) -> Result<Answer, SdpError> {
+    let mut result = Answer {
+        audio: None,
+        video: None,
+        offered: Vec::new(),
+    };
+    for (index, m) in offer.media.iter().enumerate() {
+        let fmts = m
+            .formats
+            .first()
+            .map(|f| f.pt.to_string())
+            .unwrap_or_else(|| "0".into());
+        result.offered.push((m.kind.clone(), m.proto.clone(), fmts));
+        let usable_proto = plain_rtp(&m.proto) || (caps.srtp && m.proto == "RTP/SAVP");
+        if m.port == 0 || !usable_proto {
+            continue;
+        }
+        let Some(ip) = m.connection.or(offer.connection) else {
+            continue;
+        };
+        let remote = std::net::SocketAddr::new(ip, m.port);
+        let direction = m.direction.reversed();
+        match m.kind.as_str() {
+            "audio" if result.audio.is_none() => {
+                let best = [AudioCodec::Opus, AudioCodec::Pcmu, AudioCodec::Pcma]
+                    .into_iter()
+                    .find_map(|want| {
+                        m.formats
+                            .iter()
+                            .find(|f| audio_codec(f) == Some(want))
+                            .map(|f| (want, f))
+                    });
+                let Some((codec, f)) = best else { continue };
+                let dtmf_pt = m
+                    .formats
+                    .iter()
+                    .find(|t| t.name.eq_ignore_ascii_case("telephone-event") && t.clock == f.clock)
+                    .map(|t| t.pt);
+                result.audio = Some(Stream {
+                    index,
+                    choice: AudioChoice {
+                        codec,
+                        pt: f.pt,
+                        clock: f.clock,
+                        channels: f.channels,
+                        dtmf_pt,
+                    },
+                    remote,
+                    rtcp_mux: m.rtcp_mux,
+                    direction,
+                    proto: m.proto.clone(),
+                });
+            }
+            "video" if result.video.is_none() && caps.video => {
+                let h264 = m.formats.iter().find_map(|f| {
+                    if !f.name.eq_ignore_ascii_case("H264") || f.clock != 90_000 {
+                        return None;
+                    }
+                    let fmtp = f.fmtp.as_deref();
+                    let mode = fmtp.and_then(|p| fmtp_param(p, "packetization-mode"));
+                    if mode != Some("1") {
+                        return None;
+                    }
+                    let offered = ProfileLevelId::parse(fmtp)?;
+                    if !offered.decodes_constrained_baseline() {
+                        return None;
+                    }
+                    // RFC 6184 §8.2.2: the answer keeps the offered profile; without
+                    // level-asymmetry-allowed the level is at most the offered one.
+                    let asymmetric =
+                        fmtp.and_then(|p| fmtp_param(p, "level-asymmetry-allowed")) == Some("1");
+                    let level = if asymmetric {
+                        ProfileLevelId::CART.level_idc
+                    } else {
+                        offered.level_idc.min(ProfileLevelId::CART.level_idc)
+                    };
+                    Some((
+                        f.pt,
+                        ProfileLevelId {
+                            level_idc: level,
+                            ..offered
+                        },
+                    ))
+                });
+                let Some((pt, profile_level_id)) = h264 else {
+                    continue;
+                };
+                result.video = Some(Stream {
+                    index,
+                    choice: VideoChoice {
+                        pt,
+                        profile_level_id,
+                        feedback: m.proto.ends_with("AVPF"),
+                    },
+                    remote,
+                    rtcp_mux: m.rtcp_mux,
+                    direction,
+                    proto: m.proto.clone(),
+                });
+            }
+            _ => {}
+        }
+    }
+    if result.audio.is_none() && result.video.is_none() {
+        return Err(SdpError::NoCommonCodec);
+    }
+    Ok(result)
+}
+
+/// Where our media is and what we send with each accepted stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalMedia {
+    /// Address in o= and c=.
+    pub address: IpAddr,
+    /// Our audio RTP port.
+    pub audio_port: u16,
+    /// Our video RTP port.
+    pub video_port: u16,
+    /// SDES key line for audio (`1 AES_CM_128_HMAC_SHA1_80 inline:...`) when it is SRTP.
+    pub audio_crypto: Option<String>,
+    /// SDES key line for video.
+    pub video_crypto: Option<String>,
+    /// o= session id.
+    pub session_id: u64,
+    /// o= version (incremented by each new offer or answer in the dialog).
+    pub version: u64,
+    /// Hold: we send nothing (direction becomes recvonly/inactive).
+    pub on_hold: bool,
+}
+
+fn hold(d: Direction, on_hold: bool) -> Direction {
+    if !on_hold {
+        return d;
+    }
+    match d {
+        Direction::SendRecv | Direction::RecvOnly => Direction::RecvOnly,
+        _ => Direction::Inactive,
+    }
+}
+
+impl Answer {
+    /// Writes the answer SDP; refused m= lines get port 0 in the offered order.
+    pub fn render(&self, local: &LocalMedia) -> String {
+        let family = if local.address.is_ipv4() {
+            "IP4"
+        } else {
+            "IP6"
+        };
+        let mut s = String::new();
+        let _ = write!(
+            s,
+            "v=0\r\no=telecart {} {} IN {family} {}\r\ns=telecart\r\nc=IN {family} {}\r\nt=0 0\r\n",
+            local.session_id, local.version, local.address, local.address
+        );
+        for (index, (kind, proto, fmts)) in self.offered.iter().enumerate() {
+            if let Some(a) = self.audio.as_ref().filter(|a| a.index == index) {
+                let c = &a.choice;
+                let mut pts = c.pt.to_string();
+                if let Some(d) = c.dtmf_pt {
+                    let _ = write!(pts, " {d}");
+                }
+                let _ = write!(s, "m=audio {} {} {pts}\r\n", local.audio_port, a.proto);
+                let name = match c.codec {
+                    AudioCodec::Opus => "opus",
+                    AudioCodec::Pcma => "PCMA",
+                    _ => "PCMU",
+                };
+                if c.channels > 1 {
+                    let _ = write!(s, "a=rtpmap:{} {name}/{}/{}\r\n", c.pt, c.clock, c.channels);
+                } else {
+                    let _ = write!(s, "a=rtpmap:{} {name}/{}\r\n", c.pt, c.clock);
+                }
+                if c.codec == AudioCodec::Opus {
+                    let _ = write!(
+                        s,
+                        "a=fmtp:{} useinbandfec=1;stereo=0;sprop-stereo=0\r\n",
+                        c.pt
+                    );
+                }
+                if let Some(d) = c.dtmf_pt {
+                    let _ = write!(
+                        s,
+                        "a=rtpmap:{d} telephone-event/{}\r\na=fmtp:{d} 0-16\r\n",
+                        c.clock
+                    );
+                }
+                let _ = write!(s, "a=ptime:20\r\n");
+                if a.rtcp_mux {
+                    s.push_str("a=rtcp-mux\r\n");
+                }
+                if let Some(k) = &local.audio_crypto {
+                    let _ = write!(s, "a=crypto:{k}\r\n");
+                }
+                let _ = write!(s, "a={}\r\n", hold(a.direction, local.on_hold).attr());
+            } else if let Some(v) = self.video.as_ref().filter(|v| v.index == index) {
+                let pt = v.choice.pt;
+                let _ = write!(s, "m=video {} {} {pt}\r\n", local.video_port, v.proto);
+                let _ = write!(
+                    s,
+                    "a=rtpmap:{pt} H264/90000\r\na=fmtp:{pt} packetization-mode=1;profile-level-id={}\r\n",
+                    v.choice.profile_level_id.hex()
+                );
+                if v.choice.feedback {
+                    let _ = write!(s, "a=rtcp-fb:{pt} nack pli\r\na=rtcp-fb:{pt} ccm fir\r\n");
+                }
+                if v.rtcp_mux {
+                    s.push_str("a=rtcp-mux\r\n");
+                }
+                if let Some(k) = &local.video_crypto {
+                    let _ = write!(s, "a=crypto:{k}\r\n");
+                }
+                let _ = write!(s, "a={}\r\n", hold(v.direction, local.on_hold).attr());
+            } else {
+                let _ = write!(s, "m={kind} 0 {proto} {fmts}\r\n");
+            }
+        }
+        s
+    }
+}
+
+/// Whether an offer puts the call on hold (RFC 3264 §8.4 and the older c=0.0.0.0 form).
+pub fn is_hold_offer(offer: &SessionDescription) -> bool {
+    let zero = |ip: Option<IpAddr>| ip.is_some_and(|ip| ip.is_unspecified());
+    !offer.media.is_empty()
+        && offer.media.iter().filter(|m| m.port != 0).all(|m| {
+            matches!(m.direction, Direction::SendOnly | Direction::Inactive)
+                || zero(m.connection.or(offer.connection))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// baresip 1.0's offer (PCMU, PCMA, Opus, H.264 mode 0 and 1, VP8), trimmed.
+    const BARESIP: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio 10000 RTP/AVP 96 0 8 101\r\na=rtpmap:96 opus/48000/2\r\na=fmtp:96 stereo=1;sprop-stereo=1\r\n\
+a=rtpmap:101 telephone-event/48000\r\na=fmtp:101 0-15\r\na=rtcp-mux\r\na=sendrecv\r\n\
+m=video 10002 RTP/AVP 100 101 102\r\na=rtpmap:100 H264/90000\r\na=fmtp:100 packetization-mode=0;profile-level-id=42e01f\r\n\
+a=rtpmap:101 H264/90000\r\na=fmtp:101 packetization-mode=1;profile-level-id=42e01f\r\n\
+a=rtpmap:102 VP8/90000\r\na=sendrecv\r\n";
+
+    fn caps() -> Capabilities {
+        Capabilities {
+            video: true,
+            srtp: false,
+        }
+    }
+
+    #[test]
+    fn baresip_offer_gets_opus_and_h264_mode_1() {
+        let offer = SessionDescription::parse(BARESIP).unwrap();
+        let a = answer(&offer, &caps()).unwrap();
+        let audio = a.audio.clone().unwrap();
+        assert_eq!(audio.choice.codec, AudioCodec::Opus);
+        assert_eq!((audio.choice.pt, audio.choice.dtmf_pt), (96, Some(101)));
+        assert!(audio.rtcp_mux);
+        assert_eq!(audio.remote, "127.0.0.1:10000".parse().unwrap());
+        let video = a.video.clone().unwrap();
+        assert_eq!(video.choice.pt, 101);
+        assert_eq!(video.choice.profile_level_id, ProfileLevelId::CART);
+        let text = a.render(&LocalMedia {
+            address: "127.0.0.1".parse().unwrap(),
+            audio_port: 20000,
+            video_port: 20002,
+            audio_crypto: None,
+            video_crypto: None,
+            session_id: 7,
+            version: 1,
+            on_hold: false,
+        });
+        assert!(text.contains("m=audio 20000 RTP/AVP 96 101\r\n"), "{text}");
+        assert!(text.contains("a=fmtp:101 packetization-mode=1;profile-level-id=42e01f"));
+        assert!(text.contains("a=rtcp-mux\r\na=sendrecv\r\nm=video"));
+        // Our answer parses back.
+        assert_eq!(SessionDescription::parse(&text).unwrap().media.len(), 2);
+    }
+
+    #[test]
+    fn telephone_event_must_share_the_audio_clock() {
+        let sdp = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
+        let a = answer(&SessionDescription::parse(sdp).unwrap(), &caps()).unwrap();
+        let c = a.audio.unwrap().choice;
+        assert_eq!((c.codec, c.pt, c.dtmf_pt), (AudioCodec::Pcmu, 0, Some(101)));
+    }
+
+    #[test]
+    fn profile_level_id_follows_rfc_6184_8_2_2() {
+        let offer = |plid: &str, extra: &str| {
+            format!(
+                "v=0\r\nc=IN IP4 10.0.0.1\r\nm=video 5000 RTP/AVPF 97\r\na=rtpmap:97 H264/90000\r\n\
+a=fmtp:97 packetization-mode=1;profile-level-id={plid}{extra}\r\n"
+            )
+        };
+        let chosen = |text: String| {
+            answer(&SessionDescription::parse(&text).unwrap(), &caps())
+                .ok()
+                .and_then(|a| a.video)
+                .map(|v| v.choice.profile_level_id.hex())
+        };
+        // Same profile kept, level lowered to what the offer can take.
+        assert_eq!(chosen(offer("42e00d", "")), Some("42e00d".into()));
+        // A higher offered level is answered with ours.
+        assert_eq!(chosen(offer("640033", "")), Some("64001f".into()));
+        assert_eq!(
+            chosen(offer("4d0015", ";level-asymmetry-allowed=1")),
+            Some("4d001f".into())
+        );
+        // Extended/high-10 and malformed ids are refused.
+        assert_eq!(chosen(offer("6e001f", "")), None);
+        assert_eq!(chosen(offer("zz", "")), None);
+    }
+
+    #[test]
+    fn no_common_codec_and_non_rtp_streams_are_refused() {
+        let sdp = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 18\r\nm=video 5000 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n";
+        assert_eq!(
+            answer(&SessionDescription::parse(sdp).unwrap(), &caps()),
+            Err(SdpError::NoCommonCodec)
+        );
+        let srtp = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:x\r\nm=audio 4002 RTP/AVP 8\r\n";
+        let a = answer(&SessionDescription::parse(srtp).unwrap(), &caps()).unwrap();
+        let audio = a.audio.clone().unwrap();
+        assert_eq!((audio.index, audio.choice.codec), (1, AudioCodec::Pcma));
+        let text = a.render(&LocalMedia {
+            address: "10.0.0.9".parse().unwrap(),
+            audio_port: 1000,
+            video_port: 1002,
+            audio_crypto: None,
+            video_crypto: None,
+            session_id: 1,
+            version: 1,
+            on_hold: true,
+        });
+        assert!(
+            text.contains("m=audio 0 RTP/SAVP 0\r\nm=audio 1000 RTP/AVP 8\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("a=recvonly\r\n"),
+            "on hold we only receive: {text}"
+        );
+    }
+
+    #[test]
+    fn hold_offers_are_recognised() {
+        let held = SessionDescription::parse(
+            "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 0\r\na=sendonly\r\n",
+        )
+        .unwrap();
+        assert!(is_hold_offer(&held));
+        let old =
+            SessionDescription::parse("v=0\r\nc=IN IP4 0.0.0.0\r\nm=audio 4000 RTP/AVP 0\r\n")
+                .unwrap();
+        assert!(is_hold_offer(&old));
+        let resumed = SessionDescription::parse(BARESIP).unwrap();
+        assert!(!is_hold_offer(&resumed));
+    }
+
+    #[test]
+    fn malformed_sdp_is_an_error_not_a_panic() {
+        for bad in [
+            "",
+            "x",
+            "v=1\r\n",
+            "v=0\r\nm=audio x RTP/AVP 0\r\n",
+            "v=0\r\nm=audio 1 RTP/AVP 300\r\n",
+            "v=0\r\nm=audio 1 RTP/AVP 0\r\na=rtpmap:0\r\n",
+            "v=0\r\nm=audio 1 RTP/AVP 0\r\na=rtpmap:0 PCMU/x\r\n",
+            "v=0\r\nc=IN IP4 nonsense\r\n",
+            "v=0\r\nmm=audio\r\n",
+        ] {
+            assert!(SessionDescription::parse(bad).is_err(), "{bad:?}");
+        }
+        let huge = format!("v=0\r\n{}", "a=x\r\n".repeat(5000));
+        assert_eq!(SessionDescription::parse(&huge), Err(SdpError::TooLarge));
+    }
+}

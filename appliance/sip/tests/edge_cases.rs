@@ -1,0 +1,224 @@
+//! Edge cases against the cart's SIP port while it stays registered with a real Kamailio:
+//! SIPp scenarios (CANCEL before the answer, re-INVITE hold/resume then BYE from the caller)
+//! and hostile datagrams (bad SDP, unknown dialogs and methods, junk), each answered as
+//! RFC 3261 says or dropped, never a crash, the registration untouched.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use std::net::UdpSocket;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+async fn registered_cart(
+    k: &Kamailio,
+    delay_ms: u32,
+) -> (telecart_sip::SipEndpoint, Arc<PipelineMedia>) {
+    let media = PipelineMedia::start();
+    let mut config = sip_config(k.udp, "udp", &["doctor@127.0.0.1"]);
+    config.policy.auto_answer_delay_ms = delay_ms;
+    let ep = telecart_sip::start(config, "pw".into(), media.clone())
+        .await
+        .unwrap();
+    let status = ep.status.clone();
+    assert!(
+        wait_until(Duration::from_secs(10), || status.borrow().registration
+            == "registered")
+        .await,
+        "{:?}\n{}",
+        status.borrow(),
+        k.peer.log_text()
+    );
+    (ep, media)
+}
+
+fn sipp(scenario: &str, target: std::net::SocketAddr) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port(true);
+    let media_port = free_port(true);
+    let out = Command::new("sipp")
+        .arg("-sf")
+        .arg(repo_file(&format!("tests/peers/sip/sipp/{scenario}")))
+        .arg(target.to_string())
+        .args(["-s", "cart1", "-i", "127.0.0.1", "-p"])
+        .arg(port.to_string())
+        .args([
+            "-mp",
+            &media_port.to_string(),
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "20s",
+        ])
+        .args(["-trace_err", "-error_file"])
+        .arg(dir.path().join("err.log"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = std::fs::read_to_string(dir.path().join("err.log")).unwrap_or_default();
+    (
+        out.status.success(),
+        format!(
+            "{}\n{}\n{err}",
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_cancel_before_answer_and_reinvite_hold_then_bye() {
+    if !have("kamailio") || !have("sipp") {
+        return;
+    }
+    let k = Kamailio::start(&[("cart1", "pw")], "MD5");
+    let (ep, _media) = registered_cart(&k, 2000).await;
+    let target = ep.local_addr;
+    let (ok, out) = tokio::task::spawn_blocking(move || sipp("cancel_before_answer.xml", target))
+        .await
+        .unwrap();
+    assert!(ok, "CANCEL scenario failed:\n{out}");
+    let s = ep.status.borrow().clone();
+    assert_eq!((s.call.clone(), s.calls_answered), (None, 0), "{s:?}");
+
+    let (ok, out) = tokio::task::spawn_blocking(move || sipp("reinvite_hold_bye.xml", target))
+        .await
+        .unwrap();
+    assert!(ok, "re-INVITE scenario failed:\n{out}");
+    let status = ep.status.clone();
+    assert!(wait_until(Duration::from_secs(3), || status.borrow().call.is_none()).await);
+    assert_eq!(status.borrow().calls_answered, 1);
+    assert_eq!(status.borrow().registration, "registered");
+    ep.shutdown().await;
+}
+
+fn exchange(sock: &UdpSocket, to: std::net::SocketAddr, msg: &str) -> Option<String> {
+    sock.send_to(msg.as_bytes(), to).unwrap();
+    let mut buf = vec![0; 65_535];
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        match sock.recv_from(&mut buf) {
+            Ok((n, _)) => {
+                let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                // Skip provisional responses.
+                if text.starts_with("SIP/2.0 1") {
+                    continue;
+                }
+                return Some(text);
+            }
+            Err(_) => continue,
+        }
+    }
+    None
+}
+
+fn request(method: &str, port: u16, call: &str, to_tag: &str, extra: &str, body: &str) -> String {
+    format!(
+        "{method} sip:cart1@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{call}{method}\r\n\
+From: <sip:doctor@127.0.0.1>;tag=f{call}\r\nTo: <sip:cart1@127.0.0.1>{to_tag}\r\nCall-ID: {call}\r\n\
+CSeq: 1 {method}\r\nMax-Forwards: 70\r\nContact: <sip:doctor@127.0.0.1:{port}>\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_messages_get_rfc_answers_and_leave_registration_alone() {
+    if !have("kamailio") {
+        return;
+    }
+    let k = Kamailio::start(&[("cart1", "pw")], "MD5");
+    let (ep, _media) = registered_cart(&k, 0).await;
+    let cart = ep.local_addr;
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let status_line = |r: Option<String>| r.map(|r| r.lines().next().unwrap_or("").to_string());
+
+    let sdp_ct = "Content-Type: application/sdp\r\n";
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "SDP with no common codec",
+            request(
+                "INVITE",
+                port,
+                "c1",
+                "",
+                sdp_ct,
+                "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 4000 RTP/AVP 18\r\n",
+            ),
+            "SIP/2.0 488",
+        ),
+        (
+            "SDP that is not SDP",
+            request("INVITE", port, "c2", "", sdp_ct, "hello"),
+            "SIP/2.0 488",
+        ),
+        (
+            "BYE for no dialog",
+            request("BYE", port, "c3", ";tag=nosuch", "", ""),
+            "SIP/2.0 481",
+        ),
+        (
+            "BYE without To tag",
+            request("BYE", port, "c4", "", "", ""),
+            "SIP/2.0 481",
+        ),
+        (
+            "OPTIONS",
+            request("OPTIONS", port, "c6", "", "", ""),
+            "SIP/2.0 200",
+        ),
+    ];
+    for (what, msg, want) in &cases {
+        let got = status_line(exchange(&sock, cart, msg));
+        println!("{what}: {got:?}");
+        assert!(
+            got.as_deref().is_some_and(|g| g.starts_with(want)),
+            "{what}: {got:?}"
+        );
+    }
+    // Junk the stack cannot parse at all: dropped (no reply is the right answer for a datagram
+    // with no usable Via), and the cart keeps working.
+    let huge = format!(
+        "INVITE sip:cart1@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKh\r\nX-Huge: {}\r\n\r\n",
+        "a".repeat(60_000)
+    );
+    // rsipstack 0.7.14 drops requests with an unknown method instead of answering 501; they
+    // join the junk, which only has to leave the cart working.
+    for junk in [
+        request("FROBNICATE", port, "c5", "", "", ""),
+        "\u{0}\u{1}\u{2}".to_string(),
+        "INVITE\r\n\r\n".to_string(),
+        "SIP/2.0 200 OK\r\n\r\n".to_string(),
+        request("INVITE", port, "c7", "", "", "")
+            .replace("Content-Length: 0", "Content-Length: 9999"),
+        request("INVITE", port, "c8", "", "", "").replace("Via: SIP/2.0/UDP", "Via: SIP/9.9/XYZ"),
+        huge,
+    ] {
+        let _ = exchange(&sock, cart, &junk);
+    }
+    let got = status_line(exchange(
+        &sock,
+        cart,
+        &request("OPTIONS", port, "c9", "", "", ""),
+    ));
+    assert_eq!(
+        got.as_deref(),
+        Some("SIP/2.0 200 OK"),
+        "still answering after junk"
+    );
+    let s = ep.status.borrow().clone();
+    assert_eq!(s.registration, "registered", "{s:?}");
+    assert!(s.calls_rejected >= 2, "{s:?}");
+    ep.shutdown().await;
+}

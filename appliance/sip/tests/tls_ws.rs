@@ -1,0 +1,162 @@
+//! Registration with a real Kamailio over TLS (a test CA made at run time; the cart trusts only
+//! that CA) and over WebSocket (RFC 7118, Kamailio's websocket module).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+struct NoMedia;
+
+impl telecart_sip::MediaPort for NoMedia {
+    fn video(&self) -> Option<tokio::sync::mpsc::Receiver<Arc<telecart_core::EncodedVideo>>> {
+        None
+    }
+    fn microphone(&self) -> Option<tokio::sync::mpsc::Receiver<Arc<telecart_core::AudioFrame>>> {
+        None
+    }
+    fn request_keyframe(&self) {}
+    fn play(&self, _: telecart_core::AudioFrame) {}
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, as PEM files in `dir`.
+fn make_ca(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "telecart test PBX CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_over_tls_trusting_only_the_configured_ca() {
+    if !have("kamailio") {
+        return;
+    }
+    if !std::path::Path::new("/usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so").exists() {
+        eprintln!("\n!!!!!!!! SKIPPED: kamailio-tls-modules is not installed !!!!!!!!\n");
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_ca(certs.path());
+    let tls_port = free_port(false);
+    let tls_cfg = certs.path().join("tls.cfg");
+    std::fs::write(
+        &tls_cfg,
+        format!(
+            "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n\
+             private_key = {}\ncertificate = {}\n\n[client:default]\nverify_certificate = no\nrequire_certificate = no\n",
+            key.display(),
+            cert.display()
+        ),
+    )
+    .unwrap();
+    let k = Kamailio::start_with(
+        &[("cart1", "pw")],
+        "MD5",
+        &format!("enable_tls=yes\nlisten=tls:127.0.0.1:{tls_port}"),
+        &format!(
+            "loadmodule \"tls.so\"\nmodparam(\"tls\", \"config\", \"{}\")",
+            tls_cfg.display()
+        ),
+        "",
+    );
+    let mut config = sip_config(tls_port, "tls", &[]);
+    config.ca_cert = Some(ca.clone());
+    let ep = telecart_sip::start(config, "pw".into(), Arc::new(NoMedia))
+        .await
+        .unwrap();
+    let status = ep.status.clone();
+    let ok = wait_until(Duration::from_secs(10), || {
+        status.borrow().registration == "registered"
+    })
+    .await;
+    assert!(ok, "{:?}\n{}", status.borrow(), k.peer.log_text());
+    assert!(
+        k.peer.log_text().contains("proto tls"),
+        "{}",
+        k.peer.log_text()
+    );
+    println!(
+        "registered over TLS in {:.1} ms",
+        status.borrow().last_register_ms.unwrap()
+    );
+    ep.shutdown().await;
+
+    // Another CA: the handshake must fail and the cart must not register.
+    let other = tempfile::tempdir().unwrap();
+    let (other_ca, _, _) = make_ca(other.path());
+    let mut config = sip_config(tls_port, "tls", &[]);
+    config.ca_cert = Some(other_ca);
+    let ep = telecart_sip::start(config, "pw".into(), Arc::new(NoMedia))
+        .await
+        .unwrap();
+    let status = ep.status.clone();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_ne!(
+        status.borrow().registration,
+        "registered",
+        "{:?}",
+        status.borrow()
+    );
+    ep.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_over_websocket() {
+    if !have("kamailio") {
+        return;
+    }
+    if !std::path::Path::new("/usr/lib/x86_64-linux-gnu/kamailio/modules/websocket.so").exists() {
+        eprintln!("\n!!!!!!!! SKIPPED: kamailio-websocket-modules is not installed !!!!!!!!\n");
+        return;
+    }
+    let ws_port = free_port(false);
+    let k = Kamailio::start_with(
+        &[("cart1", "pw")],
+        "MD5",
+        &format!("listen=tcp:127.0.0.1:{ws_port}\ntcp_accept_no_cl=yes"),
+        "loadmodule \"xhttp.so\"\nloadmodule \"websocket.so\"",
+        "event_route[xhttp:request] {\n\
+         \tif ($hdr(Upgrade) =~ \"websocket\" && $hdr(Connection) =~ \"Upgrade\" && $rm =~ \"GET\") {\n\
+         \t\tif (ws_handle_handshake()) { exit; }\n\t}\n\
+         \txhttp_reply(\"404\", \"Not Found\", \"\", \"\");\n}",
+    );
+    let config = sip_config(ws_port, "ws", &[]);
+    let ep = telecart_sip::start(config, "pw".into(), Arc::new(NoMedia))
+        .await
+        .unwrap();
+    let status = ep.status.clone();
+    let ok = wait_until(Duration::from_secs(10), || {
+        status.borrow().registration == "registered"
+    })
+    .await;
+    assert!(ok, "{:?}\n{}", status.borrow(), k.peer.log_text());
+    assert!(
+        k.peer.log_text().contains("proto ws"),
+        "{}",
+        k.peer.log_text()
+    );
+    ep.shutdown().await;
+}
