@@ -72,7 +72,8 @@ pub struct JitterStats {
     pub frames: u64,
     /// Frames of silence before the first packet filled the buffer.
     pub waiting_frames: u64,
-    /// Buffer level at the last pull, ms (the playout delay the buffer adds).
+    /// Playout delay after the last pull, ms: audio buffered ahead of the speaker plus the
+    /// frame just pulled.
     pub playout_delay_ms: f64,
     /// Highest level at a pull, ms.
     pub max_playout_delay_ms: f64,
@@ -135,8 +136,8 @@ struct Packet {
 
 /// How far back the delay statistics look.
 const DELAY_WINDOW: Duration = Duration::from_secs(5);
-/// Pulls over which the level's low and high points are taken (half a second).
-const LEVEL_WINDOW: usize = 50;
+/// Pulls over which the level's low point is taken (one second).
+const LEVEL_WINDOW: usize = 100;
 /// Pulls to wait after an adjustment before the next.
 const COOLDOWN_PULLS: u32 = 3;
 /// Level above target beyond which whole packets are flushed, ms.
@@ -504,20 +505,16 @@ impl JitterBuffer {
                 };
             }
         }
-        self.stats.playout_delay_ms = self.samples_to_ms(level);
-        self.stats.max_playout_delay_ms = self
-            .stats
-            .max_playout_delay_ms
-            .max(self.stats.playout_delay_ms);
-        self.stats.playout_delay_sum_ms += self.stats.playout_delay_ms;
         self.levels.push_back(level);
         if self.levels.len() > LEVEL_WINDOW {
             self.levels.pop_front();
         }
         let mut concealed = false;
         let low = self.levels.iter().copied().min().unwrap_or(level);
-        let high = self.levels.iter().copied().max().unwrap_or(level);
         let target = self.target_samples;
+        // Where the low point of the level should sit: the jitter margin, since a packet's
+        // worth above it comes and goes with every arrival.
+        let desired = target.saturating_sub(self.packet_samples);
         self.cooldown = self.cooldown.saturating_sub(1);
 
         if level > target + self.ms_to_samples(f64::from(FLUSH_ABOVE_MS)) {
@@ -541,7 +538,7 @@ impl JitterBuffer {
             self.levels.clear();
         } else if self.cooldown == 0
             && self.levels.len() >= LEVEL_WINDOW / 5
-            && low > target + frame
+            && low > desired + 3 * frame
         {
             while self.pcm.len() < 2 * frame && self.decode_next(&mut concealed) {}
             if self.pcm.len() >= frame + frame / 4 {
@@ -551,10 +548,11 @@ impl JitterBuffer {
                 }
                 self.cooldown = COOLDOWN_PULLS;
             }
-        } else if self.cooldown == 0 && self.levels.len() >= LEVEL_WINDOW && high + frame < target {
+        } else if self.cooldown == 0 && self.levels.len() >= LEVEL_WINDOW && low + frame <= desired
+        {
             // Steadily below target (the sound card runs faster than the sender, or the
-            // target rose): play one frame of concealment ahead of what is queued.
-            // After what is decoded, where the decoder's concealment continues naturally.
+            // target rose): one frame of concealment after what is decoded, where the
+            // decoder's concealment continues the audio naturally.
             let extra = self.decoder.conceal(frame);
             self.pcm.extend(extra);
             self.stats.stretched += 1;
@@ -577,6 +575,14 @@ impl JitterBuffer {
             }
         }
         let samples: Vec<i16> = self.pcm.drain(..frame).collect();
+        // The delay the next audio will wait, after any adjustment: what is left plus the
+        // frame just handed to the device.
+        self.stats.playout_delay_ms = self.samples_to_ms(self.level() + frame);
+        self.stats.max_playout_delay_ms = self
+            .stats
+            .max_playout_delay_ms
+            .max(self.stats.playout_delay_ms);
+        self.stats.playout_delay_sum_ms += self.stats.playout_delay_ms;
         Playout {
             samples,
             kind: if concealed {
