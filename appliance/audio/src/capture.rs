@@ -198,12 +198,12 @@ fn aec_config(settings: &CaptureSettings) -> Config {
     Config {
         high_pass_filter: settings.high_pass.then(HighPassFilter::default),
         echo_canceller: settings.echo_cancellation.then(EchoCanceller::default),
-        noise_suppression: (settings.noise_suppression == NoiseSuppressor::Webrtc).then(|| {
+        noise_suppression: (settings.noise_suppression == NoiseSuppressor::Webrtc).then_some(
             NoiseSuppression {
                 level: NoiseSuppressionLevel::High,
                 analyze_linear_aec_output_when_available: true,
-            }
-        }),
+            },
+        ),
         ..Default::default()
     }
 }
