@@ -3,6 +3,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod audio;
 mod encode;
 mod measure;
 
@@ -23,10 +24,14 @@ enum Command {
     /// Software H.264 encode: our openh264 encoder against GStreamer's x264enc and openh264enc
     /// on the same frames.
     Encode(encode::Args),
+    /// Speakerphone audio: our capture chain (AEC3 + noise suppression + AGC2 + Opus) and
+    /// playback chain against GStreamer's webrtcdsp on the same audio.
+    Audio(audio::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Encode(args) => encode::run(&args),
+        Command::Audio(args) => audio::run(&args),
     }
 }
