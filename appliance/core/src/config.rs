@@ -5,8 +5,10 @@
 //! key and what is wrong, all at once rather than one per run.
 //! [`Config::from_toml`] is pure; [`Config::load`] only adds reading the file.
 
+mod audio_processing;
 mod store;
 
+pub use audio_processing::{AudioProcessingConfig, NoiseSuppressorChoice};
 pub use store::{StoreConfig, SyncConfig, valid_device_id};
 
 use serde::{Deserialize, Serialize};
@@ -34,6 +36,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// WebRTC: addresses, ports, STUN and TURN servers.
     pub webrtc: WebRtcConfig,
+    /// Echo cancellation, noise suppression, gain control, jitter buffer.
+    pub audio_processing: AudioProcessingConfig,
 }
 
 /// Identity of this cart.
@@ -561,6 +565,9 @@ impl Config {
         }
 
         for (key, message) in self.store.validate() {
+            bad(&key, message);
+        }
+        for (key, message) in self.audio_processing.validate() {
             bad(&key, message);
         }
 
