@@ -608,4 +608,52 @@ mod tests {
         let t = unwrap_counter(u64::from(u32::MAX) - 959, None, 32);
         assert_eq!(unwrap_counter(0, Some(t), 32), t + 960);
     }
+
+    /// The fuzz target's loop (`fuzz/fuzz_targets/jitter_buffer.rs`) on pseudo-random input:
+    /// hostile sequence numbers, timestamps, gaps and payloads never break the frame size.
+    #[test]
+    fn hostile_packet_streams_never_panic() {
+        use crate::decoder::{G711PayloadDecoder, OpusPayloadDecoder};
+        use telecart_core::media::AudioCodec;
+        let mut x = 0x1234_5678_9abc_def0u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..40 {
+            let decoder: Box<dyn PayloadDecoder> = if round % 2 == 0 {
+                Box::new(G711PayloadDecoder::new(AudioCodec::Pcmu).unwrap())
+            } else {
+                Box::new(OpusPayloadDecoder::new().unwrap())
+            };
+            let mut jb = JitterBuffer::new(decoder, JitterSettings::default());
+            let start = Instant::now();
+            let mut now = Duration::ZERO;
+            let (mut seq, mut ts) = (next() as u16, next() as u32);
+            for _ in 0..300 {
+                let r = next();
+                // Mostly plausible steps, sometimes wild jumps.
+                seq = if r % 7 == 0 {
+                    next() as u16
+                } else {
+                    seq.wrapping_add((r % 3) as u16)
+                };
+                ts = if r % 11 == 0 {
+                    next() as u32
+                } else {
+                    ts.wrapping_add((r % 2000) as u32)
+                };
+                now += Duration::from_millis((r >> 8) % 60);
+                let len = ((r >> 16) % 200) as usize;
+                let payload: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                jb.insert(seq, ts, start + now, &payload);
+                for _ in 0..(r >> 24) % 5 {
+                    assert_eq!(jb.pull().samples.len(), jb.frame_samples());
+                }
+            }
+            assert!(jb.packets.len() <= MAX_PACKETS);
+        }
+    }
 }

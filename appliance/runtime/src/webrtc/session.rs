@@ -589,7 +589,7 @@ impl Driver {
                     speaker.packet(
                         data.seq_range.start().as_u16(),
                         data.time.numer() as u32,
-                        data.data.clone(),
+                        data.data.to_vec(),
                     );
                     return;
                 }

@@ -21,7 +21,8 @@ use telecart_audio::jitter::{JitterSettings, JitterStats};
 use telecart_audio::{
     FarEndReference, G711PayloadDecoder, OpusPayloadDecoder, PayloadDecoder, PlaybackChain,
 };
-use telecart_core::{AudioCodec, AudioFrame};
+use telecart_core::AudioFrame;
+use telecart_core::media::AudioCodec;
 use telecart_devices::AudioPlayback;
 use tracing::{debug, warn};
 
