@@ -378,6 +378,11 @@ mod tests {
                 .iter()
                 .all(|f| f.sample_rate == 44_100 && f.channels == 2 && f.samples.len() == 882)
         );
-        assert!(out.jitter_stats().packets >= 10);
+        // The thread publishes its counters after each pull; give it the time to take the rest.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while out.jitter_stats().packets < 10 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(out.jitter_stats().packets, 10); // 200 ms in 20 ms packets
     }
 }
