@@ -3,6 +3,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod audio;
 mod encode;
 mod flash;
 mod measure;
@@ -30,6 +31,9 @@ enum Command {
     /// Offline transcription: our captioning pipeline against whisper.cpp's own C API on the
     /// same espeak-ng speech (RTF, CPU, memory, WER, live caption latency).
     Transcribe(transcribe::Args),
+    /// Speakerphone audio: our capture chain (AEC3 + noise suppression + AGC2 + Opus) and
+    /// playback chain against GStreamer's webrtcdsp on the same audio.
+    Audio(audio::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,5 +41,6 @@ fn main() -> anyhow::Result<()> {
         Command::Encode(args) => encode::run(&args),
         Command::Flash(args) => flash::run(&args),
         Command::Transcribe(args) => transcribe::run(&args),
+        Command::Audio(args) => audio::run(&args),
     }
 }

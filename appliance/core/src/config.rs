@@ -5,10 +5,12 @@
 //! key and what is wrong, all at once rather than one per run.
 //! [`Config::from_toml`] is pure; [`Config::load`] only adds reading the file.
 
+mod audio_processing;
 mod board;
 mod sip;
 mod store;
 
+pub use audio_processing::{AudioProcessingConfig, NoiseSuppressorChoice};
 pub use board::{BoardConfig, BoardKind, MAX_PRESETS, PresetPosition, PtzSection};
 pub use sip::{OtherCallers, SipConfig, SipPolicyConfig, SipTransport};
 pub use store::{StoreConfig, SyncConfig, valid_device_id};
@@ -42,6 +44,8 @@ pub struct Config {
     pub board: BoardConfig,
     /// SIP registration and call policy.
     pub sip: SipConfig,
+    /// Echo cancellation, noise suppression, gain control, jitter buffer.
+    pub audio_processing: AudioProcessingConfig,
 }
 
 /// Identity of this cart.
@@ -582,6 +586,9 @@ impl Config {
             .chain(self.board.validate())
             .chain(self.sip.validate())
         {
+            bad(&key, message);
+        }
+        for (key, message) in self.audio_processing.validate() {
             bad(&key, message);
         }
 

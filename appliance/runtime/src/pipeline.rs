@@ -12,9 +12,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use telecart_audio::capture::NoiseSuppressor;
+use telecart_audio::{CaptureChain, CaptureSettings, FarEndReference, MuteControl};
 use telecart_cart::privacy::{PrivacyGate, PrivacySwitch};
 use telecart_codec::{AudioEncoder, EncoderSettings, OpusEncoder, VideoEncoder};
-use telecart_core::config::{Config, VideoSource};
+use telecart_core::config::{Config, NoiseSuppressorChoice, VideoSource};
 use telecart_core::{AudioFrame, CaptureTime, EncodedAudio, EncodedVideo, VideoFrame};
 use telecart_devices::{AudioCapture, CameraStatus, DeviceError, VideoCapture};
 use tracing::{debug, error, info, warn};
@@ -116,8 +118,49 @@ pub struct PipelineStatus {
     pub audio_packets_encoded: u64,
     /// Errors from capture devices (each also logged).
     pub device_errors: u64,
+    /// Counters of the microphone's processing (echo, noise, gain, mute, clipping, silence).
+    pub audio_processing: AudioProcessingStatus,
     /// Errors from encoders (each also logged).
     pub encode_errors: u64,
+}
+
+/// The capture chain's counters as the status page and metrics show them.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AudioProcessingStatus {
+    /// 10 ms frames produced (48 kHz mono).
+    pub frames: u64,
+    /// Device blocks at another rate than configured (resampled from what came).
+    pub rate_mismatch_blocks: u64,
+    /// Samples at full scale.
+    pub clipped_samples: u64,
+    /// 10 ms units of input silence (below -70 dBFS).
+    pub silent_frames: u64,
+    /// Stretches of a minute or more of input silence (a dead microphone).
+    pub long_silences: u64,
+    /// Frames silenced by mute.
+    pub muted_frames: u64,
+    /// Far-end reference frames dropped (the speaker side ran ahead of capture).
+    pub far_end_dropped: u64,
+    /// Echo return loss enhancement the echo canceller reports, dB.
+    pub erle_db: Option<f64>,
+    /// Echo path delay the echo canceller found, ms.
+    pub echo_delay_ms: Option<i32>,
+}
+
+impl From<telecart_audio::CaptureStats> for AudioProcessingStatus {
+    fn from(s: telecart_audio::CaptureStats) -> Self {
+        Self {
+            frames: s.frames_out,
+            rate_mismatch_blocks: s.rate_mismatch_blocks,
+            clipped_samples: s.clipped_samples,
+            silent_frames: s.silent_frames,
+            long_silences: s.long_silences,
+            muted_frames: s.muted_frames,
+            far_end_dropped: s.far_end_dropped,
+            erle_db: s.erle_db,
+            echo_delay_ms: s.echo_delay_ms,
+        }
+    }
 }
 
 /// A running pipeline. Dropping it stops the threads.
@@ -127,8 +170,15 @@ pub struct Pipeline {
     pub raw_video: Bus<VideoFrame>,
     /// H.264 access units.
     pub video: Bus<EncodedVideo>,
-    /// Raw microphone blocks.
+    /// The cleaned microphone (echo cancelled, noise suppressed, levelled): 10 ms frames,
+    /// 48 kHz mono, whatever the device's rate and channels.
     pub raw_audio: Bus<AudioFrame>,
+    /// The same cleaned microphone at 16 kHz mono, for transcription (silent while muted).
+    pub transcription_audio: Bus<AudioFrame>,
+    /// Mutes the microphone from the next 10 ms frame on (privacy switch, console, far end).
+    pub mute: MuteControl,
+    /// Where the speaker's playback pushes what it plays, for the echo canceller.
+    pub far_end: FarEndReference,
     /// Opus packets.
     pub audio: Bus<EncodedAudio>,
     /// Key frame and bitrate requests to the video encoder.
@@ -191,13 +241,13 @@ impl Pipeline {
         info!(encoder = %encoder.name(), "video encoder ready");
         let microphone = telecart_devices::open_microphone(&config.audio)?;
         info!(microphone = %microphone.description(), "microphone ready");
-        if config.audio.sample_rate != 48_000 {
-            anyhow::bail!(
-                "audio.sample_rate = {}: the Opus path runs at 48000 Hz (resampling other device rates comes with the audio-processing work)",
-                config.audio.sample_rate
-            );
-        }
-        let opus = OpusEncoder::new(config.audio.channels, config.audio.opus_bitrate_kbps * 1000)?;
+        let mute = MuteControl::default();
+        let processing = CaptureChain::new(capture_settings(config), mute.clone())?;
+        let far_end = processing.far_end();
+        let (transcription_tx, transcription_audio) =
+            bus(config.pipeline.audio_queue_blocks.max(4) * 3);
+        // The capture chain hands out 48 kHz mono whatever the device gives.
+        let opus = OpusEncoder::new(1, config.audio.opus_bitrate_kbps * 1000)?;
         {
             let mut s = lock(&status);
             s.encoder = encoder.name();
@@ -220,7 +270,17 @@ impl Pipeline {
             })?,
             spawn("audio-capture", {
                 let (status, stop, gate) = (status.clone(), stop.clone(), privacy.gate());
-                move || audio_capture_loop(microphone, gate, raw_audio_tx, &status, &stop)
+                move || {
+                    audio_capture_loop(
+                        microphone,
+                        gate,
+                        processing,
+                        raw_audio_tx,
+                        transcription_tx,
+                        &status,
+                        &stop,
+                    )
+                }
             })?,
             spawn("audio-encode", {
                 let status = status.clone();
@@ -232,6 +292,9 @@ impl Pipeline {
             raw_video,
             video,
             raw_audio,
+            transcription_audio,
+            mute,
+            far_end,
             audio,
             encoder: control,
             camera_controls,
@@ -416,10 +479,30 @@ fn video_encode_loop(
     debug!("video encoder stopped");
 }
 
+/// What the `[audio_processing]` section asks of the capture chain.
+fn capture_settings(config: &Config) -> CaptureSettings {
+    let p = &config.audio_processing;
+    CaptureSettings {
+        high_pass: p.high_pass,
+        echo_cancellation: p.echo_cancellation,
+        noise_suppression: match p.noise_suppression {
+            NoiseSuppressorChoice::Rnnoise => NoiseSuppressor::Rnnoise,
+            NoiseSuppressorChoice::Webrtc => NoiseSuppressor::Webrtc,
+            NoiseSuppressorChoice::Off => NoiseSuppressor::Off,
+        },
+        automatic_gain: p.automatic_gain,
+        max_gain_db: p.max_gain_db,
+        device_rate: config.audio.sample_rate,
+        transcription_tap: p.transcription_tap,
+    }
+}
+
 fn audio_capture_loop(
     mut microphone: Box<dyn AudioCapture>,
     privacy: PrivacyGate,
+    mut processing: CaptureChain,
     out: Publisher<AudioFrame>,
+    transcription: Publisher<AudioFrame>,
     status: &Mutex<PipelineStatus>,
     stop: &AtomicBool,
 ) {
@@ -427,8 +510,24 @@ fn audio_capture_loop(
         match microphone.read() {
             Ok(mut block) => {
                 lock(status).audio_blocks_captured += 1;
+                // Privacy silences the microphone before any processing: the echo
+                // canceller, encoder and transcription tap never hear the room.
                 privacy.audio(&mut block);
-                out.publish(block);
+                match processing.process(&block) {
+                    Ok(cleaned) => {
+                        for frame in cleaned.frames {
+                            out.publish(frame);
+                        }
+                        for frame in cleaned.transcription {
+                            transcription.publish(frame);
+                        }
+                    }
+                    Err(e) => {
+                        error!(error = %e, "audio processing refused a block");
+                        lock(status).device_errors += 1;
+                    }
+                }
+                lock(status).audio_processing = processing.stats().into();
             }
             Err(DeviceError::Stopped) => break,
             Err(e) => {

@@ -583,36 +583,25 @@ impl Driver {
         let kind = self.rtc.media(data.mid).map(|m| m.kind());
         match kind {
             Some(MediaKind::Audio) if data.params.spec().codec == Codec::Opus => {
-                // Opus decodes at 48 kHz; a speaker at another rate waits for the
-                // resampler of the audio-processing work.
-                let rate = 48_000;
-                let channels = self.opts.speaker.as_ref().map_or(2, |s| s.channels);
+                if let Some(speaker) = &self.opts.speaker {
+                    // The speaker's jitter buffer decodes, conceals and paces.
+                    self.stats.lock().remote_audio_packets_decoded += 1;
+                    speaker.packet(
+                        data.seq_range.start().as_u16(),
+                        data.time.numer() as u32,
+                        data.data.to_vec(),
+                    );
+                    return;
+                }
+                // Without a speaker (the demo) decoding still proves the audio is sound.
                 if self.opus.is_none() {
-                    self.opus = OpusDecoder::new(channels).ok();
+                    self.opus = OpusDecoder::new(2).ok();
                 }
                 let Some(decoder) = self.opus.as_mut() else {
                     return;
                 };
-                // Without a speaker (the demo) decoding still proves the audio is sound.
                 match decoder.decode(&data.data) {
-                    Ok(samples) => {
-                        let sequence = {
-                            let mut s = self.stats.lock();
-                            s.remote_audio_packets_decoded += 1;
-                            s.remote_audio_packets_decoded
-                        };
-                        if let Some(speaker) = &self.opts.speaker {
-                            speaker.play(telecart_core::AudioFrame {
-                                sample_rate: rate,
-                                channels,
-                                samples,
-                                sequence,
-                                capture_time: telecart_core::CaptureTime(
-                                    crate::pipeline::now().as_micros(),
-                                ),
-                            });
-                        }
-                    }
+                    Ok(_) => self.stats.lock().remote_audio_packets_decoded += 1,
                     Err(e) => {
                         debug!(error = %e, "session: remote Opus packet");
                         self.stats.lock().remote_audio_decode_errors += 1;
