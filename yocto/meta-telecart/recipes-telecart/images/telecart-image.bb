@@ -46,4 +46,5 @@ WICVARS:append = " TELECART_SLOT_SIZE TELECART_DATA_SIZE"
 TELECART_BOOT_FLAVOUR ?= "uboot"
 WKS_FILE = "telecart-ab-${TELECART_BOOT_FLAVOUR}.wks.in"
 IMAGE_BOOT_FILES_label-autoboot = "autoboot.txt"
-WKS_FILE_DEPENDS:append = " ${@'telecart-autoboot' if d.getVar('TELECART_BOOT_FLAVOUR') == 'tryboot' else ''}"
+# autoboot.txt comes from telecart-autoboot's deploy (meta-raspberrypi builds only).
+do_image_wic[depends] += "${@'telecart-autoboot:do_deploy' if d.getVar('TELECART_BOOT_FLAVOUR') == 'tryboot' else ''}"
