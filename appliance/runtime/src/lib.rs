@@ -8,6 +8,7 @@ pub mod console;
 pub mod metrics;
 pub mod pipeline;
 pub mod session_log;
+pub mod sip;
 pub mod tls;
 pub mod webrtc;
 
@@ -67,6 +68,13 @@ pub async fn run(
         calls,
         cart: cart.clone(),
     });
+    let sip = sip::start(
+        &state.config.sip,
+        &state.config.audio,
+        pipeline.clone(),
+        cart.clone(),
+    )
+    .await;
     on_listening(addr, cart.clone());
     tokio::spawn(systemd_watchdog(pipeline.clone()));
     // Stop the pipeline first: that closes the queues, which ends open live
@@ -83,6 +91,9 @@ pub async fn run(
     };
     console::serve(listener, state, stop_pipeline).await?;
     // Joining the stage threads blocks; keep it off the async workers.
+    if let Some(sip) = sip {
+        sip.shutdown().await;
+    }
     tokio::task::spawn_blocking(move || {
         drop(pipeline);
         cart.stop();

@@ -302,7 +302,8 @@ impl PipelineMedia {
         config.video.bitrate_kbps = 300;
         config.audio.microphone = telecart_core::config::MicrophoneSource::Tone;
         config.audio.tone_hz = 1000;
-        let pipeline = Arc::new(telecart_runtime::Pipeline::start(&config).unwrap());
+        let pipeline =
+            Arc::new(telecart_runtime::Pipeline::start(&config, Default::default()).unwrap());
         Arc::new(Self {
             pipeline,
             played: Mutex::new(Vec::new()),
