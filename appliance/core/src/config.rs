@@ -7,11 +7,13 @@
 
 mod audio_processing;
 mod board;
+mod captions;
 mod sip;
 mod store;
 
 pub use audio_processing::{AudioProcessingConfig, NoiseSuppressorChoice};
 pub use board::{BoardConfig, BoardKind, MAX_PRESETS, PresetPosition, PtzSection};
+pub use captions::CaptionsConfig;
 pub use sip::{OtherCallers, SipConfig, SipPolicyConfig, SipTransport};
 pub use store::{StoreConfig, SyncConfig, valid_device_id};
 
@@ -44,6 +46,8 @@ pub struct Config {
     pub board: BoardConfig,
     /// SIP registration and call policy.
     pub sip: SipConfig,
+    /// Live captions during calls.
+    pub captions: CaptionsConfig,
     /// Echo cancellation, noise suppression, gain control, jitter buffer.
     pub audio_processing: AudioProcessingConfig,
 }
@@ -585,6 +589,7 @@ impl Config {
             .into_iter()
             .chain(self.board.validate())
             .chain(self.sip.validate())
+            .chain(self.captions.validate())
         {
             bad(&key, message);
         }

@@ -34,6 +34,8 @@ pub struct ConsoleState {
     pub calls: Arc<crate::webrtc::call::Calls>,
     /// The board, the state machine and privacy.
     pub cart: Arc<crate::cart::CartController>,
+    /// Live captions (None: disabled, or no usable model; see the log).
+    pub captions: Option<Arc<crate::captions::Captioner>>,
 }
 
 /// The console's routes, with the token check when a token is configured.
@@ -124,6 +126,7 @@ struct StatusBody<'a> {
     video: VideoSummary,
     session_log: SessionLogSummary,
     board: crate::cart::CartView,
+    captions: crate::captions::CaptionStatus,
 }
 
 #[derive(Debug, Serialize)]
@@ -165,6 +168,11 @@ async fn status(State(state): State<Arc<ConsoleState>>) -> Response {
             }
         },
         board: state.cart.view(),
+        captions: state
+            .captions
+            .as_ref()
+            .map(|c| c.status())
+            .unwrap_or_default(),
     })
     .into_response()
 }
@@ -262,16 +270,13 @@ async fn call_offer(
             move || cart.ended(call)
         })),
     };
+    let speaker = call_speaker(&state.config, &state.pipeline);
+    if let (Some(captions), Some(speaker)) = (&state.captions, &speaker) {
+        captions.feed(telecart_transcribe::Side::Remote, &speaker.remote_tap());
+    }
     let answered = state
         .calls
-        .answer(
-            media,
-            &body,
-            bind,
-            ports,
-            call_speaker(&state.config),
-            hooks,
-        )
+        .answer(media, &body, bind, ports, speaker, hooks)
         .await;
     if let Ok((id, _)) = &answered {
         state.cart.connected(call, id);
@@ -365,11 +370,27 @@ async fn cart_privacy(
 }
 
 /// Opens the configured speaker for one call (None: no speaker, or it failed: logged).
-fn call_speaker(config: &Config) -> Option<crate::webrtc::speaker::SpeakerOutput> {
+/// The caller's audio goes through the jitter buffer and is the echo
+/// canceller's far-end reference, so the cart's microphone does not send the
+/// caller back to themselves.
+fn call_speaker(
+    config: &Config,
+    pipeline: &crate::Pipeline,
+) -> Option<crate::webrtc::speaker::SpeakerOutput> {
     let a = &config.audio;
     match telecart_devices::open_speaker(a) {
         Ok(Some(speaker)) => {
-            crate::webrtc::speaker::SpeakerOutput::start(speaker, a.sample_rate, a.channels)
+            let options = crate::webrtc::speaker::SpeakerOptions {
+                sample_rate: a.sample_rate,
+                channels: a.channels,
+                codec: telecart_core::media::AudioCodec::Opus,
+                jitter: telecart_audio::JitterSettings {
+                    min_delay_ms: config.audio_processing.jitter_min_ms,
+                    max_delay_ms: config.audio_processing.jitter_max_ms,
+                },
+                far_end: Some(pipeline.far_end.clone()),
+            };
+            crate::webrtc::speaker::SpeakerOutput::start_with(speaker, options)
                 .map_err(|e| tracing::warn!(error = %e, "speaker thread"))
                 .ok()
         }

@@ -3,6 +3,7 @@
 //! socket or a device thread lives here; protocol and policy crates do not.
 
 pub mod bus;
+pub mod captions;
 pub mod cart;
 pub mod console;
 pub mod metrics;
@@ -59,6 +60,23 @@ pub async fn run(
     if let Some(controls) = pipeline.camera_controls.clone() {
         cart.attach_camera(controls);
     }
+    let captions = {
+        let (config, tap, calls, log) = (
+            config.captions.clone(),
+            pipeline.transcription_audio.clone(),
+            calls.clone(),
+            log.clone(),
+        );
+        match tokio::task::spawn_blocking(move || captions::start(&config, &tap, calls, Some(log)))
+            .await?
+        {
+            Ok(c) => Some(Arc::new(c)),
+            Err(why) => {
+                tracing::warn!(%why, "calls run without captions");
+                None
+            }
+        }
+    };
     cart.input(telecart_cart::machine::Input::BootComplete);
     let state = Arc::new(console::ConsoleState {
         config,
@@ -67,6 +85,7 @@ pub async fn run(
         started,
         calls,
         cart: cart.clone(),
+        captions,
     });
     let sip = sip::start(
         &state.config.sip,

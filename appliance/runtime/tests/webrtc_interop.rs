@@ -412,6 +412,18 @@ fn chromium_calls_the_console_call_page() {
         stats["dataChannelMessages"].as_u64().unwrap() >= 1,
         "cart status on the data channel"
     );
+    // The demo microphone plays clinical speech: the cart transcribes it and
+    // the captions reach the browser on the data channel.
+    let captions = stats["captions"].as_array().unwrap();
+    assert!(
+        !captions.is_empty(),
+        "no caption reached the browser (is the whisper model in .work/models? run tests/setup.sh)"
+    );
+    println!(
+        "BENCH webrtc captions at the browser: {} ({:?} …)",
+        captions.len(),
+        captions.first()
+    );
     let c = &stats["cart"];
     assert!(
         c["remote_video_frames"].as_u64().unwrap() > 30,

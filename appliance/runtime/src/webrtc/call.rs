@@ -50,6 +50,7 @@ pub struct CallHooks {
 
 struct Call {
     stats: SharedStats,
+    session: SessionId,
     stop: watch::Sender<bool>,
     outgoing: mpsc::Sender<Message>,
     started: Instant,
@@ -149,6 +150,7 @@ impl Calls {
             );
             (log, session)
         });
+        let session = record.as_ref().map_or(SessionId::NONE, |(_, s)| *s);
         let on_end = hooks.on_end;
         tokio::spawn(async move {
             let outcome = run_session(rtc, socket, media, opts, task_stats.clone(), stop_rx).await;
@@ -198,6 +200,7 @@ impl Calls {
             id.clone(),
             Call {
                 stats,
+                session,
                 stop,
                 outgoing,
                 started,
@@ -229,6 +232,15 @@ impl Calls {
         for call in self.lock().values() {
             let _ = call.outgoing.try_send(message.clone());
         }
+    }
+
+    /// The session log's id of the newest call not yet ended (captions are recorded under it).
+    pub fn current_session(&self) -> Option<SessionId> {
+        self.lock()
+            .values()
+            .filter(|c| !is_ended(&c.stats.snapshot()))
+            .max_by_key(|c| c.started)
+            .map(|c| c.session)
     }
 
     /// Calls not yet ended.
