@@ -426,16 +426,10 @@ fn cart_binaries(repo: &Path, build: bool) -> anyhow::Result<Vec<PathBuf>> {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
             .current_dir(repo)
-            .args([
-                "build",
-                "-p",
-                "cartd",
-                "-p",
-                "cartctl",
-                "-p",
-                "telecart-devices",
-            ])
-            .args(["--bins", "--example", "devices-probe"])
+            // The same selection as the suite's `cargo test --workspace --all-targets`,
+            // so features resolve alike and CI reuses those artifacts instead of
+            // rebuilding half the dependency graph.
+            .args(["build", "--workspace", "--all-targets"])
             .status()
             .context("running cargo build")?;
         if !status.success() {
