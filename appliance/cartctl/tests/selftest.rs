@@ -148,7 +148,10 @@ fn simulated_sources_and_a_real_stun_server_pass() {
 #[test]
 fn a_missing_camera_and_an_unreachable_stun_server_fail_with_reasons() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_udp_port();
+    // A socket that is bound but never answers: the port cannot be taken by a
+    // STUN server another test starts meanwhile.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
     let config = write_config(
         dir.path(),
         &format!(
