@@ -169,6 +169,8 @@ fn demo_serves_console_metrics_snapshot_and_a_stamped_live_stream() {
         "telecart_video_frames_encoded_total",
         "telecart_video_frames_captured_total",
         "telecart_camera_streaming",
+        "telecart_audio_frames_processed_total",
+        "telecart_privacy",
     ] {
         assert!(metrics.contains(name), "{name} in\n{metrics}");
     }

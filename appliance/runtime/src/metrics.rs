@@ -157,6 +157,62 @@ impl Collector for Scrape {
             let name = name.strip_prefix("telecart_").unwrap_or(name);
             gauge(&mut e, name, help, value as f64)?;
         }
+        let a = &s.audio_processing;
+        for (name, help, value) in [
+            (
+                "audio_frames_processed",
+                "10 ms microphone frames through echo cancellation and noise suppression.",
+                a.frames,
+            ),
+            (
+                "audio_rate_mismatch_blocks",
+                "Microphone blocks at another rate than configured (resampled).",
+                a.rate_mismatch_blocks,
+            ),
+            (
+                "audio_clipped_samples",
+                "Microphone samples at full scale.",
+                a.clipped_samples,
+            ),
+            (
+                "audio_silent_frames",
+                "10 ms microphone frames of silence (below -70 dBFS).",
+                a.silent_frames,
+            ),
+            (
+                "audio_long_silences",
+                "Minute-long stretches of microphone silence (a dead microphone?).",
+                a.long_silences,
+            ),
+            (
+                "audio_muted_frames",
+                "Microphone frames silenced by mute.",
+                a.muted_frames,
+            ),
+            (
+                "audio_far_end_dropped",
+                "Echo-canceller reference frames dropped.",
+                a.far_end_dropped,
+            ),
+        ] {
+            counter(&mut e, name, help, value)?;
+        }
+        if let Some(erle) = a.erle_db {
+            gauge(
+                &mut e,
+                "audio_erle_db",
+                "Echo return loss enhancement the echo canceller reports.",
+                erle,
+            )?;
+        }
+        if let Some(delay) = a.echo_delay_ms {
+            gauge(
+                &mut e,
+                "audio_echo_delay_ms",
+                "Echo path delay the echo canceller found.",
+                f64::from(delay),
+            )?;
+        }
         let c = &self.cart;
         gauge(
             &mut e,
