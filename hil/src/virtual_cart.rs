@@ -328,6 +328,16 @@ fn build_initramfs(spec: &VirtualCartSpec, out: &Path) -> anyhow::Result<()> {
             .context("a cart binary without a file name")?;
         fs::copy(binary, root.join("opt/telecart/bin").join(name))
             .with_context(|| format!("copying {}", binary.display()))?;
+        // Debug builds carry hundreds of MB of debug info; the initramfs lives in
+        // the guest's RAM, so only the code goes in.
+        let status = Command::new("strip")
+            .arg("--strip-debug")
+            .arg(root.join("opt/telecart/bin").join(name))
+            .status()
+            .context("running strip (binutils)")?;
+        if !status.success() {
+            bail!("strip --strip-debug {} failed: {status}", name.display());
+        }
         copy_libraries(binary, &root)?;
     }
     fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;

@@ -8,7 +8,7 @@ SECTION = "multimedia"
 LICENSE = "Apache-2.0"
 # The workspace's licence declaration ([workspace.package] in Cargo.toml);
 # tests/run.d/yocto.sh checks that this line and checksum still match.
-LIC_FILES_CHKSUM = "file://Cargo.toml;beginline=26;endline=26;md5=2507bd5f0713f05419cd2f22fa06fe62"
+LIC_FILES_CHKSUM = "file://LICENSE;beginline=1;endline=202;md5=3b83ef96387f14655fc854ddc3c6bd57"
 
 # alsa-sys links alsa-lib; opusic-sys (libopus) and whisper-rs-sys (whisper.cpp)
 # build their C/C++ sources with cmake; v4l2-sys-mit runs bindgen on the kernel
