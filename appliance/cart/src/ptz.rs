@@ -95,12 +95,14 @@ pub struct PtzConfig {
 }
 
 impl Default for PtzConfig {
+    /// The `[board.ptz]` defaults: one set of numbers, in the configuration.
     fn default() -> Self {
+        let section = telecart_core::config::PtzSection::default();
         Self {
-            full_step: 0.1,
-            rate_per_s: 10.0,
-            burst: 5,
-            presets: Vec::new(),
+            full_step: section.full_step,
+            rate_per_s: section.rate_per_s,
+            burst: section.burst,
+            presets: section.presets,
         }
     }
 }
