@@ -187,7 +187,7 @@ fn main() -> ExitCode {
                 None => {
                     // publish runs the pipeline only: no session log, nothing kept.
                     match demo_config(
-                        "127.0.0.1:0".parse().expect("literal address"),
+                        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
                         &video,
                         &std::env::temp_dir(),
                     ) {
