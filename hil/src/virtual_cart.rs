@@ -119,6 +119,9 @@ impl VirtualCart {
         let started = Instant::now();
         let child = Command::new("qemu-system-x86_64")
             .args(["-accel", "tcg", "-m", "1024", "-smp", "2", "-nographic"])
+            // Every instruction set TCG emulates (AVX2, FMA, F16C): the cart's binaries are
+            // built for x86-64-v3 (.cargo/config.toml), the default qemu64 CPU is older.
+            .args(["-cpu", "max"])
             .args(["-no-reboot", "-kernel"])
             .arg(self.spec.kernel_dir.join("vmlinux"))
             .arg("-initrd")

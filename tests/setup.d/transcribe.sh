@@ -65,7 +65,9 @@ fi
 # --- the benchmark's peer: whisper.cpp from the source whisper-rs-sys vendors -------------
 TRANSCRIBE_PEER_DIR="$WORK/whisper-peer"
 TRANSCRIBE_PEER_SRC="$ROOT/appliance/bench/peer/whisper_peer.c"
-TRANSCRIBE_PEER_STAMP="$(sha256sum "$TRANSCRIBE_PEER_SRC" | cut -d' ' -f1)"
+# The CPU level of .cargo/config.toml's [env], so both sides of the benchmark run the same code.
+TRANSCRIBE_PEER_FLAGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+TRANSCRIBE_PEER_STAMP="$(cat "$TRANSCRIBE_PEER_SRC" <(echo "$TRANSCRIBE_PEER_FLAGS") | sha256sum | cut -d' ' -f1)"
 transcribe_whisper_src() {
     # whisper-rs-sys's folder, as cargo resolved it for this workspace (downloads if needed).
     cargo metadata --format-version 1 --manifest-path "$ROOT/Cargo.toml" 2>/dev/null \
@@ -83,9 +85,11 @@ else
         || { echo "setup: whisper-rs-sys's whisper.cpp source not found (cargo metadata)" >&2; exit 1; }
     step peer "building whisper.cpp $(sed -n 's/^project("whisper.cpp" VERSION \(.*\))/\1/p' "$TRANSCRIBE_WHISPER_SRC/CMakeLists.txt") from $TRANSCRIBE_WHISPER_SRC"
     mkdir -p "$TRANSCRIBE_PEER_DIR"
-    # The same switches whisper-rs-sys passes (CPU only, no OpenMP), GGML_NATIVE=OFF as our builds.
+    # The same switches whisper-rs-sys passes (CPU only, no OpenMP) and the same CPU level.
+    rm -rf "$TRANSCRIBE_PEER_DIR/build"
+    # shellcheck disable=SC2086 # the flags are words
     cmake -S "$TRANSCRIBE_WHISPER_SRC" -B "$TRANSCRIBE_PEER_DIR/build" -DCMAKE_BUILD_TYPE=Release \
-        -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF -DGGML_METAL=OFF \
+        -DBUILD_SHARED_LIBS=OFF $TRANSCRIBE_PEER_FLAGS -DGGML_OPENMP=OFF -DGGML_METAL=OFF \
         -DWHISPER_BUILD_EXAMPLES=OFF -DWHISPER_BUILD_TESTS=OFF >"$WORK/whisper-peer.log" 2>&1 \
         && cmake --build "$TRANSCRIBE_PEER_DIR/build" -j2 --target whisper >>"$WORK/whisper-peer.log" 2>&1 \
         || { tail -20 "$WORK/whisper-peer.log"; echo "setup: whisper.cpp build failed" >&2; exit 1; }
