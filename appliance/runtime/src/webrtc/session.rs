@@ -316,8 +316,11 @@ impl Driver {
         match event {
             Event::Connected => self.on_connected(),
             Event::MediaAdded(added) => {
-                // Answering an offer: learn the m-lines from the remote side.
+                // Answering an offer: learn the m-lines from the remote side. A caller that
+                // only sends (a WHIP-style publisher) gets nothing back on its m-lines:
+                // str0m refuses writes to a receive-only m-line and that would end the call.
                 match added.kind {
+                    _ if !added.direction.is_sending() => {}
                     MediaKind::Video if self.opts.video_mid.is_none() => {
                         self.opts.video_mid = Some(added.mid);
                     }
