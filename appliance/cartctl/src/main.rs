@@ -7,6 +7,7 @@ mod devices;
 mod image;
 mod keygen;
 mod log;
+mod privacy_check;
 mod provision;
 mod selftest;
 mod transcribe;
@@ -51,6 +52,8 @@ enum Command {
     },
     /// Firmware images: sign, verify, flash to the inactive slot, status, commit, rollback.
     Image(image::Args),
+    /// Proves on a running cart that privacy stops the camera and microphone, and both come back.
+    PrivacyCheck(privacy_check::Args),
     /// Provisions a new cart: identity key and CSR, certificate, storage master key, config.
     Provision(provision::Args),
     /// Checks camera, microphone, speaker, board, network, storage and clock; non-zero exit on failure.
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Log { config, command } => log::run(&config, command),
         Command::Image(args) => image::run(args),
         Command::Provision(args) => provision::run(args),
+        Command::PrivacyCheck(args) => privacy_check::run(&args),
         Command::Selftest(args) => selftest::run(&args),
         Command::Transcribe(args) => transcribe::run(&args),
     };
