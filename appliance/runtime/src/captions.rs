@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::SessionLog;
 use crate::bus::Bus;
+use crate::overlay::CaptionOverlay;
 use crate::webrtc::call::Calls;
 
 /// What the console shows about captions.
@@ -54,6 +55,7 @@ pub fn start(
     cart_audio: &Bus<AudioFrame>,
     calls: Arc<Calls>,
     log: Option<Arc<SessionLog>>,
+    overlay: Option<Arc<CaptionOverlay>>,
 ) -> Result<Captioner, String> {
     if !config.enabled {
         return Err("captions.enabled = false".into());
@@ -81,6 +83,9 @@ pub fn start(
         .spawn(move || {
             while let Some(caption) = captions.recv() {
                 calls.broadcast(&caption.to_message());
+                if let Some(overlay) = &overlay {
+                    overlay.show(&caption, std::time::Instant::now());
+                }
                 sent.fetch_add(1, Ordering::Relaxed);
                 if !caption.is_final {
                     continue;

@@ -7,6 +7,7 @@ pub mod captions;
 pub mod cart;
 pub mod console;
 pub mod metrics;
+pub mod overlay;
 pub mod pipeline;
 pub mod session_log;
 pub mod sip;
@@ -61,14 +62,17 @@ pub async fn run(
         cart.attach_camera(controls);
     }
     let captions = {
-        let (config, tap, calls, log) = (
+        let (config, tap, calls, log, overlay) = (
             config.captions.clone(),
             pipeline.transcription_audio.clone(),
             calls.clone(),
             log.clone(),
+            pipeline.captions_overlay.clone(),
         );
-        match tokio::task::spawn_blocking(move || captions::start(&config, &tap, calls, Some(log)))
-            .await?
+        match tokio::task::spawn_blocking(move || {
+            captions::start(&config, &tap, calls, Some(log), Some(overlay))
+        })
+        .await?
         {
             Ok(c) => Some(Arc::new(c)),
             Err(why) => {

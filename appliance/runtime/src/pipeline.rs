@@ -15,6 +15,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use telecart_audio::capture::NoiseSuppressor;
 use telecart_audio::{CaptureChain, CaptureSettings, FarEndReference, MuteControl};
 use telecart_cart::privacy::{PrivacyGate, PrivacySwitch};
+use telecart_transcribe::CaptionBurner;
+
+use crate::overlay::CaptionOverlay;
 use telecart_codec::{AudioEncoder, EncoderSettings, OpusEncoder, VideoEncoder};
 use telecart_core::config::{Config, NoiseSuppressorChoice, VideoSource};
 use telecart_core::{AudioFrame, CaptureTime, EncodedAudio, EncodedVideo, VideoFrame};
@@ -185,6 +188,8 @@ pub struct Pipeline {
     pub encoder: Arc<EncoderControl>,
     /// The camera's controls (pan, tilt, zoom, …), when the source has any.
     pub camera_controls: Option<telecart_devices::CameraControls>,
+    /// Captions burned into the encoded video when a viewer has no data channel.
+    pub captions_overlay: Arc<CaptionOverlay>,
     status: Arc<Mutex<PipelineStatus>>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -255,6 +260,7 @@ impl Pipeline {
             s.microphone = microphone.description();
         }
 
+        let captions_overlay = CaptionOverlay::new(config.captions.burn_in);
         let raw_video_for_encoder = raw_video.clone();
         let raw_audio_for_encoder = raw_audio.clone();
         let threads = vec![
@@ -264,8 +270,20 @@ impl Pipeline {
             })?,
             spawn("video-encode", {
                 let (status, control) = (status.clone(), control.clone());
+                let burn_in = CaptionsOnPicture {
+                    overlay: captions_overlay.clone(),
+                    privacy: privacy.clone(),
+                    burner: None,
+                };
                 move || {
-                    video_encode_loop(encoder, raw_video_for_encoder, video_tx, &control, &status)
+                    video_encode_loop(
+                        encoder,
+                        raw_video_for_encoder,
+                        video_tx,
+                        &control,
+                        &status,
+                        burn_in,
+                    )
                 }
             })?,
             spawn("audio-capture", {
@@ -298,6 +316,7 @@ impl Pipeline {
             audio,
             encoder: control,
             camera_controls,
+            captions_overlay,
             status,
             stop,
             threads,
@@ -415,12 +434,40 @@ fn video_capture_loop(
     debug!("video capture stopped");
 }
 
+/// The encoder thread's part of burned-in captions.
+struct CaptionsOnPicture {
+    overlay: Arc<CaptionOverlay>,
+    privacy: PrivacySwitch,
+    /// Made on first use (it loads the font); `Err` once it failed, so it is not retried.
+    burner: Option<Result<CaptionBurner, ()>>,
+}
+
+impl CaptionsOnPicture {
+    /// The frame with the current caption on it, or None to encode the frame as it is.
+    fn burn(&mut self, frame: &VideoFrame) -> Option<VideoFrame> {
+        if self.privacy.is_on() {
+            // Nothing said before privacy stays on the slate.
+            self.overlay.clear();
+            return None;
+        }
+        let caption = self.overlay.current(Instant::now())?;
+        let burner = self.burner.get_or_insert_with(|| {
+            CaptionBurner::new().map_err(|e| error!(error = %e, "captions cannot be burned in"))
+        });
+        let burner = burner.as_mut().ok()?;
+        let mut copy = frame.clone();
+        burner.burn(&mut copy, &caption);
+        Some(copy)
+    }
+}
+
 fn video_encode_loop(
     mut encoder: Box<dyn VideoEncoder>,
     input: Bus<VideoFrame>,
     out: Publisher<EncodedVideo>,
     control: &EncoderControl,
     status: &Mutex<PipelineStatus>,
+    mut captions: CaptionsOnPicture,
 ) {
     let Some(mut frames) = input.subscribe() else {
         return;
@@ -447,7 +494,8 @@ fn video_encode_loop(
             // Asked once per target: a refusal is not retried frame after frame.
             bitrate = target;
         }
-        let frame = &delivery.item;
+        let burned = captions.burn(&delivery.item);
+        let frame = burned.as_ref().unwrap_or(&delivery.item);
         let started = Instant::now();
         let result = encoder.encode(frame);
         let encode_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -567,4 +615,100 @@ fn audio_encode_loop(
         }
     }
     debug!("audio encoder stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openh264::decoder::Decoder;
+    use openh264::formats::YUVSource;
+    use telecart_core::config::BurnIn;
+    use telecart_transcribe::{Caption, Side};
+
+    /// Mean luma inside the caption box of the next `frames` decoded pictures.
+    fn caption_box_luma(pipeline: &Pipeline, frames: usize) -> Vec<f64> {
+        let mut units = pipeline.video.subscribe().unwrap();
+        let mut decoder = Decoder::new().unwrap();
+        let area = CaptionBurner::caption_box(320, 240, 1);
+        let mut out = Vec::new();
+        let mut started = false;
+        while out.len() < frames {
+            let unit = units.blocking_recv().unwrap().item;
+            started |= unit.keyframe;
+            if !started {
+                continue;
+            }
+            let Some(picture) = decoder.decode(&unit.data).unwrap() else {
+                continue;
+            };
+            let (stride, _, _) = picture.strides();
+            let y = picture.y();
+            let mut sum = 0u64;
+            for row in area.y..area.y + area.height {
+                for col in area.x..area.x + area.width {
+                    sum += u64::from(y[row as usize * stride + col as usize]);
+                }
+            }
+            out.push(sum as f64 / f64::from(area.width * area.height));
+        }
+        out
+    }
+
+    #[test]
+    fn captions_are_burned_into_the_encoded_video_only_while_wanted_and_never_on_the_slate() {
+        let mut config = Config::default();
+        config.video.width = 320;
+        config.video.height = 240;
+        config.video.fps = 30;
+        config.captions.burn_in = BurnIn::Sip;
+        let privacy = PrivacySwitch::new();
+        let pipeline = Pipeline::start(&config, privacy.clone()).unwrap();
+        let caption = Caption {
+            id: 7,
+            side: Side::Cart,
+            text: "Chest pain since last night".into(),
+            is_final: true,
+            start: CaptureTime(0),
+            end: CaptureTime(0),
+            start_ms: 0,
+            end_ms: 0,
+            highlights: Vec::new(),
+            decode_time: Duration::ZERO,
+        };
+        let plain = caption_box_luma(&pipeline, 5);
+        // Shown, but no call wants it yet: the picture is untouched.
+        pipeline.captions_overlay.show(&caption, Instant::now());
+        let unwanted = caption_box_luma(&pipeline, 5);
+        let sip_call = pipeline.captions_overlay.require();
+        pipeline.captions_overlay.show(&caption, Instant::now());
+        let burned = caption_box_luma(&pipeline, 5);
+        // The box is darkened under the text: far darker than the test pattern there.
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        assert!(
+            mean(&burned) + 20.0 < mean(&plain),
+            "burned {burned:?} plain {plain:?}"
+        );
+        assert!(
+            (mean(&unwanted) - mean(&plain)).abs() < 10.0,
+            "unwanted {unwanted:?} plain {plain:?}"
+        );
+        // Privacy: the slate goes out bare, and the caption is gone for good.
+        privacy.set(true);
+        let slate = telecart_cart::privacy::slate(320, 240);
+        let area = CaptionBurner::caption_box(320, 240, 1);
+        let slate_box = (area.y..area.y + area.height)
+            .flat_map(|r| (area.x..area.x + area.width).map(move |c| (r, c)))
+            .map(|(r, c)| f64::from(slate.data[(r * 320 + c) as usize]))
+            .sum::<f64>()
+            / f64::from(area.width * area.height);
+        let during = caption_box_luma(&pipeline, 10);
+        let last = during[during.len() - 3..].to_vec();
+        assert!(
+            last.iter().all(|l| (l - slate_box).abs() < 6.0),
+            "slate box {slate_box}, got {during:?}"
+        );
+        privacy.set(false);
+        assert!(pipeline.captions_overlay.current(Instant::now()).is_none());
+        drop(sip_call);
+    }
 }

@@ -15,6 +15,22 @@ pub struct CaptionsConfig {
     pub model: Option<PathBuf>,
     /// The model's sha256 (hex), checked before loading; unset: not checked.
     pub model_sha256: Option<String>,
+    /// When captions are also burned into the outgoing video (for viewers without a data
+    /// channel).
+    pub burn_in: BurnIn,
+}
+
+/// When captions are burned into the outgoing video.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BurnIn {
+    /// During SIP video calls, which have no data channel for captions.
+    #[default]
+    Sip,
+    /// Always: also WHIP publishes and browser calls (an SFU's viewers may have no data channel).
+    Always,
+    /// Never.
+    Off,
 }
 
 impl Default for CaptionsConfig {
@@ -23,6 +39,7 @@ impl Default for CaptionsConfig {
             enabled: true,
             model: None,
             model_sha256: None,
+            burn_in: BurnIn::default(),
         }
     }
 }
