@@ -182,6 +182,10 @@ fn run(cli: Cli) -> anyhow::Result<Tally> {
 
     let share = out.join("share");
     render_share(&repo.join("hil/cart"), &share, &vars)?;
+    share_model(
+        &work.join("models/ggml-tiny.en.bin"),
+        &share.join("model.bin"),
+    )?;
 
     let mut timings: Vec<(String, Duration)> = Vec::new();
     let mut target: Box<dyn Target> = match cli.target {
@@ -411,6 +415,22 @@ fn render_share(from: &Path, to: &Path, vars: &BTreeMap<String, String>) -> anyh
         bail!("sox failed: {status}");
     }
     fs::remove_file(spoken)?;
+    Ok(())
+}
+
+/// Puts the captioning model (made by tests/setup.sh) in the share for the transcription step:
+/// a hard link when it can, it is 75 MB. Without it that step fails and says why.
+fn share_model(model: &Path, to: &Path) -> anyhow::Result<()> {
+    if !model.exists() {
+        eprintln!(
+            "hil: {} is missing (tests/setup.sh makes it): the transcription step will fail",
+            model.display()
+        );
+        return Ok(());
+    }
+    if fs::hard_link(model, to).is_err() {
+        fs::copy(model, to).with_context(|| format!("copying {}", model.display()))?;
+    }
     Ok(())
 }
 
