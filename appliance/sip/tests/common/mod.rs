@@ -157,6 +157,17 @@ impl Baresip {
     /// Starts baresip as `user` registering at `registrar_port` (UDP), with `extra` account
     /// parameters (`;mediaenc=srtp-mand`).
     pub fn start(user: &str, password: &str, registrar_port: u16, extra: &str) -> Self {
+        Self::start_answering(user, password, registrar_port, extra, "manual")
+    }
+
+    /// [`Baresip::start`] with `answermode` `manual` or `auto` (answers every call itself).
+    pub fn start_answering(
+        user: &str,
+        password: &str,
+        registrar_port: u16,
+        extra: &str,
+        answermode: &str,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let sip = free_port(true);
         let ctrl = free_port(false);
@@ -168,7 +179,7 @@ impl Baresip {
         std::fs::write(
             dir.path().join("accounts"),
             format!(
-                "<sip:{user}@127.0.0.1>;auth_pass={password};answermode=manual;outbound=\"sip:127.0.0.1:{registrar_port}\";regint=300{extra}\n"
+                "<sip:{user}@127.0.0.1>;auth_pass={password};answermode={answermode};outbound=\"sip:127.0.0.1:{registrar_port}\";regint=300{extra}\n"
             ),
         )
         .unwrap();
