@@ -707,8 +707,31 @@ async fn register_own_digest(
     credential: &Credential,
 ) -> Result<rsipstack::sip::Response, rsipstack::Error> {
     let stack_credential = session.credential.take();
-    let is_authorization = |h: &Header| matches!(h, Header::Authorization(_));
-    session.extra_headers.retain(|h| !is_authorization(h));
+    let ours = |h: &Header| {
+        matches!(
+            h,
+            Header::Authorization(_) | Header::From(_) | Header::To(_)
+        )
+    };
+    // Without a credential the stack leaves the user out of From and To: put it back.
+    let mut aor = server.clone();
+    aor.auth = Some(rsipstack::sip::Auth {
+        user: credential.username.clone(),
+        password: None,
+    });
+    let identity = |tagged: bool| {
+        let tag = if tagged {
+            format!(";tag={:08x}", rand::random::<u32>())
+        } else {
+            String::new()
+        };
+        vec![
+            Header::From(format!("<{aor}>{tag}").into()),
+            Header::To(format!("<{aor}>").into()),
+        ]
+    };
+    session.extra_headers.retain(|h| !ours(h));
+    session.extra_headers.extend(identity(true));
     let mut result = session.register(server.clone(), Some(expires)).await;
     // One answer, and one more for a stale nonce.
     for _ in 0..2 {
@@ -739,11 +762,12 @@ async fn register_own_digest(
             &cnonce,
             1,
         );
-        session.extra_headers.retain(|h| !is_authorization(h));
+        session.extra_headers.retain(|h| !ours(h));
+        session.extra_headers.extend(identity(true));
         session.extra_headers.push(Header::Authorization(value.into()));
         result = session.register(server.clone(), Some(expires)).await;
     }
-    session.extra_headers.retain(|h| !is_authorization(h));
+    session.extra_headers.retain(|h| !ours(h));
     session.credential = stack_credential;
     result
 }

@@ -266,7 +266,7 @@ async fn callers_not_allowed_are_refused_with_403_and_allowed_ones_answered() {
         k.peer.log_text()
     );
     assert!(
-        k.peer.log_text().contains("in-dialog BYE to sip:doctor@"),
+        k.peer.log_text().contains("in-dialog BYE to sip:doctor"),
         "{}",
         k.peer.log_text()
     );
@@ -312,7 +312,7 @@ async fn a_cart_registered_over_tcp_gets_its_calls_down_that_connection() {
         .unwrap_or_default()
         .to_string();
     println!("kamailio: {}", relay.trim());
-    assert!(relay.contains(";transport=tcp"), "{log}");
+    assert!(relay.to_ascii_lowercase().contains(";transport=tcp"), "{log}");
     // Both BYE directions cross the TCP/UDP boundary Kamailio double-record-routes.
     doctor.command("hangup", "");
     assert!(
