@@ -236,6 +236,25 @@ impl Baresip {
         None
     }
 
+    /// Waits until `kind` has been seen `n` times (counting from baresip's start).
+    pub fn wait_events(&self, kind: &str, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let seen = self
+                .events
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|e| e["type"] == kind)
+                .count();
+            if seen >= n {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     /// The response to the last command with this token.
     pub fn wait_response(&self, token: &str, timeout: Duration) -> Option<String> {
         let deadline = Instant::now() + timeout;
