@@ -87,8 +87,8 @@ impl Peer {
 
     /// utime + stime of the child so far.
     fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .unwrap_or_default();
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
         // Fields after the parenthesised command name; utime and stime are 14th and 15th.
         let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
         let f: Vec<u64> = rest
@@ -229,8 +229,8 @@ impl Baresip {
     }
 
     fn command(&mut self, command: &str, params: &str) -> anyhow::Result<()> {
-        let body = serde_json::json!({"command": command, "params": params, "token": command})
-            .to_string();
+        let body =
+            serde_json::json!({"command": command, "params": params, "token": command}).to_string();
         self.stream
             .write_all(format!("{}:{},", body.len(), body).as_bytes())?;
         Ok(())
@@ -323,7 +323,10 @@ async fn registered(ep: &telecart_sip::SipEndpoint) -> anyhow::Result<f64> {
 fn calls(doctor: &mut Baresip, uri: &str, n: usize) -> anyhow::Result<Vec<Duration>> {
     let mut times = Vec::new();
     for _ in 0..n {
-        let (up, down) = (doctor.count("CALL_ESTABLISHED"), doctor.count("CALL_CLOSED"));
+        let (up, down) = (
+            doctor.count("CALL_ESTABLISHED"),
+            doctor.count("CALL_CLOSED"),
+        );
         let dialed = Instant::now();
         doctor.command("dial", uri)?;
         if !doctor.wait_count("CALL_ESTABLISHED", up, Duration::from_secs(10)) {
@@ -366,7 +369,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             CART_PASSWORD.into(),
             Arc::new(NoMedia),
         ))?;
-        ours_reg.push(Duration::from_secs_f64(rt.block_on(registered(&ep))? / 1000.0));
+        ours_reg.push(Duration::from_secs_f64(
+            rt.block_on(registered(&ep))? / 1000.0,
+        ));
         rt.block_on(ep.shutdown());
     }
     let mut peer = Baresip::start(&args.peers, "peer", PEER_PASSWORD, registrar, "auto")?;
@@ -376,7 +381,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         let sent = Instant::now();
         peer.command("uareg", "300")?;
         if !peer.wait_count("REGISTER_OK", seen, Duration::from_secs(5)) {
-            println!("baresip gave no REGISTER_OK on `uareg`: its registration rate is not measured");
+            println!(
+                "baresip gave no REGISTER_OK on `uareg`: its registration rate is not measured"
+            );
             peer_reg.clear();
             break;
         }

@@ -95,10 +95,17 @@ enum Event {
         auto_answer: bool,
         reply: VerdictReply,
     },
-    Connected { call: CallId, console_id: String },
-    SipConnected { call: CallId },
+    Connected {
+        call: CallId,
+        console_id: String,
+    },
+    SipConnected {
+        call: CallId,
+    },
     Sip(tokio::sync::mpsc::Sender<SipCommand>),
-    Ended { call: CallId },
+    Ended {
+        call: CallId,
+    },
     Remote(Message),
     Camera(CameraControls),
 }

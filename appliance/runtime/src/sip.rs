@@ -18,9 +18,9 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::bus::Subscriber;
-use crate::{Pipeline, SessionLog};
 use crate::cart::CartController;
 use crate::webrtc::speaker::SpeakerOutput;
+use crate::{Pipeline, SessionLog};
 
 /// The pipeline as a SIP call sees it.
 pub struct SipMedia {

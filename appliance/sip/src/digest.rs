@@ -194,7 +194,10 @@ impl Challenge {
             a.token()
         );
         if self.qop_auth {
-            v.push_str(&format!(", qop=auth, cnonce=\"{}\", nc={nc}", quote(cnonce)));
+            v.push_str(&format!(
+                ", qop=auth, cnonce=\"{}\", nc={nc}",
+                quote(cnonce)
+            ));
         }
         if let Some(o) = &self.opaque {
             v.push_str(&format!(", opaque=\"{}\"", quote(o)));
@@ -288,7 +291,14 @@ mod tests {
             Challenge::parse("Digest realm=r, nonce=n, qop=auth-int"),
             Err(DigestError::Qop(_))
         ));
-        for junk in ["", "Digest", "Digest ,,,", "Digest a", "Digest =\"", "Digest realm=\"\\"] {
+        for junk in [
+            "",
+            "Digest",
+            "Digest ,,,",
+            "Digest a",
+            "Digest =\"",
+            "Digest realm=\"\\",
+        ] {
             let _ = Challenge::parse(junk);
         }
     }

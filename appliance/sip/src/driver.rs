@@ -764,7 +764,9 @@ async fn register_own_digest(
         );
         session.extra_headers.retain(|h| !ours(h));
         session.extra_headers.extend(identity(true));
-        session.extra_headers.push(Header::Authorization(value.into()));
+        session
+            .extra_headers
+            .push(Header::Authorization(value.into()));
         result = session.register(server.clone(), Some(expires)).await;
     }
     session.extra_headers.retain(|h| !ours(h));
@@ -972,8 +974,14 @@ async fn drive_timer(ctx: &Arc<Context>, call: &mut Option<ActiveCall>) {
             debug!(%call_id, "sip: session refresh");
             // The answer may take up to 32 s: not on the call loop.
             tokio::spawn(async move {
-                match dialog.reinvite(Some(headers), Some(body.into_bytes())).await {
-                    Ok(Some(resp)) if resp.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful => {
+                match dialog
+                    .reinvite(Some(headers), Some(body.into_bytes()))
+                    .await
+                {
+                    Ok(Some(resp))
+                        if resp.status_code.kind()
+                            == rsipstack::sip::StatusCodeKind::Successful =>
+                    {
                         let _ = events.send(LoopEvent::Refreshed { call_id });
                     }
                     other => debug!(?other, "sip: session refresh not answered 2xx"),

@@ -22,6 +22,6 @@ mod driver;
 
 #[cfg(feature = "driver")]
 pub use driver::{
-    CallDirection, CallRecord, CartPort, MediaPort, RingVerdict, SipCommand, SipEndpoint,
-    SipError, SipStatus, run, start, start_with,
+    CallDirection, CallRecord, CartPort, MediaPort, RingVerdict, SipCommand, SipEndpoint, SipError,
+    SipStatus, run, start, start_with,
 };

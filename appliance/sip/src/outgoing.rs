@@ -92,7 +92,10 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(as_peer.audio.as_ref().unwrap().choice.codec, AudioCodec::Opus);
+        assert_eq!(
+            as_peer.audio.as_ref().unwrap().choice.codec,
+            AudioCodec::Opus
+        );
         assert_eq!(as_peer.video.as_ref().unwrap().choice.pt, PT_H264);
         assert!(!render_offer(&local(), false).contains("m=video"));
     }

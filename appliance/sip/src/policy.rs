@@ -445,7 +445,11 @@ mod tests {
         };
         let mut c = PendingCall::gated(decision, t0);
         assert_eq!(c.poll_action(t0), Some(PendingAction::Ring));
-        assert_eq!(c.poll_timeout(), None, "only the cart's verdict can move it");
+        assert_eq!(
+            c.poll_timeout(),
+            None,
+            "only the cart's verdict can move it"
+        );
         assert_eq!(c.poll_action(t0 + Duration::from_secs(9)), None);
         c.admit();
         assert_eq!(

@@ -312,7 +312,10 @@ async fn a_cart_registered_over_tcp_gets_its_calls_down_that_connection() {
         .unwrap_or_default()
         .to_string();
     println!("kamailio: {}", relay.trim());
-    assert!(relay.to_ascii_lowercase().contains(";transport=tcp"), "{log}");
+    assert!(
+        relay.to_ascii_lowercase().contains(";transport=tcp"),
+        "{log}"
+    );
     // Both BYE directions cross the TCP/UDP boundary Kamailio double-record-routes.
     doctor.command("hangup", "");
     assert!(
@@ -351,8 +354,11 @@ impl Cart {
             ..Default::default()
         };
         let log = Arc::new(
-            telecart_runtime::SessionLog::open(&store, telecart_runtime::KeyPolicy::CreateIfMissing)
-                .unwrap(),
+            telecart_runtime::SessionLog::open(
+                &store,
+                telecart_runtime::KeyPolicy::CreateIfMissing,
+            )
+            .unwrap(),
         );
         let board = telecart_core::config::BoardConfig {
             outgoing_uri: Some(outgoing.to_string()),
@@ -395,8 +401,10 @@ impl Cart {
             std::thread::sleep(Duration::from_millis(50));
         }
         drop(self.log);
-        let key = telecart_store::MasterKey::load(&self.store_dir.path().join("master.key")).unwrap();
-        let store = telecart_store::SledStore::open(&self.store_dir.path().join("log"), &key).unwrap();
+        let key =
+            telecart_store::MasterKey::load(&self.store_dir.path().join("master.key")).unwrap();
+        let store =
+            telecart_store::SledStore::open(&self.store_dir.path().join("log"), &key).unwrap();
         (1..=store.durable_upto())
             .filter_map(|seq| store.read(seq).ok())
             .collect()
@@ -420,7 +428,9 @@ async fn sip_calls_go_through_the_carts_state_machine_and_session_log() {
     cart.controller.attach_sip(ep.commands.clone());
     let mut status = ep.status.clone();
     assert_eq!(
-        registered(&mut status, Duration::from_secs(10)).await.registration,
+        registered(&mut status, Duration::from_secs(10))
+            .await
+            .registration,
         "registered"
     );
 
@@ -429,8 +439,16 @@ async fn sip_calls_go_through_the_carts_state_machine_and_session_log() {
     let mut doctor = Baresip::start_answering("doctor", DOCTOR_PASSWORD, k.udp, "", "auto");
     assert!(doctor.wait_registered(Duration::from_secs(10)));
     doctor.command("dial", "sip:cart1@127.0.0.1");
-    assert!(doctor.wait_event("CALL_ESTABLISHED", Duration::from_secs(10)).is_some());
-    assert!(cart.wait_call("active").await, "{:?}", cart.controller.view());
+    assert!(
+        doctor
+            .wait_event("CALL_ESTABLISHED", Duration::from_secs(10))
+            .is_some()
+    );
+    assert!(
+        cart.wait_call("active").await,
+        "{:?}",
+        cart.controller.view()
+    );
     doctor.command("hangup", "");
     assert!(cart.wait_call("idle").await, "{:?}", cart.controller.view());
 
@@ -439,20 +457,34 @@ async fn sip_calls_go_through_the_carts_state_machine_and_session_log() {
     let mut intruder = Baresip::start("intruder", "x", k.udp, "");
     assert!(intruder.wait_registered(Duration::from_secs(10)));
     intruder.command("dial", "sip:cart1@127.0.0.1");
-    assert!(intruder.wait_event("CALL_RINGING", Duration::from_secs(10)).is_some());
-    assert!(cart.wait_call("ringing").await, "{:?}", cart.controller.view());
+    assert!(
+        intruder
+            .wait_event("CALL_RINGING", Duration::from_secs(10))
+            .is_some()
+    );
+    assert!(
+        cart.wait_call("ringing").await,
+        "{:?}",
+        cart.controller.view()
+    );
     assert_eq!(status.borrow().call.as_ref().map(|c| c.1), Some("ringing"));
     cart.controller
         .press(telecart_runtime::cart::ConsoleButton::Call, false);
     assert!(
-        intruder.wait_event("CALL_ESTABLISHED", Duration::from_secs(10)).is_some(),
+        intruder
+            .wait_event("CALL_ESTABLISHED", Duration::from_secs(10))
+            .is_some(),
         "{:?}",
         intruder.events()
     );
     assert!(cart.wait_call("active").await);
     cart.controller
         .press(telecart_runtime::cart::ConsoleButton::HangUp, false);
-    assert!(intruder.wait_event("CALL_CLOSED", Duration::from_secs(10)).is_some());
+    assert!(
+        intruder
+            .wait_event("CALL_CLOSED", Duration::from_secs(10))
+            .is_some()
+    );
     assert!(cart.wait_call("idle").await);
     drop(intruder);
 
@@ -462,13 +494,19 @@ async fn sip_calls_go_through_the_carts_state_machine_and_session_log() {
     cart.controller
         .press(telecart_runtime::cart::ConsoleButton::Call, false);
     assert!(
-        doctor.wait_event("CALL_ESTABLISHED", Duration::from_secs(10)).is_some(),
+        doctor
+            .wait_event("CALL_ESTABLISHED", Duration::from_secs(10))
+            .is_some(),
         "{:?}\n{:?}\n{}",
         doctor.events(),
         cart.controller.view(),
         k.peer.log_text()
     );
-    assert!(cart.wait_call("active").await, "{:?}", cart.controller.view());
+    assert!(
+        cart.wait_call("active").await,
+        "{:?}",
+        cart.controller.view()
+    );
     println!(
         "call button to the doctor's CALL_ESTABLISHED: {:.0} ms",
         dialed.elapsed().as_secs_f64() * 1000.0
@@ -493,7 +531,12 @@ async fn sip_calls_go_through_the_carts_state_machine_and_session_log() {
                 direction,
                 protocol,
                 remote,
-            } => Some((r.session, direction.clone(), protocol.clone(), remote.clone())),
+            } => Some((
+                r.session,
+                direction.clone(),
+                protocol.clone(),
+                remote.clone(),
+            )),
             _ => None,
         })
         .collect();
