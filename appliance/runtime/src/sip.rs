@@ -299,3 +299,101 @@ pub async fn start(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cart::Wiring;
+    use crate::webrtc::call::Calls;
+    use std::time::Duration;
+    use telecart_cart::machine::Input;
+    use telecart_sip::media::MediaStats;
+
+    fn record() -> CallRecord {
+        CallRecord {
+            direction: CallDirection::Inbound,
+            remote: "<sip:dr.jones@hospital.example>".into(),
+            duration: Duration::ZERO,
+            reason: "bye".into(),
+            media: MediaStats::default(),
+        }
+    }
+
+    async fn phase(cart: &CartController, want: &str) -> bool {
+        for _ in 0..200 {
+            if cart.view().call == want {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[test]
+    fn the_call_button_dials_sip_call_uri_unless_the_board_names_its_own() {
+        let mut sip = SipConfig {
+            enabled: true,
+            call_uri: "sip:nurse@pbx.example".into(),
+            ..SipConfig::default()
+        };
+        let board = BoardConfig::default();
+        assert_eq!(
+            board_with_sip_call(&board, &sip).outgoing_uri.as_deref(),
+            Some("sip:nurse@pbx.example")
+        );
+        let own = BoardConfig {
+            outgoing_uri: Some("sip:desk@pbx.example".into()),
+            ..BoardConfig::default()
+        };
+        assert_eq!(
+            board_with_sip_call(&own, &sip).outgoing_uri.as_deref(),
+            Some("sip:desk@pbx.example")
+        );
+        sip.enabled = false;
+        assert_eq!(board_with_sip_call(&board, &sip).outgoing_uri, None);
+    }
+
+    #[test]
+    fn refusals_map_to_sip_statuses() {
+        assert_eq!(sip_status(RejectReason::Busy), 486);
+        assert_eq!(sip_status(RejectReason::NoAnswer), 480);
+        assert_eq!(sip_status(RejectReason::Unavailable), 480);
+        assert_eq!(sip_status(RejectReason::Declined), 603);
+    }
+
+    #[tokio::test]
+    async fn sip_calls_ring_answer_and_end_through_the_carts_state_machine() {
+        let cart = Arc::new(
+            CartController::start(
+                &BoardConfig::default(),
+                Wiring {
+                    calls: Arc::new(Calls::default()),
+                    log: None,
+                },
+            )
+            .expect("simulated board"),
+        );
+        cart.input(Input::BootComplete);
+        let port = SipCart::new(cart.clone());
+
+        // An auto-answer caller is answered by the machine at once.
+        let (call, verdict) = port.ring("<sip:dr.jones@hospital.example>", true);
+        assert_eq!(verdict.await, Ok(()));
+        assert_eq!(port.connected(Some(call), &record()), call);
+        assert!(phase(&cart, "active").await, "{:?}", cart.view());
+        // A second caller while the first is up is busy.
+        let (_, second) = port.ring("<sip:other@hospital.example>", true);
+        assert_eq!(second.await, Err(486));
+        port.ended(Some(call), &record());
+        assert!(phase(&cart, "idle").await, "{:?}", cart.view());
+
+        // A caller the SIP policy would not answer rings until the hang-up button declines.
+        let (call, verdict) = port.ring("<sip:unknown@elsewhere.example>", false);
+        assert!(phase(&cart, "ringing").await, "{:?}", cart.view());
+        cart.press(crate::cart::ConsoleButton::HangUp, false);
+        assert_eq!(verdict.await, Err(603));
+        port.ended(Some(call), &record());
+        assert!(phase(&cart, "idle").await);
+        cart.stop();
+    }
+}
