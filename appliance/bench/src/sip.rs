@@ -410,9 +410,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     rt.block_on(ep.shutdown());
 
     // The same calls to baresip.
-    let cpu0 = peer.cpu();
+    let cpu0 = peer.peer.cpu();
     let peer_setup = calls(&mut doctor, "sip:peer@127.0.0.1", args.calls)?;
-    let peer_cpu = peer.cpu().saturating_sub(cpu0);
+    let peer_cpu = peer.peer.cpu().saturating_sub(cpu0);
     drop(kam);
 
     let (o, p) = (stats(&ours_setup), stats(&peer_setup));

@@ -1572,14 +1572,21 @@ async fn on_dialog_state(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, stat
         }
         DialogState::Updated(id, req, handle) if matches(&id, call) => {
             let Some(c) = call.as_mut() else { return };
-            // Any re-INVITE or UPDATE refreshes the session (RFC 4028 §10).
+            // Any re-INVITE or UPDATE refreshes the session (RFC 4028 §10), and its 2xx
+            // restates the interval and refresher.
+            let mut timer_headers = Vec::new();
             if let Some(t) = c.timer.as_mut() {
                 t.refreshed(Instant::now());
+                if let Some(se) = c.timer_answer.session_expires_header() {
+                    timer_headers.push(Header::Other("Session-Expires".into(), se));
+                }
             }
             let body = String::from_utf8_lossy(req.body()).to_string();
             if req.method != Method::Invite || body.trim().is_empty() {
                 // UPDATE without SDP or a session-timer refresh: nothing changes.
-                let _ = handle.reply(StatusCode::OK).await;
+                let _ = handle
+                    .respond(StatusCode::OK, Some(timer_headers), None)
+                    .await;
                 return;
             }
             let caps = Capabilities {
@@ -1605,7 +1612,11 @@ async fn on_dialog_state(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, stat
                         let _ = ctl.send(CallControl::Reinvite(Box::new(setup))).await;
                     }
                     let _ = handle
-                        .respond(StatusCode::OK, Some(sdp_header()), Some(text.into_bytes()))
+                        .respond(
+                            StatusCode::OK,
+                            Some([sdp_header(), timer_headers].concat()),
+                            Some(text.into_bytes()),
+                        )
                         .await;
                 }
                 Err(e) => {
