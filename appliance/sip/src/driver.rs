@@ -194,15 +194,24 @@ pub struct SipEndpoint {
     pub status: watch::Receiver<SipStatus>,
     /// The SIP address bound.
     pub local_addr: SocketAddr,
-    stop: CancellationToken,
+    quit: CancellationToken,
+    stack: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl SipEndpoint {
     /// Unregisters, ends the call and stops.
     pub async fn shutdown(self) {
-        self.stop.cancel();
-        let _ = self.task.await;
+        self.quit.cancel();
+        let mut task = self.task;
+        // An unreachable registrar must not hold the daemon's exit for a whole transaction.
+        if tokio::time::timeout(Duration::from_secs(3), &mut task)
+            .await
+            .is_err()
+        {
+            self.stack.cancel();
+            let _ = task.await;
+        }
     }
 }
 
@@ -389,7 +398,11 @@ pub async fn start_with(
     });
     info!(%local_addr, registrar = %primary, "sip: endpoint up");
 
-    let task_stop = stop.clone();
+    // `quit` ends our loops (BYE the call, unregister); the stack under them stops after,
+    // so those last requests still go out.
+    let quit = CancellationToken::new();
+    let task_quit = quit.clone();
+    let stack = stop.clone();
     let task = tokio::spawn(async move {
         let serve = endpoint.serve();
         let reg = register_loop(
@@ -397,7 +410,7 @@ pub async fn start_with(
             registrars,
             credential,
             ctx.clone(),
-            task_stop.clone(),
+            task_quit.clone(),
         );
         let calls = call_loop(
             ctx.clone(),
@@ -405,20 +418,21 @@ pub async fn start_with(
             state_rx,
             command_rx,
             events_rx,
-            task_stop.clone(),
+            task_quit.clone(),
         );
         tokio::select! {
             _ = serve => warn!("sip: endpoint stopped"),
-            _ = reg => {},
-            _ = calls => {},
+            _ = async { tokio::join!(reg, calls) } => {},
         }
         endpoint.shutdown();
+        stack.cancel();
     });
     Ok(SipEndpoint {
         commands: command_tx,
         status: status_rx,
         local_addr,
-        stop,
+        quit,
+        stack: stop,
         task,
     })
 }

@@ -88,6 +88,13 @@ async fn registers_with_digest_md5_and_sha256_over_udp_and_tcp() {
                 "{log}"
             );
             ep.shutdown().await;
+            // Shutting down unregisters (Expires: 0) before the transport closes.
+            let log = k.peer.log_text();
+            assert_eq!(
+                log.matches("REGISTER ok cart1").count(),
+                2,
+                "{algorithm}/{transport}: no unregister\n{log}"
+            );
         }
     }
 }
