@@ -7,8 +7,8 @@
 //!   `CALL_ESTABLISHED`, so both answerers are timed by the same clock; the cart also reports
 //!   its own INVITE-to-200 OK time;
 //! - **registering**: N REGISTERs (each with its 401 round trip) by our endpoint, timed from
-//!   REGISTER to 200 OK; baresip re-registers N times on `uareg`, timed from the command to its
-//!   `REGISTER_OK` event;
+//!   REGISTER to 200 OK; baresip makes a new user agent for its account N times (`uadel`,
+//!   `uanew`), timed from `uanew` to its `REGISTER_OK` event;
 //! - **CPU**: our process's CPU time over the calls (ours runs in this process) against the
 //!   answering baresip's (from `/proc/PID/stat`), per call.
 //!
@@ -375,14 +375,21 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         rt.block_on(ep.shutdown());
     }
     let mut peer = Baresip::start(&args.peers, "peer", PEER_PASSWORD, registrar, "auto")?;
+    // baresip's equivalent of a fresh registration: a new user agent for the same account
+    // (`uadel` then `uanew`), timed from `uanew` to its REGISTER_OK (401 round trip included).
     let mut peer_reg = Vec::new();
+    let account = format!(
+        "<sip:peer@127.0.0.1>;auth_pass={PEER_PASSWORD};answermode=auto;outbound=\"sip:127.0.0.1:{registrar}\";regint=300"
+    );
     for _ in 0..args.registrations {
+        peer.command("uadel", "sip:peer@127.0.0.1")?;
+        std::thread::sleep(Duration::from_millis(50));
         let seen = peer.count("REGISTER_OK");
         let sent = Instant::now();
-        peer.command("uareg", "300")?;
+        peer.command("uanew", &account)?;
         if !peer.wait_count("REGISTER_OK", seen, Duration::from_secs(5)) {
             println!(
-                "baresip gave no REGISTER_OK on `uareg`: its registration rate is not measured"
+                "baresip gave no REGISTER_OK on `uanew`: its registration rate is not measured"
             );
             peer_reg.clear();
             break;

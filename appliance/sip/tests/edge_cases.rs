@@ -114,10 +114,9 @@ async fn sipp_session_timer_too_small_then_refreshed_by_the_cart() {
     let (ep, _media) = registered_cart(&k, 0).await;
     let target = ep.local_addr;
     // 422 for 30 s, then a 90 s session the cart refreshes at 45 s (so this takes ~46 s).
-    let (ok, out) =
-        tokio::task::spawn_blocking(move || sipp_for("session_timer.xml", target, 75))
-            .await
-            .unwrap();
+    let (ok, out) = tokio::task::spawn_blocking(move || sipp_for("session_timer.xml", target, 75))
+        .await
+        .unwrap();
     assert!(ok, "session timer scenario failed:\n{out}");
     let status = ep.status.clone();
     assert!(wait_until(Duration::from_secs(3), || status.borrow().call.is_none()).await);
