@@ -441,6 +441,13 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     );
     println!(
         "{:<44} {:>12} {:>12} {:>8.2}",
+        "call set-up, median",
+        ms(o.p50),
+        ms(p.p50),
+        o.p50 / p.p50.max(1e-9)
+    );
+    println!(
+        "{:<44} {:>12} {:>12} {:>8.2}",
         "call set-up, p95",
         ms(o.p95),
         ms(p.p95),
