@@ -251,6 +251,19 @@ fn registrar_uri(uri: &str, transport: SipTransport) -> String {
     }
 }
 
+/// The URI of a name-addr (`"Dr" <sip:dr@h>;tag=x` gives `sip:dr@h`), for the session log.
+fn addr_spec(header: &str) -> String {
+    match (header.find('<'), header.rfind('>')) {
+        (Some(a), Some(b)) if a < b => header[a + 1..b].to_string(),
+        _ => header
+            .split(';')
+            .next()
+            .unwrap_or(header)
+            .trim()
+            .to_string(),
+    }
+}
+
 fn host_of(uri: &str) -> Option<String> {
     Caller::from_uri(uri).map(|c| c.host)
 }
@@ -1265,7 +1278,7 @@ async fn on_invite(
         sockets: Some(sockets),
         received,
         direction: CallDirection::Inbound,
-        remote: from,
+        remote: addr_spec(&from),
         cart_call,
         answered: None,
         timer_answer,
@@ -1801,4 +1814,34 @@ async fn media_task(
 
 fn ctx_opus_bitrate() -> u32 {
     32_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_log_gets_the_callers_uri_without_tags() {
+        assert_eq!(
+            addr_spec("\"Dr\" <sip:dr@h.example>;tag=abc"),
+            "sip:dr@h.example"
+        );
+        assert_eq!(addr_spec("sip:dr@h.example;tag=abc"), "sip:dr@h.example");
+        assert_eq!(addr_spec(""), "");
+        assert_eq!(addr_spec(">junk<"), ">junk<");
+    }
+
+    #[test]
+    fn stream_transports_carry_their_transport_in_uris() {
+        assert_eq!(registrar_uri("sip:pbx", SipTransport::Udp), "sip:pbx");
+        assert_eq!(
+            registrar_uri("sip:pbx", SipTransport::Tcp),
+            "sip:pbx;transport=tcp"
+        );
+        assert_eq!(
+            registrar_uri("sip:pbx;transport=tls", SipTransport::Ws),
+            "sip:pbx;transport=tls"
+        );
+        assert_eq!(transport_param(SipTransport::Wss), Some("wss"));
+    }
 }

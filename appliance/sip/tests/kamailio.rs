@@ -551,6 +551,14 @@ async fn sip_calls_go_through_the_carts_state_machine_and_session_log() {
     assert_eq!(starts.len(), 3, "{records:?}");
     assert!(starts.iter().all(|s| s.2 == "sip"));
     assert_eq!(
+        starts.iter().map(|s| s.3.as_str()).collect::<Vec<_>>(),
+        [
+            "sip:doctor@127.0.0.1",
+            "sip:intruder@127.0.0.1",
+            "sip:doctor@127.0.0.1"
+        ]
+    );
+    assert_eq!(
         starts.iter().map(|s| s.1.as_str()).collect::<Vec<_>>(),
         ["inbound", "inbound", "outbound"]
     );
