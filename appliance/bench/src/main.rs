@@ -7,6 +7,7 @@ mod audio;
 mod encode;
 mod flash;
 mod measure;
+mod sip;
 mod transcribe;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +35,9 @@ enum Command {
     /// Speakerphone audio: our capture chain (AEC3 + noise suppression + AGC2 + Opus) and
     /// playback chain against GStreamer's webrtcdsp on the same audio.
     Audio(audio::Args),
+    /// SIP: our endpoint against baresip answering the same calls and registering with the same
+    /// Kamailio (set-up time, INVITE to 200 OK, CPU per call, registrations per second).
+    Sip(sip::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,5 +46,6 @@ fn main() -> anyhow::Result<()> {
         Command::Flash(args) => flash::run(&args),
         Command::Transcribe(args) => transcribe::run(&args),
         Command::Audio(args) => audio::run(&args),
+        Command::Sip(args) => sip::run(&args),
     }
 }

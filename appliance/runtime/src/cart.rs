@@ -11,8 +11,8 @@
 //! mid-frame is on the slate one frame period later at worst (debounce 20 ms,
 //! sampling 5 ms).
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -32,6 +32,7 @@ use telecart_cart::privacy::PrivacySwitch;
 use telecart_cart::ptz::{AxisLimits, PtzController, PtzLimits, PtzPosition};
 use telecart_core::config::{BoardConfig, BoardKind};
 use telecart_devices::{CameraControl, CameraControls};
+use telecart_sip::SipCommand;
 use telecart_webrtc::datachannel::Message;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
@@ -88,9 +89,23 @@ pub enum ConsoleButton {
 enum Event {
     Machine(Input),
     Sim(SimEvent),
-    Incoming { caller: String, reply: VerdictReply },
-    Connected { call: CallId, console_id: String },
-    Ended { call: CallId },
+    Incoming {
+        call: CallId,
+        caller: String,
+        auto_answer: bool,
+        reply: VerdictReply,
+    },
+    Connected {
+        call: CallId,
+        console_id: String,
+    },
+    SipConnected {
+        call: CallId,
+    },
+    Sip(tokio::sync::mpsc::Sender<SipCommand>),
+    Ended {
+        call: CallId,
+    },
     Remote(Message),
     Camera(CameraControls),
 }
@@ -101,6 +116,9 @@ pub struct CartController {
     view: Arc<Mutex<CartView>>,
     privacy: PrivacySwitch,
     simulated: bool,
+    /// Call ids for every call layer (console, SIP), so none collide.
+    next_call: Arc<AtomicU64>,
+    log: Option<Arc<SessionLog>>,
     stop: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -181,6 +199,8 @@ impl CartController {
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let simulated = sim.is_some();
+        let next_call = Arc::new(AtomicU64::new(1));
+        let log = wiring.log.clone();
         let mut worker = Worker {
             config: config.clone(),
             board,
@@ -194,7 +214,8 @@ impl CartController {
             pending: BTreeMap::new(),
             verdicts: Vec::new(),
             console_calls: BTreeMap::new(),
-            next_call: 1,
+            sip_calls: BTreeSet::new(),
+            sip: None,
             ptz: None,
             camera: None,
             last_network: None,
@@ -210,6 +231,8 @@ impl CartController {
             view,
             privacy,
             simulated,
+            next_call,
+            log,
             stop,
             thread: Mutex::new(Some(thread)),
         })
@@ -295,14 +318,58 @@ impl CartController {
     /// (at once by policy, or when someone presses the call button while it
     /// rings) or turns it away.
     pub async fn ring(&self, caller: &str) -> Result<CallId, RejectReason> {
+        // Callers on the console are let in by its access token: answered at
+        // once unless privacy is on, when they ring until the call button.
+        self.ring_call(caller, true).1.await
+    }
+
+    /// A call from another layer (SIP) is coming in: its id now (so it can
+    /// be ended while it rings), and the machine's verdict when it comes.
+    /// `auto_answer`: the layer's own policy would answer it unattended.
+    pub fn ring_call(
+        &self,
+        caller: &str,
+        auto_answer: bool,
+    ) -> (
+        CallId,
+        impl std::future::Future<Output = Result<CallId, RejectReason>> + Send + 'static,
+    ) {
+        let call = self.new_call_id();
         let (reply, verdict) = oneshot::channel();
-        if !self.send(Event::Incoming {
+        let sent = self.send(Event::Incoming {
+            call,
             caller: caller.to_string(),
+            auto_answer,
             reply,
-        }) {
-            return Err(RejectReason::Unavailable);
-        }
-        verdict.await.unwrap_or(Err(RejectReason::Unavailable))
+        });
+        (call, async move {
+            if !sent {
+                return Err(RejectReason::Unavailable);
+            }
+            verdict.await.unwrap_or(Err(RejectReason::Unavailable))
+        })
+    }
+
+    /// The session log calls are recorded in, if the cart has one.
+    pub fn session_log(&self) -> Option<Arc<SessionLog>> {
+        self.log.clone()
+    }
+
+    /// A fresh call id (the cart's own outgoing call, once answered).
+    pub fn new_call_id(&self) -> CallId {
+        CallId(self.next_call.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// A SIP call is up (answered here, or the far end answered ours): the
+    /// hang-up button now ends it through the SIP endpoint.
+    pub fn sip_connected(&self, call: CallId) {
+        self.send(Event::SipConnected { call });
+    }
+
+    /// The running SIP endpoint: the call button dials through it and the
+    /// hang-up button ends its calls.
+    pub fn attach_sip(&self, commands: tokio::sync::mpsc::Sender<SipCommand>) {
+        self.send(Event::Sip(commands));
     }
 
     /// The answered call is up, as console call `console_id`.
@@ -363,7 +430,9 @@ struct Worker {
     verdicts: Vec<(VerdictReply, Verdict)>,
     /// Answered calls and their console ids, to hang them up.
     console_calls: BTreeMap<CallId, String>,
-    next_call: u64,
+    /// Answered SIP calls (one at a time; the endpoint hangs up its current call).
+    sip_calls: BTreeSet<CallId>,
+    sip: Option<tokio::sync::mpsc::Sender<SipCommand>>,
     ptz: Option<PtzController>,
     camera: Option<CameraControls>,
     last_network: Option<bool>,
@@ -478,27 +547,36 @@ impl Worker {
                     let _ = sim.send(sim_event);
                 }
             }
-            Event::Incoming { caller, reply } => {
-                let call = CallId(self.next_call);
-                self.next_call += 1;
+            Event::Incoming {
+                call,
+                caller,
+                auto_answer,
+                reply,
+            } => {
                 self.pending.insert(call, reply);
-                // Callers on the console are let in by its access token: answered
-                // at once unless privacy is on, when they ring until the call button.
                 self.machine.handle_input(
                     ts,
                     Input::IncomingCall {
                         call,
                         caller,
-                        auto_answer: true,
+                        auto_answer,
                     },
                 );
             }
+            Event::SipConnected { call } => {
+                self.sip_calls.insert(call);
+                self.machine.handle_input(ts, Input::CallConnected { call });
+            }
+            Event::Sip(commands) => self.sip = Some(commands),
             Event::Connected { call, console_id } => {
                 self.console_calls.insert(call, console_id);
                 self.machine.handle_input(ts, Input::CallConnected { call });
             }
             Event::Ended { call } => {
                 self.console_calls.remove(&call);
+                self.sip_calls.remove(&call);
+                // A call that rang and never came up leaves no verdict waiting.
+                self.pending.remove(&call);
                 self.machine.handle_input(ts, Input::CallEnded { call });
             }
             Event::Remote(message) => self.far_end_camera(ts, &message),
@@ -609,19 +687,42 @@ impl Worker {
                 for id in ids {
                     self.wiring.calls.hang_up(&id);
                 }
+                // `None` is also the outgoing call still dialling, which only SIP places.
+                let sip_call = match call {
+                    Some(call) => self.sip_calls.remove(&call),
+                    None => {
+                        self.sip_calls.clear();
+                        true
+                    }
+                };
+                if sip_call && let Some(sip) = &self.sip {
+                    let _ = sip.try_send(SipCommand::HangUp);
+                }
             }
             Action::PlaceCall { uri } => {
-                // Outgoing calls go through the SIP user agent, which this build
-                // does not run yet: say so rather than blink "dialing" forever.
-                warn!(%uri, "the call button's outgoing call needs the SIP endpoint (not running)");
-                let now = embassy_time::Instant::now();
-                let ts = self.stamp(now);
-                self.machine
-                    .handle_input(ts, Input::CallEnded { call: CallId(0) });
-                let mut v = lock(&self.view);
-                v.notices.push_back(format!(
-                    "cannot place the call to {uri}: no SIP endpoint is running"
-                ));
+                let is_sip = uri.starts_with("sip:") || uri.starts_with("sips:");
+                let placed = match &self.sip {
+                    Some(sip) if is_sip => sip.try_send(SipCommand::Call(uri.clone())).is_ok(),
+                    _ => false,
+                };
+                if !placed {
+                    // Say so rather than blink "dialing" forever.
+                    let why = if !is_sip {
+                        "only sip: URIs can be called"
+                    } else if self.sip.is_none() {
+                        "no SIP endpoint is running"
+                    } else {
+                        "the SIP endpoint is not taking commands"
+                    };
+                    warn!(%uri, why, "the call button's call was not placed");
+                    let now = embassy_time::Instant::now();
+                    let ts = self.stamp(now);
+                    self.machine
+                        .handle_input(ts, Input::CallEnded { call: CallId(0) });
+                    let mut v = lock(&self.view);
+                    v.notices
+                        .push_back(format!("cannot place the call to {uri}: {why}"));
+                }
             }
         }
     }

@@ -47,7 +47,7 @@ pub async fn run(
     // The board comes up before the camera: a privacy switch already on at
     // power-up gates the very first frame.
     let cart = Arc::new(cart::CartController::start(
-        &config.board,
+        &sip::board_with_sip_call(&config.board, &config.sip),
         cart::Wiring {
             calls: calls.clone(),
             log: Some(log.clone()),

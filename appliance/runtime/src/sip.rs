@@ -1,20 +1,26 @@
 //! The SIP endpoint in the daemon: `telecart-sip` registered with the PBX,
 //! fed by the same pipeline (H.264 access units, microphone blocks, key-frame
-//! requests) as WebRTC calls, playing the caller through the speaker.
+//! requests) as WebRTC calls, playing the caller through the speaker. Its
+//! calls go through the cart's state machine (LEDs, call and hang-up buttons,
+//! privacy) and into the session log like browser calls.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use telecart_audio::StreamResampler;
-use telecart_core::config::{AudioConfig, SipConfig};
+use telecart_cart::machine::{CallId, RejectReason};
+use telecart_core::config::{AudioConfig, BoardConfig, SipConfig};
 use telecart_core::{AudioFrame, EncodedVideo};
-use telecart_sip::{MediaPort, SipEndpoint};
+use telecart_sip::{CallDirection, CallRecord, CartPort, MediaPort, RingVerdict, SipEndpoint};
+use telecart_store::{RecordBody, SessionId};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::Pipeline;
 use crate::bus::Subscriber;
 use crate::cart::CartController;
 use crate::webrtc::speaker::SpeakerOutput;
+use crate::{Pipeline, SessionLog};
 
 /// The pipeline as a SIP call sees it.
 pub struct SipMedia {
@@ -122,6 +128,137 @@ fn open_playback(audio: &AudioConfig, codec_rate: u32) -> Option<Playback> {
     Some(Playback { output, resampler })
 }
 
+/// The SIP status a cart's refusal is sent as (RFC 3261 §21).
+fn sip_status(reason: RejectReason) -> u16 {
+    match reason {
+        RejectReason::Busy => 486,
+        RejectReason::Unavailable | RejectReason::NoAnswer => 480,
+        RejectReason::Declined => 603,
+    }
+}
+
+/// The board section the cart's state machine runs on: the call button dials
+/// `sip.call_uri` when the board names no outgoing URI of its own.
+pub fn board_with_sip_call(board: &BoardConfig, sip: &SipConfig) -> BoardConfig {
+    let mut board = board.clone();
+    if board.outgoing_uri.is_none() && sip.enabled && !sip.call_uri.is_empty() {
+        board.outgoing_uri = Some(sip.call_uri.clone());
+    }
+    board
+}
+
+/// SIP calls as the cart sees them: rung through its state machine, and
+/// recorded in the session log (start, call quality, end) like browser calls.
+pub struct SipCart {
+    cart: Arc<CartController>,
+    log: Option<Arc<SessionLog>>,
+    /// Answered calls: their session and when they came up.
+    sessions: Mutex<BTreeMap<u64, (SessionId, Instant)>>,
+}
+
+impl SipCart {
+    /// Calls through `cart`, recorded in its session log.
+    pub fn new(cart: Arc<CartController>) -> Self {
+        Self {
+            log: cart.session_log(),
+            cart,
+            sessions: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+fn quality(record: &CallRecord) -> Option<RecordBody> {
+    let m = &record.media;
+    let rtt_ms = m.rtt_ms?;
+    let expected = m.audio_packets_received + m.audio_packets_lost;
+    let loss = if expected == 0 {
+        0.0
+    } else {
+        m.audio_packets_lost as f64 / expected as f64
+    };
+    let mos = telecart_webrtc::quality::mos(telecart_webrtc::quality::QualitySample {
+        rtt_ms,
+        jitter_ms: m.audio_jitter_ms,
+        loss,
+    });
+    Some(RecordBody::CallQuality {
+        rtt_ms,
+        jitter_ms: m.audio_jitter_ms,
+        loss_pct: loss * 100.0,
+        mos,
+        // What the peer's reports say we sent is not measured per call yet.
+        bitrate_kbps: 0,
+    })
+}
+
+impl CartPort for SipCart {
+    fn ring(&self, caller: &str, auto_answer: bool) -> (u64, RingVerdict) {
+        let (call, verdict) = self.cart.ring_call(caller, auto_answer);
+        let verdict = async move { verdict.await.map(|_| ()).map_err(sip_status) };
+        (call.0, Box::pin(verdict))
+    }
+
+    fn connected(&self, call: Option<u64>, record: &CallRecord) -> u64 {
+        let call = call.map_or_else(|| self.cart.new_call_id(), CallId);
+        self.cart.sip_connected(call);
+        let session = SessionId::random().unwrap_or(SessionId::NONE);
+        if let Some(log) = &self.log {
+            let direction = match record.direction {
+                CallDirection::Inbound => "inbound",
+                CallDirection::Outbound => "outbound",
+            };
+            let body = RecordBody::SessionStart {
+                direction: direction.into(),
+                protocol: "sip".into(),
+                remote: record.remote.clone(),
+            };
+            if let Err(e) = log.append(session, body) {
+                warn!(error = %e, "SIP call: session start not recorded");
+            }
+        }
+        lock(&self.sessions).insert(call.0, (session, Instant::now()));
+        call.0
+    }
+
+    fn ended(&self, call: Option<u64>, record: &CallRecord) {
+        // `None`: the outgoing call the machine is still dialling.
+        self.cart.ended(CallId(call.unwrap_or(0)));
+        if call.is_none() {
+            let why = format!("the call to {} ended: {}", record.remote, record.reason);
+            info!(%why, "SIP call not answered");
+        }
+        let Some((session, started)) = call.and_then(|c| lock(&self.sessions).remove(&c)) else {
+            return;
+        };
+        let Some(log) = self.log.clone() else {
+            return;
+        };
+        let quality = quality(record);
+        let end = RecordBody::SessionEnd {
+            reason: record.reason.clone(),
+            duration_ms: started.elapsed().as_millis() as u64,
+        };
+        // fdatasync: off the SIP task.
+        let write = move || {
+            for body in quality.into_iter().chain([end]) {
+                if let Err(e) = log.append(session, body) {
+                    warn!(error = %e, "SIP call: session record not written");
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn_blocking(write);
+            }
+            Err(_) => write(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Registers with the PBX and answers calls as `[sip]` says; `None` when SIP
 /// is off or cannot start (logged: WebRTC and the console go on without it).
 pub async fn start(
@@ -145,18 +282,118 @@ pub async fn start(
     };
     let media = Arc::new(SipMedia {
         pipeline,
-        cart,
+        cart: cart.clone(),
         audio: audio.clone(),
         speaker: Mutex::new(None),
     });
-    match telecart_sip::start(config.clone(), password, media).await {
+    let port: Arc<dyn CartPort> = Arc::new(SipCart::new(cart.clone()));
+    match telecart_sip::start_with(config.clone(), password, media, Some(port)).await {
         Ok(endpoint) => {
             info!("SIP endpoint started");
+            cart.attach_sip(endpoint.commands.clone());
             Some(endpoint)
         }
         Err(e) => {
             warn!(error = %e, "SIP endpoint did not start: calls through the PBX are off");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cart::Wiring;
+    use crate::webrtc::call::Calls;
+    use std::time::Duration;
+    use telecart_cart::machine::Input;
+    use telecart_sip::media::MediaStats;
+
+    fn record() -> CallRecord {
+        CallRecord {
+            direction: CallDirection::Inbound,
+            remote: "<sip:dr.jones@hospital.example>".into(),
+            duration: Duration::ZERO,
+            reason: "bye".into(),
+            media: MediaStats::default(),
+        }
+    }
+
+    async fn phase(cart: &CartController, want: &str) -> bool {
+        for _ in 0..200 {
+            if cart.view().call == want {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[test]
+    fn the_call_button_dials_sip_call_uri_unless_the_board_names_its_own() {
+        let mut sip = SipConfig {
+            enabled: true,
+            call_uri: "sip:nurse@pbx.example".into(),
+            ..SipConfig::default()
+        };
+        let board = BoardConfig::default();
+        assert_eq!(
+            board_with_sip_call(&board, &sip).outgoing_uri.as_deref(),
+            Some("sip:nurse@pbx.example")
+        );
+        let own = BoardConfig {
+            outgoing_uri: Some("sip:desk@pbx.example".into()),
+            ..BoardConfig::default()
+        };
+        assert_eq!(
+            board_with_sip_call(&own, &sip).outgoing_uri.as_deref(),
+            Some("sip:desk@pbx.example")
+        );
+        sip.enabled = false;
+        assert_eq!(board_with_sip_call(&board, &sip).outgoing_uri, None);
+    }
+
+    #[test]
+    fn refusals_map_to_sip_statuses() {
+        assert_eq!(sip_status(RejectReason::Busy), 486);
+        assert_eq!(sip_status(RejectReason::NoAnswer), 480);
+        assert_eq!(sip_status(RejectReason::Unavailable), 480);
+        assert_eq!(sip_status(RejectReason::Declined), 603);
+    }
+
+    #[tokio::test]
+    async fn sip_calls_ring_answer_and_end_through_the_carts_state_machine() {
+        let cart = Arc::new(
+            CartController::start(
+                &BoardConfig::default(),
+                Wiring {
+                    calls: Arc::new(Calls::default()),
+                    log: None,
+                },
+            )
+            .expect("simulated board"),
+        );
+        cart.input(Input::BootComplete);
+        let port = SipCart::new(cart.clone());
+
+        // An auto-answer caller is answered by the machine at once.
+        let (call, verdict) = port.ring("<sip:dr.jones@hospital.example>", true);
+        assert_eq!(verdict.await, Ok(()));
+        assert_eq!(port.connected(Some(call), &record()), call);
+        assert!(phase(&cart, "active").await, "{:?}", cart.view());
+        // A second caller while the first is up is busy.
+        let (_, second) = port.ring("<sip:other@hospital.example>", true);
+        assert_eq!(second.await, Err(486));
+        port.ended(Some(call), &record());
+        assert!(phase(&cart, "idle").await, "{:?}", cart.view());
+
+        // A caller the SIP policy would not answer rings until the hang-up button declines.
+        let (call, verdict) = port.ring("<sip:unknown@elsewhere.example>", false);
+        assert!(phase(&cart, "ringing").await, "{:?}", cart.view());
+        cart.press(crate::cart::ConsoleButton::HangUp, false);
+        assert_eq!(verdict.await, Err(603));
+        port.ended(Some(call), &record());
+        assert!(phase(&cart, "idle").await);
+        cart.stop();
     }
 }

@@ -6,7 +6,9 @@
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rsipstack::EndpointBuilder;
@@ -14,6 +16,7 @@ use rsipstack::dialog::DialogId;
 use rsipstack::dialog::authenticate::Credential;
 use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, DialogStateSender};
 use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::dialog::invitation::InviteOption;
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::dialog::registration::Registration;
 use rsipstack::sip::prelude::HeadersExt as _;
@@ -30,12 +33,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::audio::{AudioReceive, AudioSend};
-use crate::media::{AudioSetup, MediaEvent, MediaSession, MediaSetup, StreamKind, VideoSetup};
-use crate::policy::{CallPolicy, Caller, PendingAction, PendingCall};
+use crate::media::{
+    AudioSetup, MediaEvent, MediaSession, MediaSetup, MediaStats, StreamKind, VideoSetup,
+};
+use crate::policy::{CallPolicy, Caller, Decision, PendingAction, PendingCall};
 use crate::registration::{
     RegisterOutcome, Registrar, RegistrarAction, RegistrarConfig, RegistrationStatus,
 };
 use crate::sdp::{self, Capabilities, LocalMedia, SessionDescription};
+use crate::session_timer::{self, SessionTimer, TimerAction, TimerAnswer, TimerRequest};
 
 /// Methods we answer; anything else out of dialog gets 405 with this list.
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
@@ -75,6 +81,48 @@ pub trait MediaPort: Send + Sync + 'static {
     fn busy(&self) -> bool {
         false
     }
+}
+
+/// Which way a call went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallDirection {
+    /// A caller reached the cart.
+    Inbound,
+    /// The cart called out (the call button).
+    Outbound,
+}
+
+/// A SIP call as the cart's state machine and session log see it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallRecord {
+    /// Which way.
+    pub direction: CallDirection,
+    /// The peer: the caller's From, or the URI dialled.
+    pub remote: String,
+    /// From the 200 OK to the end; zero if it was never answered.
+    pub duration: Duration,
+    /// Why it ended: `hangup` (the cart), `bye` (the peer), `cancelled`, or the final status
+    /// (`486`) of a call that never came up.
+    pub reason: String,
+    /// The media counters at the end (zero before the answer).
+    pub media: MediaStats,
+}
+
+/// The verdict of the cart on a ringing call: `Ok` when answered, the SIP status to refuse
+/// with otherwise.
+pub type RingVerdict = Pin<Box<dyn Future<Output = Result<(), u16>> + Send>>;
+
+/// The cart around SIP calls: its state machine (LEDs, call button, privacy, busy) and its
+/// session log. Without one ([`start`]) the SIP policy decides alone.
+pub trait CartPort: Send + Sync + 'static {
+    /// An INVITE the SIP policy lets through rings the cart (`auto_answer`: the policy would
+    /// answer it alone). Returns the cart's id for the call and its verdict.
+    fn ring(&self, caller: &str, auto_answer: bool) -> (u64, RingVerdict);
+    /// The call is up: an incoming one under the id [`ring`](Self::ring) gave, or the cart's
+    /// own outgoing call (`None`), which the cart numbers now and returns.
+    fn connected(&self, call: Option<u64>, record: &CallRecord) -> u64;
+    /// The call ended, or never came up (`None`: the outgoing call before its answer).
+    fn ended(&self, call: Option<u64>, record: &CallRecord);
 }
 
 /// What a status page shows about SIP.
@@ -133,6 +181,8 @@ pub enum SipCommand {
     Dtmf(char),
     /// Mute or unmute the microphone in the call.
     Mute(bool),
+    /// Call this URI (the call button): INVITE through the registrar with our offer.
+    Call(String),
 }
 
 /// A running endpoint.
@@ -144,15 +194,24 @@ pub struct SipEndpoint {
     pub status: watch::Receiver<SipStatus>,
     /// The SIP address bound.
     pub local_addr: SocketAddr,
-    stop: CancellationToken,
+    quit: CancellationToken,
+    stack: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl SipEndpoint {
     /// Unregisters, ends the call and stops.
     pub async fn shutdown(self) {
-        self.stop.cancel();
-        let _ = self.task.await;
+        self.quit.cancel();
+        let mut task = self.task;
+        // An unreachable registrar must not hold the daemon's exit for a whole transaction.
+        if tokio::time::timeout(Duration::from_secs(3), &mut task)
+            .await
+            .is_err()
+        {
+            self.stack.cancel();
+            let _ = task.await;
+        }
     }
 }
 
@@ -186,17 +245,22 @@ fn local_ip_towards(target: IpAddr) -> IpAddr {
 }
 
 fn registrar_uri(uri: &str, transport: SipTransport) -> String {
-    let param = match transport {
-        SipTransport::Udp => return uri.to_string(),
-        SipTransport::Tcp => "tcp",
-        SipTransport::Tls => "tls",
-        SipTransport::Ws => "ws",
-        SipTransport::Wss => "wss",
-    };
-    if uri.contains(";transport=") {
-        uri.to_string()
-    } else {
-        format!("{uri};transport={param}")
+    match transport_param(transport) {
+        Some(param) if !uri.contains(";transport=") => format!("{uri};transport={param}"),
+        _ => uri.to_string(),
+    }
+}
+
+/// The URI of a name-addr (`"Dr" <sip:dr@h>;tag=x` gives `sip:dr@h`), for the session log.
+fn addr_spec(header: &str) -> String {
+    match (header.find('<'), header.rfind('>')) {
+        (Some(a), Some(b)) if a < b => header[a + 1..b].to_string(),
+        _ => header
+            .split(';')
+            .next()
+            .unwrap_or(header)
+            .trim()
+            .to_string(),
     }
 }
 
@@ -209,6 +273,16 @@ pub async fn start(
     config: SipConfig,
     password: String,
     media: Arc<dyn MediaPort>,
+) -> Result<SipEndpoint, SipError> {
+    start_with(config, password, media, None).await
+}
+
+/// [`start`], with calls going through the cart's state machine and session log.
+pub async fn start_with(
+    config: SipConfig,
+    password: String,
+    media: Arc<dyn MediaPort>,
+    cart: Option<Arc<dyn CartPort>>,
 ) -> Result<SipEndpoint, SipError> {
     let primary = config
         .registrars
@@ -318,12 +392,18 @@ pub async fn start(
         })
         .collect::<Result<_, _>>()?;
 
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(Context {
+        cart,
+        events: events_tx,
+        credential: credential.clone(),
+        registrars: registrars.clone(),
+        current_registrar: AtomicUsize::new(0),
         config: config.clone(),
         policy: CallPolicy::new(&config.policy),
         media,
         local_ip,
-        contact,
+        contact: std::sync::Mutex::new(contact),
         dialogs: dialogs.clone(),
         state_tx,
         status: status_tx,
@@ -331,7 +411,11 @@ pub async fn start(
     });
     info!(%local_addr, registrar = %primary, "sip: endpoint up");
 
-    let task_stop = stop.clone();
+    // `quit` ends our loops (BYE the call, unregister); the stack under them stops after,
+    // so those last requests still go out.
+    let quit = CancellationToken::new();
+    let task_quit = quit.clone();
+    let stack = stop.clone();
     let task = tokio::spawn(async move {
         let serve = endpoint.serve();
         let reg = register_loop(
@@ -339,27 +423,29 @@ pub async fn start(
             registrars,
             credential,
             ctx.clone(),
-            task_stop.clone(),
+            task_quit.clone(),
         );
         let calls = call_loop(
             ctx.clone(),
             incoming,
             state_rx,
             command_rx,
-            task_stop.clone(),
+            events_rx,
+            task_quit.clone(),
         );
         tokio::select! {
             _ = serve => warn!("sip: endpoint stopped"),
-            _ = reg => {},
-            _ = calls => {},
+            _ = async { tokio::join!(reg, calls) } => {},
         }
         endpoint.shutdown();
+        stack.cancel();
     });
     Ok(SipEndpoint {
         commands: command_tx,
         status: status_rx,
         local_addr,
-        stop,
+        quit,
+        stack: stop,
         task,
     })
 }
@@ -375,17 +461,85 @@ impl WithPortOf for SocketAddr {
     }
 }
 
+/// What tasks of the call loop report back to it.
+enum LoopEvent {
+    /// The cart's verdict on the ringing call with this Call-ID.
+    Verdict {
+        call_id: String,
+        verdict: Result<(), u16>,
+    },
+    /// A session refresh we sent for this Call-ID was answered 2xx.
+    Refreshed { call_id: String },
+    /// Our INVITE with this Call-ID got its final response (or failed).
+    Dialed {
+        call_id: String,
+        result: Result<(DialogId, Option<rsipstack::sip::Response>), String>,
+    },
+}
+
 struct Context {
+    cart: Option<Arc<dyn CartPort>>,
+    events: mpsc::UnboundedSender<LoopEvent>,
+    credential: Credential,
+    registrars: Vec<rsipstack::sip::Uri>,
+    /// The registrar in use: our own calls go out through it.
+    current_registrar: AtomicUsize,
     config: SipConfig,
     policy: CallPolicy,
     media: Arc<dyn MediaPort>,
     local_ip: IpAddr,
-    contact: rsipstack::sip::Uri,
+    /// Where the registrar reaches us: the UDP address, or for a stream transport the local
+    /// end of the registered connection (so the proxy sends INVITEs down that flow).
+    contact: std::sync::Mutex<rsipstack::sip::Uri>,
     dialogs: Arc<DialogLayer>,
     state_tx: DialogStateSender,
     status: watch::Sender<SipStatus>,
-    #[allow(dead_code)]
     aor_domain: String,
+}
+
+impl Context {
+    fn contact(&self) -> rsipstack::sip::Uri {
+        self.contact
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_contact(&self, uri: rsipstack::sip::Uri) {
+        *self.contact.lock().unwrap_or_else(|p| p.into_inner()) = uri;
+    }
+}
+
+/// The `transport=` parameter a Contact carries for a stream transport (RFC 3261 §19.1.1,
+/// RFC 7118 §5); UDP has none.
+fn transport_param(transport: SipTransport) -> Option<&'static str> {
+    match transport {
+        SipTransport::Udp => None,
+        SipTransport::Tcp => Some("tcp"),
+        SipTransport::Tls => Some("tls"),
+        SipTransport::Ws => Some("ws"),
+        SipTransport::Wss => Some("wss"),
+    }
+}
+
+/// For a stream transport, the Contact naming the local end of the connection to `registrar`
+/// (dialled now if needed): a proxy such as Kamailio then finds that connection by the
+/// Contact's address and sends INVITEs down it, which is the only way back to a cart behind
+/// NAT or over WebSocket (RFC 7118 §5: the proxy cannot open a WebSocket to the cart).
+async fn flow_contact(
+    endpoint: &EndpointInnerRef,
+    registrar: &rsipstack::sip::Uri,
+    user: &str,
+    transport: SipTransport,
+) -> Option<rsipstack::sip::Uri> {
+    let param = transport_param(transport)?;
+    let dest = rsipstack::transport::SipAddr::try_from(registrar).ok()?;
+    let (connection, _) = endpoint.transport_layer.lookup(&dest, None).await.ok()?;
+    let local = connection.get_addr().addr.clone();
+    format!("sip:{user}@{local};transport={param}")
+        .as_str()
+        .try_into()
+        .ok()
 }
 
 fn outcome_of(
@@ -439,12 +593,14 @@ async fn register_loop(
             let mut r = Registration::new(endpoint.clone(), Some(credential.clone()));
             r.contact = Some(rsipstack::sip::typed::Contact {
                 display_name: None,
-                uri: ctx.contact.clone(),
+                uri: ctx.contact(),
                 params: vec![],
             });
             r
         })
         .collect();
+    // Registrars whose challenge rsipstack cannot parse; answered with crate::digest.
+    let mut own_digest = vec![false; registrars.len()];
     let mut stopping = false;
     loop {
         let now = Instant::now();
@@ -455,9 +611,46 @@ async fn register_loop(
                         break;
                     };
                     let started = Instant::now();
-                    let result = session
-                        .register(registrars[registrar].clone(), Some(expires))
+                    ctx.current_registrar.store(registrar, Ordering::Relaxed);
+                    if let Some(uri) = flow_contact(
+                        &endpoint,
+                        &registrars[registrar],
+                        &ctx.config.user,
+                        ctx.config.transport,
+                    )
+                    .await
+                    {
+                        if ctx.contact() != uri {
+                            debug!(contact = %uri, "sip: contact follows the registered flow");
+                        }
+                        session.contact = Some(rsipstack::sip::typed::Contact {
+                            display_name: None,
+                            uri: uri.clone(),
+                            params: vec![],
+                        });
+                        ctx.set_contact(uri);
+                    }
+                    let mut result = if own_digest[registrar] {
+                        register_own_digest(session, &registrars[registrar], expires, &credential)
+                            .await
+                    } else {
+                        session
+                            .register(registrars[registrar].clone(), Some(expires))
+                            .await
+                    };
+                    if !own_digest[registrar]
+                        && matches!(&result, Err(e) if e.to_string().contains("invalid Algorithm"))
+                    {
+                        info!(registrar = %registrars[registrar], "sip: digest algorithm the stack cannot parse (RFC 8760 SHA-256): answering it ourselves");
+                        own_digest[registrar] = true;
+                        result = register_own_digest(
+                            session,
+                            &registrars[registrar],
+                            expires,
+                            &credential,
+                        )
                         .await;
+                    }
                     let outcome = if expires == 0 {
                         RegisterOutcome::Registered { granted_secs: 0 }
                     } else {
@@ -530,6 +723,84 @@ async fn register_loop(
     }
 }
 
+/// REGISTER answering the digest challenge ourselves ([`crate::digest`]): rsipstack 0.7.14
+/// refuses RFC 8760's `algorithm=SHA-256` (it parses only `SHA256`) and would send `SHA256`
+/// back. The stack still builds and sends each REGISTER (same Call-ID, rising CSeq, Contact);
+/// only the Authorization header is ours.
+async fn register_own_digest(
+    session: &mut Registration,
+    server: &rsipstack::sip::Uri,
+    expires: u32,
+    credential: &Credential,
+) -> Result<rsipstack::sip::Response, rsipstack::Error> {
+    let stack_credential = session.credential.take();
+    let ours = |h: &Header| {
+        matches!(
+            h,
+            Header::Authorization(_) | Header::From(_) | Header::To(_)
+        )
+    };
+    // Without a credential the stack leaves the user out of From and To: put it back.
+    let mut aor = server.clone();
+    aor.auth = Some(rsipstack::sip::Auth {
+        user: credential.username.clone(),
+        password: None,
+    });
+    let identity = |tagged: bool| {
+        let tag = if tagged {
+            format!(";tag={:08x}", rand::random::<u32>())
+        } else {
+            String::new()
+        };
+        vec![
+            Header::From(format!("<{aor}>{tag}").into()),
+            Header::To(format!("<{aor}>").into()),
+        ]
+    };
+    session.extra_headers.retain(|h| !ours(h));
+    session.extra_headers.extend(identity(true));
+    let mut result = session.register(server.clone(), Some(expires)).await;
+    // One answer, and one more for a stale nonce.
+    for _ in 0..2 {
+        let challenge = match &result {
+            Ok(resp) if u16::from(resp.status_code.clone()) == 401 => resp
+                .header_value("WWW-Authenticate")
+                .map(|v| crate::digest::Challenge::parse(&v)),
+            _ => None,
+        };
+        let challenge = match challenge {
+            Some(Ok(c)) => c,
+            Some(Err(e)) => {
+                warn!(error = %e, "sip: registrar's challenge");
+                break;
+            }
+            None => break,
+        };
+        let user = credential
+            .auth_username
+            .as_deref()
+            .unwrap_or(&credential.username);
+        let cnonce = format!("{:016x}", rand::random::<u64>());
+        let value = challenge.answer(
+            user,
+            &credential.password,
+            "REGISTER",
+            &server.to_string(),
+            &cnonce,
+            1,
+        );
+        session.extra_headers.retain(|h| !ours(h));
+        session.extra_headers.extend(identity(true));
+        session
+            .extra_headers
+            .push(Header::Authorization(value.into()));
+        result = session.register(server.clone(), Some(expires)).await;
+    }
+    session.extra_headers.retain(|h| !ours(h));
+    session.credential = stack_credential;
+    result
+}
+
 fn status_code(code: u16) -> StatusCode {
     StatusCode::from(code)
 }
@@ -546,13 +817,43 @@ enum CallControl {
 struct ActiveCall {
     id: DialogId,
     dialog: InviteDialog,
-    offer: SessionDescription,
+    /// The peer's last offer (or its answer to ours).
+    offer: Option<SessionDescription>,
     local: LocalMedia,
     control: Option<mpsc::Sender<CallControl>>,
     pending: Option<PendingCall>,
-    answer: sdp::Answer,
+    /// What was negotiated; `None` while our own INVITE awaits its answer.
+    answer: Option<sdp::Answer>,
     sockets: Option<CallSockets>,
     received: Instant,
+    direction: CallDirection,
+    remote: String,
+    /// The cart's id for the call, once the cart knows it.
+    cart_call: Option<u64>,
+    answered: Option<Instant>,
+    /// RFC 4028: what the 2xx says, then the running timer.
+    timer_answer: TimerAnswer,
+    timer: Option<SessionTimer>,
+}
+
+impl ActiveCall {
+    fn dialing(&self) -> bool {
+        self.direction == CallDirection::Outbound && self.answered.is_none()
+    }
+
+    fn record(&self, ctx: &Context, reason: &str) -> CallRecord {
+        CallRecord {
+            direction: self.direction,
+            remote: self.remote.clone(),
+            duration: self.answered.map(|a| a.elapsed()).unwrap_or_default(),
+            reason: reason.to_string(),
+            media: if self.answered.is_some() {
+                ctx.status.borrow().media.clone()
+            } else {
+                MediaStats::default()
+            },
+        }
+    }
 }
 
 struct CallSockets {
@@ -625,22 +926,35 @@ async fn call_loop(
     mut incoming: TransactionReceiver,
     mut states: DialogStateReceiver,
     mut commands: mpsc::Receiver<SipCommand>,
+    mut events: mpsc::UnboundedReceiver<LoopEvent>,
     stop: CancellationToken,
 ) {
     let mut call: Option<ActiveCall> = None;
     loop {
-        let wake = call
+        let pending = call
             .as_ref()
             .and_then(|c| c.pending.as_ref())
-            .and_then(PendingCall::poll_timeout)
+            .and_then(PendingCall::poll_timeout);
+        let timer = call
+            .as_ref()
+            .and_then(|c| c.timer.as_ref())
+            .and_then(SessionTimer::poll_timeout);
+        let wake = [pending, timer]
+            .into_iter()
+            .flatten()
+            .min()
             .map(|t| t.saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_secs(3600));
         tokio::select! {
             _ = stop.cancelled() => {
                 if let Some(c) = call.take() {
-                    end_call(&ctx, c, true).await;
+                    end_call(&ctx, c, true, "hangup").await;
                 }
                 return;
+            }
+            event = events.recv() => {
+                let Some(event) = event else { return };
+                on_loop_event(&ctx, &mut call, event).await;
             }
             tx = incoming.recv() => {
                 let Some(tx) = tx else { return };
@@ -657,10 +971,66 @@ async fn call_loop(
             _ = tokio::time::sleep(wake) => {}
         }
         drive_pending(&ctx, &mut call).await;
+        drive_timer(&ctx, &mut call).await;
+    }
+}
+
+/// RFC 4028 during the call: refresh with a re-INVITE carrying the current SDP when we are
+/// the refresher, BYE when the session expired unrefreshed.
+async fn drive_timer(ctx: &Arc<Context>, call: &mut Option<ActiveCall>) {
+    let Some(c) = call.as_mut() else { return };
+    let Some(timer) = c.timer.as_mut() else {
+        return;
+    };
+    match timer.poll_action(Instant::now()) {
+        None => {}
+        Some(TimerAction::Refresh) => {
+            let Some(answer) = c.answer.as_ref() else {
+                return;
+            };
+            let body = answer.render(&c.local);
+            let mut headers = sdp_header();
+            headers.push(Header::Other(
+                "Session-Expires".into(),
+                format!("{};refresher=uas", timer.interval().as_secs()),
+            ));
+            headers.push(Header::Other("Supported".into(), "timer".into()));
+            let dialog = c.dialog.clone();
+            let events = ctx.events.clone();
+            let call_id = c.id.call_id.clone();
+            debug!(%call_id, "sip: session refresh");
+            // The answer may take up to 32 s: not on the call loop.
+            tokio::spawn(async move {
+                match dialog
+                    .reinvite(Some(headers), Some(body.into_bytes()))
+                    .await
+                {
+                    Ok(Some(resp))
+                        if resp.status_code.kind()
+                            == rsipstack::sip::StatusCodeKind::Successful =>
+                    {
+                        let _ = events.send(LoopEvent::Refreshed { call_id });
+                    }
+                    other => debug!(?other, "sip: session refresh not answered 2xx"),
+                }
+            });
+        }
+        Some(TimerAction::Expire) => {
+            info!(call_id = %c.id.call_id, "sip: session expired (RFC 4028): hanging up");
+            if let Some(c) = call.take() {
+                end_call(ctx, c, true, "session-expired").await;
+            }
+        }
     }
 }
 
 async fn on_command(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, cmd: SipCommand) {
+    if call.is_none()
+        && let SipCommand::Call(uri) = &cmd
+    {
+        place_call(ctx, call, uri).await;
+        return;
+    }
     let Some(c) = call.as_mut() else { return };
     match cmd {
         SipCommand::Answer => {
@@ -670,7 +1040,20 @@ async fn on_command(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, cmd: SipC
         }
         SipCommand::HangUp => {
             if let Some(c) = call.take() {
-                end_call(ctx, c, true).await;
+                end_call(ctx, c, true, "hangup").await;
+            }
+        }
+        SipCommand::Call(uri) => {
+            info!(%uri, "sip: the cart is busy: not calling");
+            if let Some(cart) = &ctx.cart {
+                let record = CallRecord {
+                    direction: CallDirection::Outbound,
+                    remote: uri,
+                    duration: Duration::ZERO,
+                    reason: "busy".into(),
+                    media: MediaStats::default(),
+                };
+                cart.ended(None, &record);
             }
         }
         SipCommand::Dtmf(d) => {
@@ -756,6 +1139,32 @@ async fn on_invite(
         let _ = tx.reply(status_code(status)).await;
         return;
     }
+    let header = |long: &str, compact: &str| {
+        tx.original
+            .header_value(long)
+            .or_else(|| tx.original.header_value(compact))
+    };
+    let (session_expires, min_se) = (header("Session-Expires", "x"), header("Min-SE", "Min-SE"));
+    let supported = [header("Supported", "k"), header("Require", "Require")]
+        .iter()
+        .flatten()
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("timer")));
+    let timer_answer = session_timer::answer_invite(&TimerRequest {
+        session_expires: session_expires.as_deref(),
+        min_se: min_se.as_deref(),
+        supported,
+    });
+    if let TimerAnswer::TooSmall { min_se_secs } = timer_answer {
+        reject_count(ctx);
+        let _ = tx
+            .reply_with(
+                StatusCode::from(422),
+                vec![Header::Other("Min-SE".into(), min_se_secs.to_string())],
+                None,
+            )
+            .await;
+        return;
+    }
     let body = String::from_utf8_lossy(tx.original.body()).to_string();
     let offer = match SessionDescription::parse(&body) {
         Ok(o) => o,
@@ -813,7 +1222,7 @@ async fn on_invite(
         &tx,
         ctx.state_tx.clone(),
         None,
-        Some(ctx.contact.clone()),
+        Some(ctx.contact()),
     ) {
         Ok(d) => d,
         Err(e) => {
@@ -823,6 +1232,20 @@ async fn on_invite(
         }
     };
     let id = dialog.id();
+    let (pending, cart_call) = match &ctx.cart {
+        Some(cart) => {
+            let auto = matches!(decision, Decision::AutoAnswer { .. });
+            let (cart_call, verdict) = cart.ring(&from, auto);
+            let events = ctx.events.clone();
+            let call_id = id.call_id.clone();
+            tokio::spawn(async move {
+                let verdict = verdict.await;
+                let _ = events.send(LoopEvent::Verdict { call_id, verdict });
+            });
+            (PendingCall::gated(decision, received), Some(cart_call))
+        }
+        None => (PendingCall::new(decision, received), None),
+    };
     let mut handler = dialog.clone();
     tokio::spawn(async move {
         if let Err(e) = handler.handle(&mut tx).await {
@@ -847,13 +1270,19 @@ async fn on_invite(
     *call = Some(ActiveCall {
         id,
         dialog,
-        offer,
+        offer: Some(offer),
         local,
         control: None,
-        pending: Some(PendingCall::new(decision, received)),
-        answer,
+        pending: Some(pending),
+        answer: Some(answer),
         sockets: Some(sockets),
         received,
+        direction: CallDirection::Inbound,
+        remote: addr_spec(&from),
+        cart_call,
+        answered: None,
+        timer_answer,
+        timer: None,
     });
 }
 
@@ -868,16 +1297,38 @@ async fn drive_pending(ctx: &Arc<Context>, call: &mut Option<ActiveCall>) {
             PendingAction::Reject { status } => {
                 let _ = c.dialog.reject(Some(status_code(status)), None);
                 reject_count(ctx);
+                if let Some(cart) = &ctx.cart {
+                    cart.ended(c.cart_call, &c.record(ctx, &status.to_string()));
+                }
+                ctx.dialogs.remove_dialog(&c.id);
                 ctx.status.send_modify(|s| s.call = None);
                 *call = None;
                 return;
             }
             PendingAction::Answer { muted } => {
-                let body = c.answer.render(&c.local);
-                if let Err(e) = c.dialog.accept(Some(sdp_header()), Some(body.into_bytes())) {
+                let Some(answer) = c.answer.as_ref() else {
+                    return;
+                };
+                let body = answer.render(&c.local);
+                let mut headers = sdp_header();
+                if let Some(se) = c.timer_answer.session_expires_header() {
+                    headers.push(Header::Other("Session-Expires".into(), se));
+                    if matches!(c.timer_answer, TimerAnswer::Timer { require: true, .. }) {
+                        headers.push(Header::Other("Require".into(), "timer".into()));
+                    }
+                }
+                if let Err(e) = c.dialog.accept(Some(headers), Some(body.into_bytes())) {
                     warn!(error = %e, "sip: cannot answer");
+                    if let Some(cart) = &ctx.cart {
+                        cart.ended(c.cart_call, &c.record(ctx, "failed"));
+                    }
                     *call = None;
                     return;
+                }
+                c.answered = Some(Instant::now());
+                c.timer = SessionTimer::for_answer(&c.timer_answer, Instant::now());
+                if let Some(cart) = &ctx.cart {
+                    cart.connected(c.cart_call, &c.record(ctx, ""));
                 }
                 let ms = c.received.elapsed().as_secs_f64() * 1000.0;
                 info!(ms, "sip: answered");
@@ -888,12 +1339,7 @@ async fn drive_pending(ctx: &Arc<Context>, call: &mut Option<ActiveCall>) {
                         *state = "answered";
                     }
                 });
-                let setup = media_setup(&c.answer, false);
-                let (ctl_tx, ctl_rx) = mpsc::channel(16);
-                if let Some(sockets) = c.sockets.take() {
-                    tokio::spawn(media_task(ctx.clone(), setup, sockets, ctl_rx, muted));
-                }
-                c.control = Some(ctl_tx);
+                start_media(ctx, c, muted);
                 c.pending = None;
                 return;
             }
@@ -901,12 +1347,29 @@ async fn drive_pending(ctx: &Arc<Context>, call: &mut Option<ActiveCall>) {
     }
 }
 
-async fn end_call(ctx: &Arc<Context>, c: ActiveCall, send_bye: bool) {
+fn start_media(ctx: &Arc<Context>, c: &mut ActiveCall, muted: bool) {
+    let Some(answer) = c.answer.as_ref() else {
+        return;
+    };
+    let setup = media_setup(answer, false);
+    let (ctl_tx, ctl_rx) = mpsc::channel(16);
+    if let Some(sockets) = c.sockets.take() {
+        tokio::spawn(media_task(ctx.clone(), setup, sockets, ctl_rx, muted));
+    }
+    c.control = Some(ctl_tx);
+}
+
+/// Ends `c`: stops its media, tells the peer when `send_bye` (BYE, 480 while ringing, CANCEL
+/// while dialling), and tells the cart why.
+async fn end_call(ctx: &Arc<Context>, c: ActiveCall, send_bye: bool, reason: &str) {
     if let Some(ctl) = &c.control {
         let _ = ctl.send(CallControl::End).await;
     }
     if send_bye {
-        if c.pending.is_some() {
+        if c.dialing() {
+            // The 487 (or a 200 crossing the CANCEL, which the stack BYEs) ends the INVITE.
+            let _ = c.dialog.cancel().await;
+        } else if c.pending.is_some() {
             let _ = c
                 .dialog
                 .reject(Some(StatusCode::TemporarilyUnavailable), None);
@@ -914,8 +1377,200 @@ async fn end_call(ctx: &Arc<Context>, c: ActiveCall, send_bye: bool) {
             let _ = c.dialog.bye().await;
         }
     }
+    if let Some(cart) = &ctx.cart {
+        let record = c.record(ctx, reason);
+        let id = if c.dialing() { None } else { c.cart_call };
+        cart.ended(id, &record);
+    }
     ctx.dialogs.remove_dialog(&c.id);
     ctx.status.send_modify(|s| s.call = None);
+}
+
+fn outgoing_failed(ctx: &Context, uri: &str, reason: &str) {
+    warn!(%uri, reason, "sip: cannot place the call");
+    if let Some(cart) = &ctx.cart {
+        let record = CallRecord {
+            direction: CallDirection::Outbound,
+            remote: uri.to_string(),
+            duration: Duration::ZERO,
+            reason: reason.to_string(),
+            media: MediaStats::default(),
+        };
+        cart.ended(None, &record);
+    }
+}
+
+/// The call button: INVITE `uri` through the registrar in use, with our offer.
+async fn place_call(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, uri: &str) {
+    let started = Instant::now();
+    let callee: rsipstack::sip::Uri = match uri.try_into() {
+        Ok(u) => u,
+        Err(e) => return outgoing_failed(ctx, uri, &format!("bad URI: {e}")),
+    };
+    let caller: rsipstack::sip::Uri = match format!("sip:{}@{}", ctx.config.user, ctx.aor_domain)
+        .as_str()
+        .try_into()
+    {
+        Ok(u) => u,
+        Err(e) => return outgoing_failed(ctx, uri, &format!("bad AOR: {e}")),
+    };
+    let registrar = ctx
+        .registrars
+        .get(ctx.current_registrar.load(Ordering::Relaxed))
+        .or(ctx.registrars.first());
+    let destination = registrar.and_then(|r| rsipstack::transport::SipAddr::try_from(r).ok());
+    let (min, max) = (ctx.config.rtp_port_min, ctx.config.rtp_port_max);
+    let sockets = match (
+        bind_pair(ctx.local_ip, min, max).await,
+        bind_pair(ctx.local_ip, min, max).await,
+    ) {
+        (Ok(audio), Ok(video)) => CallSockets { audio, video },
+        (Err(e), _) | (_, Err(e)) => {
+            return outgoing_failed(ctx, uri, &format!("no RTP ports: {e}"));
+        }
+    };
+    let local = LocalMedia {
+        address: ctx.local_ip,
+        audio_port: sockets.audio.0.local_addr().map(|a| a.port()).unwrap_or(0),
+        video_port: sockets.video.0.local_addr().map(|a| a.port()).unwrap_or(0),
+        audio_crypto: None,
+        video_crypto: None,
+        session_id: u64::from(rand::random::<u32>()),
+        version: 1,
+        on_hold: false,
+    };
+    let offer = crate::outgoing::render_offer(&local, true);
+    let option = InviteOption {
+        caller,
+        callee,
+        destination,
+        content_type: Some("application/sdp".into()),
+        offer: Some(offer.into_bytes()),
+        contact: ctx.contact(),
+        credential: Some(ctx.credential.clone()),
+        ..Default::default()
+    };
+    let (dialog, outcome) = match ctx.dialogs.do_invite_async(option, ctx.state_tx.clone()) {
+        Ok(d) => d,
+        Err(e) => return outgoing_failed(ctx, uri, &format!("INVITE: {e}")),
+    };
+    let id = dialog.id();
+    info!(%uri, call_id = %id.call_id, "sip: calling");
+    let events = ctx.events.clone();
+    let call_id = id.call_id.clone();
+    tokio::spawn(async move {
+        let result = match outcome.await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let _ = events.send(LoopEvent::Dialed { call_id, result });
+    });
+    ctx.status.send_modify(|s| {
+        s.call = Some((uri.to_string(), "dialing"));
+        s.dtmf_received.clear();
+    });
+    *call = Some(ActiveCall {
+        id,
+        dialog,
+        offer: None,
+        local,
+        control: None,
+        pending: None,
+        answer: None,
+        sockets: Some(sockets),
+        received: started,
+        direction: CallDirection::Outbound,
+        remote: uri.to_string(),
+        cart_call: None,
+        answered: None,
+        timer_answer: TimerAnswer::None,
+        timer: None,
+    });
+}
+
+async fn on_loop_event(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, event: LoopEvent) {
+    match event {
+        LoopEvent::Verdict { call_id, verdict } => {
+            let Some(p) = call
+                .as_mut()
+                .filter(|c| c.id.call_id == call_id)
+                .and_then(|c| c.pending.as_mut())
+            else {
+                return;
+            };
+            match verdict {
+                Ok(()) => p.admit(),
+                Err(status) => p.refuse(status),
+            }
+        }
+        LoopEvent::Refreshed { call_id } => {
+            if let Some(t) = call
+                .as_mut()
+                .filter(|c| c.id.call_id == call_id)
+                .and_then(|c| c.timer.as_mut())
+            {
+                t.refreshed(Instant::now());
+            }
+        }
+        LoopEvent::Dialed { call_id, result } => {
+            let ours = call
+                .as_ref()
+                .is_some_and(|c| c.dialing() && c.id.call_id == call_id);
+            if !ours {
+                return;
+            }
+            let Some(mut c) = call.take() else { return };
+            let response = match result {
+                Ok((id, Some(resp))) => {
+                    let code = u16::from(resp.status_code.clone());
+                    if (200..300).contains(&code) {
+                        c.id = id;
+                        Ok(resp)
+                    } else {
+                        Err(code.to_string())
+                    }
+                }
+                Ok((_, None)) => Err("no answer".to_string()),
+                Err(e) => Err(e),
+            };
+            let resp = match response {
+                Ok(r) => r,
+                Err(reason) => {
+                    info!(uri = %c.remote, %reason, "sip: call not answered");
+                    end_call(ctx, c, false, &reason).await;
+                    return;
+                }
+            };
+            let body = String::from_utf8_lossy(resp.body()).to_string();
+            match crate::outgoing::settle(&body, true) {
+                Ok(answer) => {
+                    let ms = c.received.elapsed().as_secs_f64() * 1000.0;
+                    info!(uri = %c.remote, ms, "sip: call answered");
+                    c.offer = SessionDescription::parse(&body).ok();
+                    c.answer = Some(answer);
+                    c.answered = Some(Instant::now());
+                    start_media(ctx, &mut c, false);
+                    if let Some(cart) = &ctx.cart {
+                        c.cart_call = Some(cart.connected(None, &c.record(ctx, "")));
+                    }
+                    ctx.status.send_modify(|s| {
+                        s.calls_answered += 1;
+                        if let Some((_, state)) = s.call.as_mut() {
+                            *state = "answered";
+                        }
+                    });
+                    *call = Some(c);
+                }
+                Err(e) => {
+                    // Answered with nothing we can send or play: hang up at once.
+                    warn!(error = %e, "sip: the answer is unusable");
+                    c.answered = Some(Instant::now());
+                    end_call(ctx, c, true, "488").await;
+                }
+            }
+        }
+    }
 }
 
 async fn on_dialog_state(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, state: DialogState) {
@@ -926,20 +1581,39 @@ async fn on_dialog_state(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, stat
     match state {
         DialogState::Terminated(id, reason) => {
             info!(%id, ?reason, "sip: call ended");
+            // Our own INVITE's outcome arrives as `Dialed`; this is its early dialog ending.
+            let dialing = call.as_ref().is_some_and(ActiveCall::dialing);
             if matches(&id, call)
+                && !dialing
                 && let Some(c) = call.take()
             {
-                end_call(ctx, c, false).await;
-            } else {
+                let why = match reason {
+                    rsipstack::dialog::dialog::TerminatedReason::UacCancel => "cancelled",
+                    _ if c.pending.is_some() => "cancelled",
+                    _ => "bye",
+                };
+                end_call(ctx, c, false, why).await;
+            } else if !dialing {
                 ctx.dialogs.remove_dialog(&id);
             }
         }
         DialogState::Updated(id, req, handle) if matches(&id, call) => {
             let Some(c) = call.as_mut() else { return };
+            // Any re-INVITE or UPDATE refreshes the session (RFC 4028 §10), and its 2xx
+            // restates the interval and refresher.
+            let mut timer_headers = Vec::new();
+            if let Some(t) = c.timer.as_mut() {
+                t.refreshed(Instant::now());
+                if let Some(se) = c.timer_answer.session_expires_header() {
+                    timer_headers.push(Header::Other("Session-Expires".into(), se));
+                }
+            }
             let body = String::from_utf8_lossy(req.body()).to_string();
             if req.method != Method::Invite || body.trim().is_empty() {
                 // UPDATE without SDP or a session-timer refresh: nothing changes.
-                let _ = handle.reply(StatusCode::OK).await;
+                let _ = handle
+                    .respond(StatusCode::OK, Some(timer_headers), None)
+                    .await;
                 return;
             }
             let caps = Capabilities {
@@ -954,8 +1628,8 @@ async fn on_dialog_state(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, stat
                     c.local.version += 1;
                     let text = answer.render(&c.local);
                     let setup = media_setup(&answer, held);
-                    c.offer = offer;
-                    c.answer = answer;
+                    c.offer = Some(offer);
+                    c.answer = Some(answer);
                     ctx.status.send_modify(|s| {
                         if let Some((_, st)) = s.call.as_mut() {
                             *st = if held { "held" } else { "answered" };
@@ -965,7 +1639,11 @@ async fn on_dialog_state(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, stat
                         let _ = ctl.send(CallControl::Reinvite(Box::new(setup))).await;
                     }
                     let _ = handle
-                        .respond(StatusCode::OK, Some(sdp_header()), Some(text.into_bytes()))
+                        .respond(
+                            StatusCode::OK,
+                            Some([sdp_header(), timer_headers].concat()),
+                            Some(text.into_bytes()),
+                        )
                         .await;
                 }
                 Err(e) => {
@@ -1136,4 +1814,34 @@ async fn media_task(
 
 fn ctx_opus_bitrate() -> u32 {
     32_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_log_gets_the_callers_uri_without_tags() {
+        assert_eq!(
+            addr_spec("\"Dr\" <sip:dr@h.example>;tag=abc"),
+            "sip:dr@h.example"
+        );
+        assert_eq!(addr_spec("sip:dr@h.example;tag=abc"), "sip:dr@h.example");
+        assert_eq!(addr_spec(""), "");
+        assert_eq!(addr_spec(">junk<"), ">junk<");
+    }
+
+    #[test]
+    fn stream_transports_carry_their_transport_in_uris() {
+        assert_eq!(registrar_uri("sip:pbx", SipTransport::Udp), "sip:pbx");
+        assert_eq!(
+            registrar_uri("sip:pbx", SipTransport::Tcp),
+            "sip:pbx;transport=tcp"
+        );
+        assert_eq!(
+            registrar_uri("sip:pbx;transport=tls", SipTransport::Ws),
+            "sip:pbx;transport=tls"
+        );
+        assert_eq!(transport_param(SipTransport::Wss), Some("wss"));
+    }
 }

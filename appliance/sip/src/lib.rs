@@ -7,10 +7,13 @@
 //! transactions, dialogs and digest authentication come from the stack; our own call and
 //! registration types are the seam between them.
 
+pub mod digest;
 pub mod media;
+pub mod outgoing;
 pub mod policy;
 pub mod registration;
 pub mod sdp;
+pub mod session_timer;
 
 #[cfg(feature = "driver")]
 mod audio;
@@ -18,4 +21,7 @@ mod audio;
 mod driver;
 
 #[cfg(feature = "driver")]
-pub use driver::{MediaPort, SipCommand, SipEndpoint, SipError, SipStatus, run, start};
+pub use driver::{
+    CallDirection, CallRecord, CartPort, MediaPort, RingVerdict, SipCommand, SipEndpoint, SipError,
+    SipStatus, run, start, start_with,
+};

@@ -171,6 +171,9 @@ pub struct PendingCall {
     rang: bool,
     done: bool,
     answer_now: bool,
+    /// The cart's state machine must agree before the 200 OK (it rings, answers or refuses).
+    admitted: bool,
+    refused: Option<u16>,
 }
 
 impl PendingCall {
@@ -182,7 +185,36 @@ impl PendingCall {
             rang: false,
             done: false,
             answer_now: false,
+            admitted: true,
+            refused: None,
         }
+    }
+
+    /// A call the cart's state machine decides too: nothing is answered until [`admit`]
+    /// (the machine answered, by policy or by the call button) and [`refuse`] ends it. A
+    /// ringing call then rings until the machine's verdict, not the SIP ring timeout, so the
+    /// two never disagree.
+    ///
+    /// [`admit`]: Self::admit
+    /// [`refuse`]: Self::refuse
+    pub fn gated(decision: Decision, now: Instant) -> Self {
+        Self {
+            admitted: false,
+            ..Self::new(decision, now)
+        }
+    }
+
+    /// The cart answered: an auto-answered call is answered once its delay has passed, a
+    /// ringing one at once.
+    pub fn admit(&mut self) {
+        self.admitted = true;
+        self.answer();
+    }
+
+    /// The cart turned the call away with this SIP status (486 busy, 480 no answer, 603
+    /// declined).
+    pub fn refuse(&mut self, status: u16) {
+        self.refused = Some(status);
     }
 
     /// Someone at the cart pressed the call button to answer a ringing call.
@@ -207,13 +239,17 @@ impl PendingCall {
         if self.done {
             return None;
         }
+        if let Some(status) = self.refused {
+            self.done = true;
+            return Some(PendingAction::Reject { status });
+        }
         match self.decision.clone() {
             Decision::Reject { status } => {
                 self.done = true;
                 Some(PendingAction::Reject { status })
             }
             Decision::AutoAnswer { after, muted } => {
-                if now >= self.received + after {
+                if self.admitted && now >= self.received + after {
                     self.done = true;
                     Some(PendingAction::Answer { muted })
                 } else if !self.rang {
@@ -227,7 +263,7 @@ impl PendingCall {
                 if self.answer_now {
                     self.done = true;
                     Some(PendingAction::Answer { muted: false })
-                } else if now >= self.received + timeout {
+                } else if self.admitted && now >= self.received + timeout {
                     self.done = true;
                     Some(PendingAction::Reject { status: 480 })
                 } else if !self.rang {
@@ -245,7 +281,12 @@ impl PendingCall {
         if self.done {
             return None;
         }
+        if self.refused.is_some() {
+            return Some(self.received);
+        }
         match self.decision {
+            // Until the cart admits the call only its verdict can change anything.
+            Decision::AutoAnswer { .. } | Decision::Ring { .. } if !self.admitted => None,
             Decision::AutoAnswer { after, .. } => Some(self.received + after),
             Decision::Ring { timeout } => Some(self.received + timeout),
             Decision::Reject { .. } => Some(self.received),
@@ -393,5 +434,70 @@ mod tests {
             c.poll_action(t0 + Duration::from_secs(30)),
             Some(PendingAction::Reject { status: 480 })
         );
+    }
+
+    #[test]
+    fn a_gated_auto_answer_waits_for_the_cart_then_its_delay() {
+        let t0 = Instant::now();
+        let decision = Decision::AutoAnswer {
+            after: Duration::from_millis(500),
+            muted: false,
+        };
+        let mut c = PendingCall::gated(decision, t0);
+        assert_eq!(c.poll_action(t0), Some(PendingAction::Ring));
+        assert_eq!(
+            c.poll_timeout(),
+            None,
+            "only the cart's verdict can move it"
+        );
+        assert_eq!(c.poll_action(t0 + Duration::from_secs(9)), None);
+        c.admit();
+        assert_eq!(
+            c.poll_action(t0 + Duration::from_millis(10_000)),
+            Some(PendingAction::Answer { muted: false })
+        );
+        assert!(c.is_done());
+
+        let mut early = PendingCall::gated(
+            Decision::AutoAnswer {
+                after: Duration::from_millis(500),
+                muted: true,
+            },
+            t0,
+        );
+        assert_eq!(early.poll_action(t0), Some(PendingAction::Ring));
+        early.admit();
+        assert_eq!(early.poll_action(t0 + Duration::from_millis(100)), None);
+        assert_eq!(early.poll_timeout(), Some(t0 + Duration::from_millis(500)));
+        assert_eq!(
+            early.poll_action(t0 + Duration::from_millis(500)),
+            Some(PendingAction::Answer { muted: true })
+        );
+    }
+
+    #[test]
+    fn a_gated_ringing_call_follows_the_cart_not_the_sip_ring_timeout() {
+        let t0 = Instant::now();
+        let ring = Decision::Ring {
+            timeout: Duration::from_secs(30),
+        };
+        let mut c = PendingCall::gated(ring.clone(), t0);
+        assert_eq!(c.poll_action(t0), Some(PendingAction::Ring));
+        assert_eq!(c.poll_action(t0 + Duration::from_secs(40)), None);
+        c.admit();
+        assert_eq!(
+            c.poll_action(t0 + Duration::from_secs(41)),
+            Some(PendingAction::Answer { muted: false })
+        );
+
+        let mut refused = PendingCall::gated(ring, t0);
+        assert_eq!(refused.poll_action(t0), Some(PendingAction::Ring));
+        refused.refuse(603);
+        assert_eq!(refused.poll_timeout(), Some(t0));
+        assert_eq!(
+            refused.poll_action(t0 + Duration::from_secs(1)),
+            Some(PendingAction::Reject { status: 603 })
+        );
+        assert_eq!(refused.poll_action(t0 + Duration::from_secs(2)), None);
     }
 }

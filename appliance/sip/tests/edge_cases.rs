@@ -36,6 +36,10 @@ async fn registered_cart(
 }
 
 fn sipp(scenario: &str, target: std::net::SocketAddr) -> (bool, String) {
+    sipp_for(scenario, target, 20)
+}
+
+fn sipp_for(scenario: &str, target: std::net::SocketAddr, timeout_secs: u32) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port(true);
     let media_port = free_port(true);
@@ -52,7 +56,7 @@ fn sipp(scenario: &str, target: std::net::SocketAddr) -> (bool, String) {
             "1",
             "-nostdin",
             "-timeout",
-            "20s",
+            &format!("{timeout_secs}s"),
         ])
         .args(["-trace_err", "-error_file"])
         .arg(dir.path().join("err.log"))
@@ -98,6 +102,25 @@ async fn sipp_cancel_before_answer_and_reinvite_hold_then_bye() {
     assert!(wait_until(Duration::from_secs(3), || status.borrow().call.is_none()).await);
     assert_eq!(status.borrow().calls_answered, 1);
     assert_eq!(status.borrow().registration, "registered");
+    ep.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_session_timer_too_small_then_refreshed_by_the_cart() {
+    if !have("kamailio") || !have("sipp") {
+        return;
+    }
+    let k = Kamailio::start(&[("cart1", "pw")], "MD5");
+    let (ep, _media) = registered_cart(&k, 0).await;
+    let target = ep.local_addr;
+    // 422 for 30 s, then a 90 s session the cart refreshes at 45 s (so this takes ~46 s).
+    let (ok, out) = tokio::task::spawn_blocking(move || sipp_for("session_timer.xml", target, 75))
+        .await
+        .unwrap();
+    assert!(ok, "session timer scenario failed:\n{out}");
+    let status = ep.status.clone();
+    assert!(wait_until(Duration::from_secs(3), || status.borrow().call.is_none()).await);
+    assert_eq!(status.borrow().calls_answered, 1);
     ep.shutdown().await;
 }
 

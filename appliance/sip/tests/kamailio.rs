@@ -50,14 +50,13 @@ async fn registered(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn registers_with_digest_md5_over_udp_and_tcp() {
+async fn registers_with_digest_md5_and_sha256_over_udp_and_tcp() {
     if !have("kamailio") {
         return;
     }
-    // SHA-256 (RFC 8760) is not in this list: rsipstack 0.7.14 refuses Kamailio's
-    // `algorithm=SHA-256` challenge ("invalid Algorithm: SHA-256"; it only parses "SHA256"),
-    // see docs/sip.md.
-    for algorithm in ["MD5"] {
+    // SHA-256 (RFC 8760): rsipstack 0.7.14 cannot parse Kamailio's `algorithm=SHA-256`
+    // challenge, so the driver answers it with crate::digest.
+    for algorithm in ["MD5", "SHA-256"] {
         for transport in ["udp", "tcp"] {
             let k = Kamailio::start(&users(), algorithm);
             let port = if transport == "udp" { k.udp } else { k.tcp };
@@ -89,6 +88,13 @@ async fn registers_with_digest_md5_over_udp_and_tcp() {
                 "{log}"
             );
             ep.shutdown().await;
+            // Shutting down unregisters (Expires: 0) before the transport closes.
+            let log = k.peer.log_text();
+            assert_eq!(
+                log.matches("REGISTER ok cart1").count(),
+                2,
+                "{algorithm}/{transport}: no unregister\n{log}"
+            );
         }
     }
 }
@@ -184,18 +190,21 @@ async fn baresip_calls_the_cart_through_kamailio_audio_both_ways_and_video() {
     .await;
     println!("dtmf: {:?}", status.borrow().dtmf_received);
 
-    // The doctor hangs up: the cart's call ends.
+    // The doctor hangs up: baresip's BYE, relayed by Kamailio along the Record-Route, ends
+    // the cart's call.
     doctor.command("hangup", "");
-    // Known gap (docs/sip.md): baresip's BYE, relayed by Kamailio, does not yet end the
-    // cart's call; the cart's own hang-up is what ends it here.
     let ended = wait_until(Duration::from_secs(5), || status.borrow().call.is_none()).await;
-    if !ended {
-        eprintln!("\n!!!!!!!! KNOWN GAP: the caller's BYE did not end the cart's call !!!!!!!!\n");
-        if std::env::var_os("SIP_TEST_VERBOSE").is_some() {
-            eprintln!("kamailio:\n{}", k.peer.log_text());
-        }
-        ep.commands.send(SipCommand::HangUp).await.unwrap();
-    }
+    assert!(
+        ended,
+        "the caller's BYE did not end the cart's call: {:?}\nkamailio:\n{}",
+        status.borrow(),
+        k.peer.log_text()
+    );
+    assert!(
+        k.peer.log_text().contains("in-dialog BYE to sip:cart1@"),
+        "{}",
+        k.peer.log_text()
+    );
     let log = doctor.peer.log_text();
     // baresip's avcodec prints its decoder's count of key frames when the call ends.
     let stats = log
@@ -253,15 +262,313 @@ async fn callers_not_allowed_are_refused_with_403_and_allowed_ones_answered() {
             .is_some()
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
+    // The cart hangs up: its BYE follows the route set to baresip.
     ep.commands.send(SipCommand::HangUp).await.unwrap();
-    // Known gap (docs/sip.md): the cart's BYE through Kamailio's Record-Route does not yet
-    // reach baresip.
-    if doctor
-        .wait_event("CALL_CLOSED", Duration::from_secs(5))
-        .is_none()
-    {
-        eprintln!("\n!!!!!!!! KNOWN GAP: the cart's BYE did not reach baresip !!!!!!!!\n");
-    }
+    assert!(
+        doctor
+            .wait_event("CALL_CLOSED", Duration::from_secs(5))
+            .is_some(),
+        "the cart's BYE did not reach baresip: {:?}\nkamailio:\n{}",
+        doctor.events(),
+        k.peer.log_text()
+    );
+    assert!(
+        k.peer.log_text().contains("in-dialog BYE to sip:doctor"),
+        "{}",
+        k.peer.log_text()
+    );
     assert!(ep.status.borrow().call.is_none());
     ep.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cart_registered_over_tcp_gets_its_calls_down_that_connection() {
+    if !have("kamailio") || !have("baresip") {
+        return;
+    }
+    let k = Kamailio::start(&users(), "MD5");
+    let ep = telecart_sip::start(
+        sip_config(k.tcp, "tcp", &["doctor@127.0.0.1"]),
+        CART_PASSWORD.into(),
+        Arc::new(NoMedia),
+    )
+    .await
+    .unwrap();
+    let mut status = ep.status.clone();
+    let s = registered(&mut status, Duration::from_secs(10)).await;
+    assert_eq!(s.registration, "registered", "{s:?}");
+
+    // baresip calls over UDP; Kamailio finds the cart's binding, whose Contact names the
+    // cart's end of the TCP connection, and sends the INVITE down it (the cart listens on
+    // no TCP port, so nothing else could reach it).
+    let mut doctor = Baresip::start("doctor", DOCTOR_PASSWORD, k.udp, "");
+    assert!(doctor.wait_registered(Duration::from_secs(10)));
+    doctor.command("dial", "sip:cart1@127.0.0.1");
+    assert!(
+        doctor
+            .wait_event("CALL_ESTABLISHED", Duration::from_secs(10))
+            .is_some(),
+        "events {:?}\nkamailio:\n{}",
+        doctor.events(),
+        k.peer.log_text()
+    );
+    let log = k.peer.log_text();
+    let relay = log
+        .lines()
+        .find(|l| l.contains("relay INVITE to sip:cart1@"))
+        .unwrap_or_default()
+        .to_string();
+    println!("kamailio: {}", relay.trim());
+    assert!(
+        relay.to_ascii_lowercase().contains(";transport=tcp"),
+        "{log}"
+    );
+    // Both BYE directions cross the TCP/UDP boundary Kamailio double-record-routes.
+    doctor.command("hangup", "");
+    assert!(
+        wait_until(Duration::from_secs(5), || status.borrow().call.is_none()).await,
+        "{:?}\n{}",
+        status.borrow(),
+        k.peer.log_text()
+    );
+    assert!(doctor.wait_events("CALL_CLOSED", 1, Duration::from_secs(5)));
+
+    doctor.command("dial", "sip:cart1@127.0.0.1");
+    assert!(doctor.wait_events("CALL_ESTABLISHED", 2, Duration::from_secs(10)));
+    ep.commands.send(SipCommand::HangUp).await.unwrap();
+    assert!(
+        doctor.wait_events("CALL_CLOSED", 2, Duration::from_secs(5)),
+        "{:?}\n{}",
+        doctor.events(),
+        k.peer.log_text()
+    );
+    ep.shutdown().await;
+}
+
+/// The cart's real controller (simulated board) and session log around the endpoint.
+struct Cart {
+    controller: Arc<telecart_runtime::cart::CartController>,
+    log: Arc<telecart_runtime::SessionLog>,
+    store_dir: tempfile::TempDir,
+}
+
+impl Cart {
+    fn start(outgoing: &str) -> Self {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = telecart_core::config::StoreConfig {
+            data_dir: store_dir.path().join("log"),
+            master_key: store_dir.path().join("master.key"),
+            ..Default::default()
+        };
+        let log = Arc::new(
+            telecart_runtime::SessionLog::open(
+                &store,
+                telecart_runtime::KeyPolicy::CreateIfMissing,
+            )
+            .unwrap(),
+        );
+        let board = telecart_core::config::BoardConfig {
+            outgoing_uri: Some(outgoing.to_string()),
+            ring_timeout_s: 20,
+            ..Default::default()
+        };
+        let controller = Arc::new(
+            telecart_runtime::cart::CartController::start(
+                &board,
+                telecart_runtime::cart::Wiring {
+                    calls: Arc::new(telecart_runtime::webrtc::call::Calls::default()),
+                    log: Some(log.clone()),
+                },
+            )
+            .unwrap(),
+        );
+        controller.input(telecart_cart::machine::Input::BootComplete);
+        controller.input(telecart_cart::machine::Input::NetworkUp);
+        Self {
+            controller,
+            log,
+            store_dir,
+        }
+    }
+
+    async fn wait_call(&self, phase: &str) -> bool {
+        wait_until(Duration::from_secs(10), || {
+            self.controller.view().call == phase
+        })
+        .await
+    }
+
+    /// The session log's records, read back after everything holding it let go.
+    fn records(self) -> Vec<telecart_store::Record> {
+        use telecart_store::LogStore as _;
+        self.controller.stop();
+        drop(self.controller);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&self.log) > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        drop(self.log);
+        let key =
+            telecart_store::MasterKey::load(&self.store_dir.path().join("master.key")).unwrap();
+        let store =
+            telecart_store::SledStore::open(&self.store_dir.path().join("log"), &key).unwrap();
+        (1..=store.durable_upto())
+            .filter_map(|seq| store.read(seq).ok())
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sip_calls_go_through_the_carts_state_machine_and_session_log() {
+    if !have("kamailio") || !have("baresip") {
+        return;
+    }
+    let k = Kamailio::start(&users(), "MD5");
+    let cart = Cart::start("sip:doctor@127.0.0.1");
+    let mut config = sip_config(k.udp, "udp", &["doctor@127.0.0.1"]);
+    config.policy.others = telecart_core::config::OtherCallers::Ring;
+    let port: Arc<dyn telecart_sip::CartPort> =
+        Arc::new(telecart_runtime::sip::SipCart::new(cart.controller.clone()));
+    let ep = telecart_sip::start_with(config, CART_PASSWORD.into(), Arc::new(NoMedia), Some(port))
+        .await
+        .unwrap();
+    cart.controller.attach_sip(ep.commands.clone());
+    let mut status = ep.status.clone();
+    assert_eq!(
+        registered(&mut status, Duration::from_secs(10))
+            .await
+            .registration,
+        "registered"
+    );
+
+    // 1. An allowed caller: the machine auto-answers, the cart shows the call, the caller's
+    //    BYE ends it.
+    let mut doctor = Baresip::start_answering("doctor", DOCTOR_PASSWORD, k.udp, "", "auto");
+    assert!(doctor.wait_registered(Duration::from_secs(10)));
+    doctor.command("dial", "sip:cart1@127.0.0.1");
+    assert!(
+        doctor
+            .wait_event("CALL_ESTABLISHED", Duration::from_secs(10))
+            .is_some()
+    );
+    assert!(
+        cart.wait_call("active").await,
+        "{:?}",
+        cart.controller.view()
+    );
+    doctor.command("hangup", "");
+    assert!(cart.wait_call("idle").await, "{:?}", cart.controller.view());
+
+    // 2. A caller the policy lets ring: the cart rings until the call button answers; the
+    //    hang-up button ends the call with a BYE.
+    let mut intruder = Baresip::start("intruder", "x", k.udp, "");
+    assert!(intruder.wait_registered(Duration::from_secs(10)));
+    intruder.command("dial", "sip:cart1@127.0.0.1");
+    assert!(
+        intruder
+            .wait_event("CALL_RINGING", Duration::from_secs(10))
+            .is_some()
+    );
+    assert!(
+        cart.wait_call("ringing").await,
+        "{:?}",
+        cart.controller.view()
+    );
+    assert_eq!(status.borrow().call.as_ref().map(|c| c.1), Some("ringing"));
+    cart.controller
+        .press(telecart_runtime::cart::ConsoleButton::Call, false);
+    assert!(
+        intruder
+            .wait_event("CALL_ESTABLISHED", Duration::from_secs(10))
+            .is_some(),
+        "{:?}",
+        intruder.events()
+    );
+    assert!(cart.wait_call("active").await);
+    cart.controller
+        .press(telecart_runtime::cart::ConsoleButton::HangUp, false);
+    assert!(
+        intruder
+            .wait_event("CALL_CLOSED", Duration::from_secs(10))
+            .is_some()
+    );
+    assert!(cart.wait_call("idle").await);
+    drop(intruder);
+
+    // 3. The call button dials board.outgoing_uri through the endpoint; baresip answers
+    //    by itself; the hang-up button ends it.
+    let dialed = Instant::now();
+    cart.controller
+        .press(telecart_runtime::cart::ConsoleButton::Call, false);
+    assert!(
+        doctor
+            .wait_event("CALL_ESTABLISHED", Duration::from_secs(10))
+            .is_some(),
+        "{:?}\n{:?}\n{}",
+        doctor.events(),
+        cart.controller.view(),
+        k.peer.log_text()
+    );
+    assert!(
+        cart.wait_call("active").await,
+        "{:?}",
+        cart.controller.view()
+    );
+    println!(
+        "call button to the doctor's CALL_ESTABLISHED: {:.0} ms",
+        dialed.elapsed().as_secs_f64() * 1000.0
+    );
+    assert_eq!(status.borrow().call.as_ref().map(|c| c.1), Some("answered"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cart.controller
+        .press(telecart_runtime::cart::ConsoleButton::HangUp, false);
+    let closed = doctor.wait_event("CALL_CLOSED", Duration::from_secs(10));
+    assert!(closed.is_some(), "{:?}", doctor.events());
+    assert!(cart.wait_call("idle").await);
+    assert!(status.borrow().call.is_none());
+    ep.shutdown().await;
+    drop(doctor);
+
+    // Three calls, each with its start and end in the encrypted session log.
+    let records = cart.records();
+    let starts: Vec<_> = records
+        .iter()
+        .filter_map(|r| match &r.body {
+            telecart_store::RecordBody::SessionStart {
+                direction,
+                protocol,
+                remote,
+            } => Some((
+                r.session,
+                direction.clone(),
+                protocol.clone(),
+                remote.clone(),
+            )),
+            _ => None,
+        })
+        .collect();
+    println!("session starts: {starts:?}");
+    assert_eq!(starts.len(), 3, "{records:?}");
+    assert!(starts.iter().all(|s| s.2 == "sip"));
+    assert_eq!(
+        starts.iter().map(|s| s.3.as_str()).collect::<Vec<_>>(),
+        [
+            "sip:doctor@127.0.0.1",
+            "sip:intruder@127.0.0.1",
+            "sip:doctor@127.0.0.1"
+        ]
+    );
+    assert_eq!(
+        starts.iter().map(|s| s.1.as_str()).collect::<Vec<_>>(),
+        ["inbound", "inbound", "outbound"]
+    );
+    for (session, ..) in &starts {
+        let end = records.iter().find_map(|r| match &r.body {
+            telecart_store::RecordBody::SessionEnd { reason, .. } if r.session == *session => {
+                Some(reason.clone())
+            }
+            _ => None,
+        });
+        assert!(end.is_some(), "no end for {session:?}: {records:?}");
+    }
 }

@@ -124,7 +124,7 @@ async fn registers_over_tls_trusting_only_the_configured_ca() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn registers_over_websocket() {
+async fn registers_over_websocket_and_takes_a_call_down_it() {
     if !have("kamailio") {
         return;
     }
@@ -134,7 +134,7 @@ async fn registers_over_websocket() {
     }
     let ws_port = free_port(false);
     let k = Kamailio::start_with(
-        &[("cart1", "pw")],
+        &[("cart1", "pw"), ("doctor", "doc")],
         "MD5",
         &format!("listen=tcp:127.0.0.1:{ws_port}\ntcp_accept_no_cl=yes"),
         "loadmodule \"xhttp.so\"\nloadmodule \"websocket.so\"",
@@ -143,7 +143,7 @@ async fn registers_over_websocket() {
          \t\tif (ws_handle_handshake()) { exit; }\n\t}\n\
          \txhttp_reply(\"404\", \"Not Found\", \"\", \"\");\n}",
     );
-    let config = sip_config(ws_port, "ws", &[]);
+    let config = sip_config(ws_port, "ws", &["doctor@127.0.0.1"]);
     let ep = telecart_sip::start(config, "pw".into(), Arc::new(NoMedia))
         .await
         .unwrap();
@@ -158,5 +158,32 @@ async fn registers_over_websocket() {
         "{}",
         k.peer.log_text()
     );
+    if have("baresip") {
+        // RFC 7118 §5: Kamailio cannot open a WebSocket to the cart; the INVITE must come
+        // down the registered one, which the Contact names.
+        let mut doctor = Baresip::start("doctor", "doc", k.udp, "");
+        assert!(doctor.wait_registered(Duration::from_secs(10)));
+        doctor.command("dial", "sip:cart1@127.0.0.1");
+        assert!(
+            doctor.wait_events("CALL_ESTABLISHED", 1, Duration::from_secs(10)),
+            "{:?}\n{}",
+            doctor.events(),
+            k.peer.log_text()
+        );
+        let log = k.peer.log_text();
+        assert!(
+            log.to_ascii_lowercase()
+                .contains("relay invite to sip:cart1@127.0.0.1"),
+            "{log}"
+        );
+        assert!(log.to_ascii_lowercase().contains("transport=ws"), "{log}");
+        doctor.command("hangup", "");
+        assert!(
+            wait_until(Duration::from_secs(5), || status.borrow().call.is_none()).await,
+            "{:?}\n{}",
+            status.borrow(),
+            k.peer.log_text()
+        );
+    }
     ep.shutdown().await;
 }

@@ -157,6 +157,17 @@ impl Baresip {
     /// Starts baresip as `user` registering at `registrar_port` (UDP), with `extra` account
     /// parameters (`;mediaenc=srtp-mand`).
     pub fn start(user: &str, password: &str, registrar_port: u16, extra: &str) -> Self {
+        Self::start_answering(user, password, registrar_port, extra, "manual")
+    }
+
+    /// [`Baresip::start`] with `answermode` `manual` or `auto` (answers every call itself).
+    pub fn start_answering(
+        user: &str,
+        password: &str,
+        registrar_port: u16,
+        extra: &str,
+        answermode: &str,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let sip = free_port(true);
         let ctrl = free_port(false);
@@ -168,7 +179,7 @@ impl Baresip {
         std::fs::write(
             dir.path().join("accounts"),
             format!(
-                "<sip:{user}@127.0.0.1>;auth_pass={password};answermode=manual;outbound=\"sip:127.0.0.1:{registrar_port}\";regint=300{extra}\n"
+                "<sip:{user}@127.0.0.1>;auth_pass={password};answermode={answermode};outbound=\"sip:127.0.0.1:{registrar_port}\";regint=300{extra}\n"
             ),
         )
         .unwrap();
@@ -223,6 +234,25 @@ impl Baresip {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// Waits until `kind` has been seen `n` times (counting from baresip's start).
+    pub fn wait_events(&self, kind: &str, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let seen = self
+                .events
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|e| e["type"] == kind)
+                .count();
+            if seen >= n {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     /// The response to the last command with this token.

@@ -1,0 +1,361 @@
+//! Session timers (RFC 4028), sans-IO and clock-free: what the cart answers to an INVITE's
+//! `Session-Expires`/`Min-SE`, and, during the call, when to refresh it (we are the refresher)
+//! or give it up with a BYE (the peer is and went silent).
+
+use std::time::{Duration, Instant};
+
+/// The lowest session interval RFC 4028 §4 allows, and the cart's Min-SE.
+pub const MIN_SE: Duration = Duration::from_secs(90);
+/// The longest interval we keep: a day (RFC 4028 sets no maximum; a larger value is taken as a
+/// day, so a peer's absurd number cannot overflow a clock).
+pub const MAX_SE: Duration = Duration::from_secs(86_400);
+
+/// Who refreshes the session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refresher {
+    /// The caller (UAC).
+    Uac,
+    /// The callee (UAS).
+    Uas,
+}
+
+impl Refresher {
+    fn token(self) -> &'static str {
+        match self {
+            Self::Uac => "uac",
+            Self::Uas => "uas",
+        }
+    }
+}
+
+/// The session-timer parts of an incoming INVITE.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TimerRequest<'a> {
+    /// `Session-Expires` value (`1800;refresher=uac`), if any.
+    pub session_expires: Option<&'a str>,
+    /// `Min-SE` value, if any.
+    pub min_se: Option<&'a str>,
+    /// The caller lists `timer` in `Supported` (or `Require`).
+    pub supported: bool,
+}
+
+/// What to answer about session timers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TimerAnswer {
+    /// The INVITE asks for no session timer (or a malformed one, which RFC 4028 lets us
+    /// ignore): nothing to add.
+    None,
+    /// 422 Session Interval Too Small, with our `Min-SE` (RFC 4028 §9).
+    TooSmall {
+        /// `Min-SE` to send.
+        min_se_secs: u64,
+    },
+    /// Run a session timer; the 2xx carries `Session-Expires` (and `Require: timer` when the
+    /// caller supports it).
+    Timer {
+        /// The session interval.
+        interval: Duration,
+        /// Who refreshes.
+        refresher: Refresher,
+        /// Put `Require: timer` in the 2xx (the caller supports timers, RFC 4028 §9).
+        require: bool,
+    },
+}
+
+impl TimerAnswer {
+    /// The `Session-Expires` header value for the 2xx, if any.
+    pub fn session_expires_header(&self) -> Option<String> {
+        match self {
+            Self::Timer {
+                interval,
+                refresher,
+                ..
+            } => Some(format!(
+                "{};refresher={}",
+                interval.as_secs(),
+                refresher.token()
+            )),
+            _ => None,
+        }
+    }
+}
+
+fn delta_seconds(value: &str) -> Option<u64> {
+    value.split(';').next()?.trim().parse().ok()
+}
+
+/// Decides the UAS side of RFC 4028 §9 for an incoming INVITE.
+pub fn answer_invite(request: &TimerRequest<'_>) -> TimerAnswer {
+    let Some(se) = request.session_expires else {
+        return TimerAnswer::None;
+    };
+    let Some(secs) = delta_seconds(se) else {
+        return TimerAnswer::None;
+    };
+    if secs < MIN_SE.as_secs() {
+        return TimerAnswer::TooSmall {
+            min_se_secs: MIN_SE.as_secs(),
+        };
+    }
+    let asked = se
+        .split(';')
+        .skip(1)
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("refresher"))
+        .map(|(_, v)| v.trim().to_ascii_lowercase());
+    // Without timer support at the caller only we can refresh (§9); otherwise honour its
+    // choice, and when it left the choice to us let it refresh (it asked for the timer).
+    let refresher = match (request.supported, asked.as_deref()) {
+        (false, _) => Refresher::Uas,
+        (true, Some("uas")) => Refresher::Uas,
+        (true, _) => Refresher::Uac,
+    };
+    // A Min-SE above the Session-Expires is the caller's mistake; the larger one wins.
+    let floor = request.min_se.and_then(delta_seconds).unwrap_or(0);
+    TimerAnswer::Timer {
+        interval: Duration::from_secs(secs.max(floor).min(MAX_SE.as_secs())),
+        refresher,
+        require: request.supported,
+    }
+}
+
+/// What the running timer wants done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimerAction {
+    /// Send a refresh (UPDATE, or a re-INVITE with the current SDP) now.
+    Refresh,
+    /// The session expired without a refresh: send BYE (RFC 4028 §10).
+    Expire,
+}
+
+/// One call's session timer.
+#[derive(Clone, Debug)]
+pub struct SessionTimer {
+    interval: Duration,
+    we_refresh: bool,
+    last_refresh: Instant,
+    refresh_sent: bool,
+    expired: bool,
+}
+
+impl SessionTimer {
+    /// A timer of `interval` started (by the 2xx) at `now`; `we_refresh` when the cart is
+    /// the refresher.
+    pub fn new(interval: Duration, we_refresh: bool, now: Instant) -> Self {
+        Self {
+            interval: interval.min(MAX_SE),
+            we_refresh,
+            last_refresh: now,
+            refresh_sent: false,
+            expired: false,
+        }
+    }
+
+    /// From a [`TimerAnswer::Timer`] we gave as UAS.
+    pub fn for_answer(answer: &TimerAnswer, now: Instant) -> Option<Self> {
+        match answer {
+            TimerAnswer::Timer {
+                interval,
+                refresher,
+                ..
+            } => Some(Self::new(*interval, *refresher == Refresher::Uas, now)),
+            _ => None,
+        }
+    }
+
+    /// The session was refreshed at `now` (a 2xx to a re-INVITE or UPDATE, in either
+    /// direction).
+    pub fn refreshed(&mut self, now: Instant) {
+        self.last_refresh = now;
+        self.refresh_sent = false;
+    }
+
+    /// The session interval.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    fn refresh_due(&self) -> Instant {
+        // Half the interval (RFC 4028 §10).
+        self.last_refresh + self.interval / 2
+    }
+
+    fn expiry(&self) -> Instant {
+        // The non-refresher sends BYE min(32 s, interval / 3) before the end (§10); the
+        // refresher, whose refresh got no answer, gives up at the end itself.
+        let margin = if self.we_refresh {
+            Duration::ZERO
+        } else {
+            (self.interval / 3).min(Duration::from_secs(32))
+        };
+        self.last_refresh + self.interval - margin
+    }
+
+    /// What to do at `now`, if anything.
+    pub fn poll_action(&mut self, now: Instant) -> Option<TimerAction> {
+        if self.expired {
+            return None;
+        }
+        if now >= self.expiry() {
+            self.expired = true;
+            return Some(TimerAction::Expire);
+        }
+        if self.we_refresh && !self.refresh_sent && now >= self.refresh_due() {
+            self.refresh_sent = true;
+            return Some(TimerAction::Refresh);
+        }
+        None
+    }
+
+    /// When to poll again; `None` once expired.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.expired {
+            None
+        } else if self.we_refresh && !self.refresh_sent {
+            Some(self.refresh_due())
+        } else {
+            Some(self.expiry())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req<'a>(se: Option<&'a str>, min_se: Option<&'a str>, supported: bool) -> TimerRequest<'a> {
+        TimerRequest {
+            session_expires: se,
+            min_se,
+            supported,
+        }
+    }
+
+    #[test]
+    fn an_invite_without_session_expires_runs_no_timer() {
+        assert_eq!(answer_invite(&req(None, None, true)), TimerAnswer::None);
+        assert_eq!(
+            answer_invite(&req(Some("soon"), None, true)),
+            TimerAnswer::None
+        );
+    }
+
+    #[test]
+    fn too_small_an_interval_gets_422_with_our_min_se() {
+        assert_eq!(
+            answer_invite(&req(Some("30"), None, true)),
+            TimerAnswer::TooSmall { min_se_secs: 90 }
+        );
+    }
+
+    #[test]
+    fn the_refresher_follows_rfc_4028_section_9() {
+        let a = answer_invite(&req(Some("1800;refresher=uac"), Some("90"), true));
+        assert_eq!(
+            a,
+            TimerAnswer::Timer {
+                interval: Duration::from_secs(1800),
+                refresher: Refresher::Uac,
+                require: true
+            }
+        );
+        assert_eq!(
+            a.session_expires_header().as_deref(),
+            Some("1800;refresher=uac")
+        );
+        // The caller leaves it to us: it refreshes (it asked for the timer).
+        assert!(matches!(
+            answer_invite(&req(Some("600"), None, true)),
+            TimerAnswer::Timer {
+                refresher: Refresher::Uac,
+                ..
+            }
+        ));
+        // The caller asks us to refresh.
+        assert!(matches!(
+            answer_invite(&req(Some("600; refresher=UAS"), None, true)),
+            TimerAnswer::Timer {
+                refresher: Refresher::Uas,
+                ..
+            }
+        ));
+        // A proxy added the timer for a caller without support: only we can refresh, and
+        // no Require.
+        assert_eq!(
+            answer_invite(&req(Some("600;refresher=uac"), None, false)),
+            TimerAnswer::Timer {
+                interval: Duration::from_secs(600),
+                refresher: Refresher::Uas,
+                require: false
+            }
+        );
+        // Absurd intervals are taken as a day.
+        assert!(matches!(
+            answer_invite(&req(Some("18446744073709551615"), None, true)),
+            TimerAnswer::Timer { interval, .. } if interval == MAX_SE
+        ));
+        // Min-SE above Session-Expires: the larger wins.
+        assert!(matches!(
+            answer_invite(&req(Some("100"), Some("120"), true)),
+            TimerAnswer::Timer { interval, .. } if interval == Duration::from_secs(120)
+        ));
+    }
+
+    #[test]
+    fn as_refresher_we_refresh_at_half_the_interval_and_again_after_each_refresh() {
+        let t0 = Instant::now();
+        let mut t = SessionTimer::new(Duration::from_secs(90), true, t0);
+        assert_eq!(t.poll_timeout(), Some(t0 + Duration::from_secs(45)));
+        assert_eq!(t.poll_action(t0 + Duration::from_secs(44)), None);
+        assert_eq!(
+            t.poll_action(t0 + Duration::from_secs(45)),
+            Some(TimerAction::Refresh)
+        );
+        assert_eq!(t.poll_action(t0 + Duration::from_secs(46)), None);
+        // The refresh's 2xx at 46 s starts a new interval.
+        t.refreshed(t0 + Duration::from_secs(46));
+        assert_eq!(t.poll_timeout(), Some(t0 + Duration::from_secs(91)));
+        assert_eq!(
+            t.poll_action(t0 + Duration::from_secs(91)),
+            Some(TimerAction::Refresh)
+        );
+        // That refresh is never answered: the session ends at the end of the interval.
+        assert_eq!(t.poll_timeout(), Some(t0 + Duration::from_secs(136)));
+        assert_eq!(t.poll_action(t0 + Duration::from_secs(135)), None);
+        assert_eq!(
+            t.poll_action(t0 + Duration::from_secs(136)),
+            Some(TimerAction::Expire)
+        );
+        assert_eq!(t.poll_timeout(), None);
+        assert_eq!(t.poll_action(t0 + Duration::from_secs(500)), None);
+    }
+
+    #[test]
+    fn a_silent_refresher_peer_gets_a_bye_before_the_interval_ends() {
+        let t0 = Instant::now();
+        let mut t = SessionTimer::new(Duration::from_secs(90), false, t0);
+        // min(32, 90/3) = 30 s before the end.
+        assert_eq!(t.poll_timeout(), Some(t0 + Duration::from_secs(60)));
+        assert_eq!(t.poll_action(t0 + Duration::from_secs(59)), None);
+        t.refreshed(t0 + Duration::from_secs(40));
+        assert_eq!(t.poll_action(t0 + Duration::from_secs(60)), None);
+        assert_eq!(t.poll_timeout(), Some(t0 + Duration::from_secs(100)));
+        assert_eq!(
+            t.poll_action(t0 + Duration::from_secs(100)),
+            Some(TimerAction::Expire)
+        );
+        // Long intervals: 32 s before the end.
+        let long = SessionTimer::new(Duration::from_secs(1800), false, t0);
+        assert_eq!(long.poll_timeout(), Some(t0 + Duration::from_secs(1768)));
+    }
+
+    #[test]
+    fn for_answer_makes_the_uas_the_refresher_only_when_agreed() {
+        let t0 = Instant::now();
+        assert!(SessionTimer::for_answer(&TimerAnswer::None, t0).is_none());
+        let uas = answer_invite(&req(Some("120;refresher=uas"), None, true));
+        let t = SessionTimer::for_answer(&uas, t0).unwrap();
+        assert_eq!(t.poll_timeout(), Some(t0 + Duration::from_secs(60)));
+        assert_eq!(t.interval(), Duration::from_secs(120));
+    }
+}

@@ -1,0 +1,30 @@
+//! Any digest challenge through the parser and, when it parses, into an answer; any
+//! Session-Expires/Min-SE pair through the RFC 4028 decision and a timer: errors, never a panic.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use std::time::{Duration, Instant};
+use telecart_sip::digest::Challenge;
+use telecart_sip::outgoing;
+use telecart_sip::session_timer::{self, SessionTimer, TimerRequest};
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(c) = Challenge::parse(&text) {
+        let _ = c.answer("cart1", "pw", "REGISTER", "sip:127.0.0.1", "abc", 1);
+    }
+    let (se, min_se) = text.split_once('\n').unwrap_or((&text, ""));
+    for supported in [false, true] {
+        let answer = session_timer::answer_invite(&TimerRequest {
+            session_expires: Some(se),
+            min_se: Some(min_se),
+            supported,
+        });
+        let _ = answer.session_expires_header();
+        let t0 = Instant::now();
+        if let Some(mut timer) = SessionTimer::for_answer(&answer, t0) {
+            let _ = timer.poll_action(t0 + Duration::from_secs(86_400));
+            let _ = timer.poll_timeout();
+        }
+    }
+    let _ = outgoing::settle(&text, true);
+});
