@@ -11,6 +11,7 @@ pub mod media;
 pub mod policy;
 pub mod registration;
 pub mod sdp;
+pub mod srtp;
 
 #[cfg(feature = "driver")]
 mod audio;
@@ -19,3 +20,4 @@ mod driver;
 
 #[cfg(feature = "driver")]
 pub use driver::{MediaPort, SipCommand, SipEndpoint, SipError, SipStatus, run, start};
+pub use media::RemoteAudioSink;
