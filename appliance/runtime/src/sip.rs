@@ -214,6 +214,7 @@ mod tests {
                 packet.extend((7_000 + i * 160).to_be_bytes());
                 packet.extend(0xfeed_u32.to_be_bytes());
                 packet.extend(p.data);
+                let sent = Duration::from_secs_f64(f64::from(i) * 0.020 / (1.0 + clock_error));
                 out.push((sent, packet));
             }
         }
@@ -247,14 +248,18 @@ mod tests {
         let from: SocketAddr = PEER.parse().unwrap();
         let seconds = 20;
         let mut dropped = 0u64;
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
         let mut network: Vec<(Duration, Vec<u8>)> = Vec::new();
         for (i, (sent, data)) in peer_stream(seconds, 0.002).into_iter().enumerate() {
             if i % 25 == 12 {
                 dropped += 1;
                 continue;
             }
-            // Deterministic jitter 0..35 ms: neighbours often overtake each other.
-            let jitter = ((i * 7919) % 36) as u64;
+            // Deterministic jitter 0..35 ms (a xorshift): neighbours often overtake each other.
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let jitter = rng % 36;
             network.push((sent + Duration::from_millis(40 + jitter), data));
         }
         network.sort_by_key(|(at, _)| *at);
@@ -320,7 +325,8 @@ mod tests {
             "no drift: {early:.1} -> {late:.1} ms"
         );
         // What reaches the speaker is still the tone.
-        let tail = &played[played.len() - 5 * DEVICE_RATE as usize..];
+        // (8 s in the middle: the stream ends a second before the pulls do.)
+        let tail = &played[10 * DEVICE_RATE as usize..18 * DEVICE_RATE as usize];
         let hz = crossings_hz(tail, DEVICE_RATE);
         assert!((430.0..450.0).contains(&hz), "{hz} Hz");
     }
@@ -353,25 +359,28 @@ mod tests {
         let mut session = pcmu_session(Instant::now());
         let from: SocketAddr = PEER.parse().unwrap();
         let stream = peer_stream(1, 0.0);
+        // Paced as a peer sends them (20 ms apart); a burst would be flushed, not played.
         for (i, (_, data)) in stream.iter().enumerate() {
+            std::thread::sleep(Duration::from_millis(20));
             if i == 20 {
                 continue;
             }
             session.handle_receive(Instant::now(), StreamKind::Audio, false, from, data);
-        }
-        while let Some(event) = session.poll_event() {
-            if let MediaEvent::Audio {
-                payload,
-                timestamp,
-                sequence,
-                ..
-            } = event
-            {
-                speaker.packet(sequence, timestamp, &payload);
+            while let Some(event) = session.poll_event() {
+                if let MediaEvent::Audio {
+                    payload,
+                    timestamp,
+                    sequence,
+                    ..
+                } = event
+                {
+                    speaker.packet(sequence, timestamp, &payload);
+                }
             }
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        while speaker.output().jitter_stats().frames < 120 && Instant::now() < deadline {
+        // The thread publishes its counters after each pull: wait until it took every packet.
+        while speaker.output().jitter_stats().packets < 49 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         let stats = speaker.output().jitter_stats();
