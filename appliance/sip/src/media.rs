@@ -150,6 +150,8 @@ pub struct MediaStats {
     pub malformed: u64,
     /// Key-frame requests received.
     pub keyframe_requests: u64,
+    /// RTCP compound packets read (after SRTCP authentication on a protected stream).
+    pub rtcp_received: u64,
     /// Datagrams on an SRTP stream that did not authenticate (forged, corrupted, truncated,
     /// wrong key, or plain RTP/RTCP on a protected stream), dropped.
     pub srtp_auth_failures: u64,
@@ -712,6 +714,7 @@ impl MediaSession {
             self.stats.malformed += 1;
             return;
         };
+        self.stats.rtcp_received += 1;
         let our_ssrc = match stream {
             StreamKind::Audio => self.audio_tx.ssrc,
             StreamKind::Video => self.video_tx.ssrc,

@@ -1,7 +1,8 @@
 //! SDES-SRTP with a real peer: baresip (`mediaenc=srtp-mand`, libre's SRTP) calls the cart
-//! through Kamailio, baresip's leg over TLS; one call per crypto suite the cart must speak
-//! (AES_CM_128_HMAC_SHA1_80 and AEAD_AES_128_GCM), the offer narrowed to that suite by
-//! Kamailio (`tests/peers/sip/kamailio-srtp.cfg`). Checked: the call is answered with RTP/SAVP
+//! through Kamailio, baresip's leg over TLS (the cart's over UDP, see below). baresip 1.0
+//! offers a single suite, AES_CM_128_HMAC_SHA1_80 (it answers GCM but never offers it), so the
+//! GCM suites meet libsrtp instead (`libsrtp.rs`). Kamailio (`tests/peers/sip/kamailio-srtp.cfg`)
+//! can narrow an offer to one suite for peers that offer several. Checked: the call is answered with RTP/SAVP
 //! and a key of ours, baresip's tone is heard at the cart after decryption, the cart's audio
 //! and H.264 are decrypted and decoded by baresip, and no datagram fails authentication.
 
@@ -290,8 +291,10 @@ async fn call_with_suite(suite: &str) {
     let pki = make_pki();
     let k = start_kamailio(&pki, suite);
     let media = PipelineMedia::start();
-    let mut config = sip_config(k.tls, "tls", &["doctor@127.0.0.1"]);
-    config.ca_cert = Some(pki.ca.clone());
+    // The cart registers over UDP: registered over TLS its Contact is still its UDP address
+    // (docs/sip.md, "Contact for stream transports"), which Kamailio will not reach from the
+    // TLS socket the binding came in on. baresip's leg, where the keys travel, is TLS.
+    let config = sip_config(k.udp, "udp", &["doctor@127.0.0.1"]);
     let ep = telecart_sip::start(config, CART_PASSWORD.into(), media.clone())
         .await
         .unwrap();
@@ -313,10 +316,7 @@ async fn call_with_suite(suite: &str) {
         k.peer.log_text()
     );
     let dialed = Instant::now();
-    doctor.command(
-        "dial",
-        &format!("sip:cart1@127.0.0.1:{};transport=tls", k.tls),
-    );
+    doctor.command("dial", "sip:cart1@127.0.0.1");
     let established = doctor.wait_event("CALL_ESTABLISHED", Duration::from_secs(10));
     assert!(
         established.is_some(),
@@ -341,7 +341,8 @@ async fn call_with_suite(suite: &str) {
         doctor.peer.log_text()
     );
 
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Long enough for baresip's first RTCP reports (every 5 s).
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let s = status.borrow().clone();
     assert_eq!(s.call.as_ref().map(|c| c.1), Some("answered"), "{s:?}");
     let m = &s.media;
@@ -358,14 +359,17 @@ async fn call_with_suite(suite: &str) {
     assert!(m.audio_packets_received > 100, "{suite}: {s:?}");
     assert!(m.audio_packets_sent > 100, "{suite}: {s:?}");
     assert!(m.video_frames_sent > 20, "{suite}: {s:?}");
+    // baresip sends an RTCP APP packet ("PING"/"PONG", 16 bytes) in the clear as each
+    // stream starts; on a protected stream the cart refuses and counts it. Nothing else fails.
+    assert!(m.srtp_auth_failures <= 2, "{suite}: {s:?}");
     assert_eq!(
-        (
-            m.srtp_auth_failures,
-            m.srtp_replayed,
-            m.srtp_protect_failures
-        ),
-        (0, 0, 0),
+        (m.srtp_replayed, m.srtp_protect_failures),
+        (0, 0),
         "{suite}: {s:?}"
+    );
+    assert!(
+        m.rtcp_received >= 1,
+        "{suite}: baresip's SRTCP authenticated: {s:?}"
     );
     let (hz, _) = media.played_frequency(2.0).expect("audio from baresip");
     println!("{suite}: baresip's tone decrypted and decoded at the cart: {hz:.1} Hz");
@@ -426,12 +430,5 @@ fn peers_present() -> bool {
 async fn baresip_srtp_mandatory_aes_cm_128_hmac_sha1_80_over_tls() {
     if peers_present() {
         call_with_suite("AES_CM_128_HMAC_SHA1_80").await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn baresip_srtp_mandatory_aead_aes_128_gcm_over_tls() {
-    if peers_present() {
-        call_with_suite("AEAD_AES_128_GCM").await;
     }
 }
