@@ -432,3 +432,150 @@ async fn baresip_srtp_mandatory_aes_cm_128_hmac_sha1_80_over_tls() {
         call_with_suite("AES_CM_128_HMAC_SHA1_80").await;
     }
 }
+
+fn hex(data: &[u8]) -> String {
+    data.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Both directions of one call's audio stream against libsrtp (Cisco's reference SRTP, 2.x via
+/// pylibsrtp 1.0.0, installed by `tests/setup.d/libsrtp.sh`), for every suite the cart
+/// implements and libsrtp knows, through the real `MediaSession` path.
+#[test]
+fn every_suite_interoperates_with_libsrtp_both_ways_rtp_and_rtcp() {
+    use std::net::SocketAddr;
+    use telecart_sip::media::{AudioSetup, MediaEvent, MediaSession, MediaSetup, StreamKind};
+    use telecart_sip::srtp::{CryptoSuite, MasterKey, SdesKeys};
+
+    let python = repo_file(".work/libsrtp/bin/python");
+    if !python.exists() {
+        eprintln!(
+            "\n!!!!!!!! SKIPPED: libsrtp peer missing ({}): run tests/setup.sh !!!!!!!!\n",
+            python.display()
+        );
+        return;
+    }
+    let remote: SocketAddr = "192.0.2.7:4000".parse().unwrap();
+    for suite in [
+        CryptoSuite::AesCm128HmacSha1_80,
+        CryptoSuite::AesCm128HmacSha1_32,
+        CryptoSuite::AeadAes128Gcm,
+        CryptoSuite::AeadAes256Gcm,
+    ] {
+        let cart_key = MasterKey::generate(suite).unwrap();
+        let peer_key = MasterKey::generate(suite).unwrap();
+        let b64 = |k: &MasterKey| k.inline().trim_start_matches("inline:").to_string();
+        let setup = MediaSetup {
+            audio: Some(AudioSetup {
+                codec: telecart_core::media::AudioCodec::Pcmu,
+                pt: 0,
+                clock: 8000,
+                dtmf_pt: None,
+                remote,
+                rtcp_mux: true,
+                srtp: Some(SdesKeys {
+                    tag: 1,
+                    local: cart_key.clone(),
+                    remote: peer_key.clone(),
+                }),
+            }),
+            video: None,
+            send_paused: false,
+        };
+        let t0 = Instant::now();
+        let mut cart = MediaSession::new(setup, 11, t0, 1 << 40);
+        let mut rtp = Vec::new();
+        for n in 0..20u8 {
+            cart.send_audio(format!("cart-{n}").as_bytes(), 160);
+            rtp.push(hex(&cart.poll_transmit().unwrap().data));
+        }
+        cart.handle_timeout(t0 + Duration::from_secs(5));
+        let rtcp: Vec<String> = std::iter::from_fn(|| cart.poll_transmit())
+            .map(|t| hex(&t.data))
+            .collect();
+        assert_eq!(rtcp.len(), 1, "{suite}: one sender report");
+        let request = serde_json::json!({
+            "profile": suite.name(),
+            "cart_key": b64(&cart_key),
+            "peer_key": b64(&peer_key),
+            "rtp": rtp,
+            "rtcp": rtcp,
+        });
+        let mut child = Command::new(&python)
+            .arg(repo_file("tests/peers/sip/libsrtp_peer.py"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(request.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{suite}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        // libsrtp opened everything the cart sent.
+        assert_eq!(
+            (reply["rtp_errors"].as_u64(), reply["rtcp_errors"].as_u64()),
+            (Some(0), Some(0)),
+            "{suite}: {reply}"
+        );
+        let opened = reply["rtp"].as_array().unwrap();
+        assert_eq!(opened.len(), 20, "{suite}");
+        for (n, p) in opened.iter().enumerate() {
+            let p = unhex(p.as_str().unwrap());
+            assert_eq!(&p[12..], format!("cart-{n}").as_bytes(), "{suite}");
+        }
+        let sr = unhex(reply["rtcp"][0].as_str().unwrap());
+        assert_eq!(sr[1], 200, "{suite}: libsrtp decrypted a sender report");
+        // The cart opens what libsrtp sent.
+        for p in reply["sent_rtp"].as_array().unwrap() {
+            cart.handle_receive(
+                t0,
+                StreamKind::Audio,
+                false,
+                remote,
+                &unhex(p.as_str().unwrap()),
+            );
+        }
+        for p in reply["sent_rtcp"].as_array().unwrap() {
+            cart.handle_receive(
+                t0,
+                StreamKind::Audio,
+                false,
+                remote,
+                &unhex(p.as_str().unwrap()),
+            );
+        }
+        let payloads: Vec<Vec<u8>> = std::iter::from_fn(|| cart.poll_event())
+            .filter_map(|e| match e {
+                MediaEvent::Audio { payload, .. } => Some(payload),
+                _ => None,
+            })
+            .collect();
+        let want: Vec<Vec<u8>> = (0..20)
+            .map(|n| format!("libsrtp-{n}").into_bytes())
+            .collect();
+        assert_eq!(payloads, want, "{suite}");
+        let stats = cart.stats();
+        assert_eq!(
+            (stats.srtp_auth_failures, stats.rtcp_received),
+            (0, 1),
+            "{suite}: {stats:?}"
+        );
+        println!("{suite}: cart <-> libsrtp: 20 RTP and 1 RTCP each way");
+    }
+}
