@@ -782,8 +782,8 @@ mod tests {
             assert_eq!(CryptoAttribute::parse(line), Err(want), "{line:?}");
         }
         for (suffix, want) in [
-            (format!("|1:4"), SrtpError::Unsupported("MKI")),
-            (format!("|2^x"), SrtpError::Malformed("key lifetime")),
+            ("|1:4".to_string(), SrtpError::Unsupported("MKI")),
+            ("|2^x".to_string(), SrtpError::Malformed("key lifetime")),
             (
                 format!(";inline:{key}"),
                 SrtpError::Unsupported("more than one master key"),
