@@ -56,6 +56,7 @@ fuzz_target!(|data: &[u8]| {
             pt: 111,
             clock: 48_000,
             dtmf_pt: Some(101),
+            dtmf_clock: 8000,
             remote,
             rtcp_mux: first & 4 == 4,
             srtp: srtp.clone(),

@@ -177,6 +177,7 @@ mod tests {
                 pt: 0,
                 clock: 8000,
                 dtmf_pt: None,
+                dtmf_clock: 8000,
                 remote: PEER.parse().unwrap(),
                 rtcp_mux: true,
                 srtp: None,

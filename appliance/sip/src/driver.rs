@@ -608,6 +608,7 @@ fn media_setup(answer: &sdp::Answer, on_hold: bool) -> MediaSetup {
             pt: a.choice.pt,
             clock: a.choice.clock,
             dtmf_pt: a.choice.dtmf_pt,
+            dtmf_clock: a.choice.dtmf_clock,
             remote: a.remote,
             rtcp_mux: a.rtcp_mux,
             srtp: a.srtp.clone(),

@@ -50,6 +50,8 @@ pub struct AudioSetup {
     pub clock: u32,
     /// telephone-event payload type.
     pub dtmf_pt: Option<u8>,
+    /// telephone-event clock (may differ from `clock`: telephone-event/8000 beside Opus).
+    pub dtmf_clock: u32,
     /// Where the peer receives RTP.
     pub remote: SocketAddr,
     /// RTCP multiplexed on the RTP port.
@@ -553,8 +555,13 @@ impl MediaSession {
         while d.next_at <= now {
             let elapsed = d.next_at - d.started;
             let end = elapsed >= DTMF_TONE;
-            let units = (elapsed.min(DTMF_TONE).as_micros() as u64 * u64::from(a.clock) / 1_000_000)
-                .max(u64::from(a.clock) / 50) as u16;
+            let clock = u64::from(if a.dtmf_clock > 0 {
+                a.dtmf_clock
+            } else {
+                a.clock
+            });
+            let units = (elapsed.min(DTMF_TONE).as_micros() as u64 * clock / 1_000_000)
+                .max(clock / 50) as u16;
             let payload = [
                 d.event,
                 if end { 0x80 } else { 0 } | 10,
@@ -943,6 +950,7 @@ mod tests {
                 pt: 0,
                 clock: 8000,
                 dtmf_pt: Some(101),
+                dtmf_clock: 8000,
                 remote: "10.0.0.2:4000".parse().unwrap(),
                 rtcp_mux: mux,
                 srtp: None,

@@ -374,8 +374,11 @@ pub struct AudioChoice {
     pub clock: u32,
     /// Channels in the rtpmap (Opus says 2).
     pub channels: u16,
-    /// telephone-event payload type at the same clock, if offered.
+    /// telephone-event payload type, if offered: at the codec's clock when the offer has
+    /// one, else the first offered (baresip and others put telephone-event/8000 beside Opus).
     pub dtmf_pt: Option<u8>,
+    /// The telephone-event clock (RTP timestamp units of its durations).
+    pub dtmf_clock: u32,
 }
 
 /// The video stream an answer settled on.
@@ -513,11 +516,15 @@ pub fn answer_again(
                             .map(|f| (want, f))
                     });
                 let Some((codec, f)) = best else { continue };
-                let dtmf_pt = m
-                    .formats
-                    .iter()
-                    .find(|t| t.name.eq_ignore_ascii_case("telephone-event") && t.clock == f.clock)
-                    .map(|t| t.pt);
+                let events = || {
+                    m.formats
+                        .iter()
+                        .filter(|t| t.name.eq_ignore_ascii_case("telephone-event") && t.clock > 0)
+                };
+                let dtmf = events()
+                    .find(|t| t.clock == f.clock)
+                    .or_else(|| events().next());
+                let (dtmf_pt, dtmf_clock) = dtmf.map_or((None, f.clock), |t| (Some(t.pt), t.clock));
                 result.audio = Some(Stream {
                     index,
                     choice: AudioChoice {
@@ -526,6 +533,7 @@ pub fn answer_again(
                         clock: f.clock,
                         channels: f.channels,
                         dtmf_pt,
+                        dtmf_clock,
                     },
                     remote,
                     rtcp_mux: m.rtcp_mux,
@@ -661,7 +669,7 @@ impl Answer {
                     let _ = write!(
                         s,
                         "a=rtpmap:{d} telephone-event/{}\r\na=fmtp:{d} 0-16\r\n",
-                        c.clock
+                        c.dtmf_clock
                     );
                 }
                 let _ = write!(s, "a=ptime:20\r\n");
@@ -755,11 +763,39 @@ a=rtpmap:102 VP8/90000\r\na=sendrecv\r\n";
     }
 
     #[test]
-    fn telephone_event_must_share_the_audio_clock() {
+    fn telephone_event_at_the_audio_clock_is_preferred_and_8000_is_taken_beside_opus() {
         let sdp = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
         let a = answer(&SessionDescription::parse(sdp).unwrap(), &caps()).unwrap();
         let c = a.audio.unwrap().choice;
         assert_eq!((c.codec, c.pt, c.dtmf_pt), (AudioCodec::Pcmu, 0, Some(101)));
+        // baresip 1.0's real offer: Opus/48000 with telephone-event/8000 only.
+        let sdp = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 96 0 101\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n";
+        let a = answer(&SessionDescription::parse(sdp).unwrap(), &caps()).unwrap();
+        let c = a.audio.clone().unwrap().choice;
+        assert_eq!(
+            (c.codec, c.dtmf_pt, c.dtmf_clock),
+            (AudioCodec::Opus, Some(101), 8000)
+        );
+        let text = a.render(&LocalMedia {
+            address: "10.0.0.9".parse().unwrap(),
+            audio_port: 1000,
+            video_port: 1002,
+            session_id: 1,
+            version: 1,
+            on_hold: false,
+        });
+        assert!(
+            text.contains("a=rtpmap:101 telephone-event/8000\r\n"),
+            "{text}"
+        );
+        // Both clocks offered: the one matching the codec wins.
+        let both = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 96 100 101\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:100 telephone-event/8000\r\na=rtpmap:101 telephone-event/48000\r\n";
+        let c = answer(&SessionDescription::parse(both).unwrap(), &caps())
+            .unwrap()
+            .audio
+            .unwrap()
+            .choice;
+        assert_eq!((c.dtmf_pt, c.dtmf_clock), (Some(101), 48_000));
     }
 
     #[test]

@@ -381,6 +381,22 @@ async fn call_with_suite(suite: &str) {
         .unwrap_or_default();
     println!("{suite}: baresip callstat:\n{stat}");
 
+    // The doctor's keypad: baresip sends RFC 4733 events (telephone-event/8000 beside Opus).
+    doctor.command("sndcode", "5");
+    let heard = wait_until(Duration::from_secs(3), || {
+        status.borrow().dtmf_received.contains('5')
+    })
+    .await;
+    println!(
+        "{suite}: DTMF at the cart: {:?}",
+        status.borrow().dtmf_received
+    );
+    assert!(
+        heard,
+        "{suite}: baresip's DTMF 5 did not arrive: {:?}",
+        status.borrow()
+    );
+
     doctor.command("hangup", "");
     let closed = doctor.wait_event("CALL_CLOSED", Duration::from_secs(5));
     assert!(closed.is_some(), "{suite}: baresip did not hang up");
@@ -477,6 +493,7 @@ fn every_suite_interoperates_with_libsrtp_both_ways_rtp_and_rtcp() {
                 pt: 0,
                 clock: 8000,
                 dtmf_pt: None,
+                dtmf_clock: 8000,
                 remote,
                 rtcp_mux: true,
                 srtp: Some(SdesKeys {
