@@ -463,8 +463,13 @@ fn start(level: &str, format: LogFormat) -> Result<tokio::runtime::Runtime, Exit
 }
 
 fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
+    let mut filter = tracing_subscriber::EnvFilter::try_new(level)
         .with_context(|| format!("bad log level {level:?}"))?;
+    // rsipstack logs every SIP message whole at `info`: SDP with SDES-SRTP keys, caller
+    // identities. Kept to warnings unless the level names rsipstack on purpose.
+    if !level.contains("rsipstack") {
+        filter = filter.add_directive("rsipstack=warn".parse()?);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -1,6 +1,7 @@
 //! The SIP endpoint in the daemon: `telecart-sip` registered with the PBX,
 //! fed by the same pipeline (H.264 access units, microphone blocks, key-frame
-//! requests) as WebRTC calls, playing the caller through the speaker. Its
+//! requests) as WebRTC calls, playing the caller through the same speaker path (jitter
+//! buffer, loss concealment, echo-canceller reference) as WebRTC calls. Its
 //! calls go through the cart's state machine (LEDs, call and hang-up buttons,
 //! privacy) and into the session log like browser calls.
 
@@ -8,18 +9,21 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use telecart_audio::StreamResampler;
+use telecart_audio::JitterSettings;
 use telecart_cart::machine::{CallId, RejectReason};
 use telecart_core::config::{AudioConfig, BoardConfig, SipConfig};
+use telecart_core::media::AudioCodec;
 use telecart_core::{AudioFrame, EncodedVideo};
-use telecart_sip::{CallDirection, CallRecord, CartPort, MediaPort, RingVerdict, SipEndpoint};
+use telecart_sip::{
+    CallDirection, CallRecord, CartPort, MediaPort, RemoteAudioSink, RingVerdict, SipEndpoint,
+};
 use telecart_store::{RecordBody, SessionId};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::bus::Subscriber;
 use crate::cart::CartController;
-use crate::webrtc::speaker::SpeakerOutput;
+use crate::webrtc::speaker::{SpeakerOptions, SpeakerOutput};
 use crate::{Pipeline, SessionLog};
 
 /// The pipeline as a SIP call sees it.
@@ -27,14 +31,48 @@ pub struct SipMedia {
     pipeline: Arc<Pipeline>,
     cart: Arc<CartController>,
     audio: AudioConfig,
-    speaker: Mutex<Option<Playback>>,
 }
 
-/// The speaker opened on the first decoded block of a call, with a converter
-/// from the codec's rate (8 kHz G.711, 48 kHz Opus) to the device's.
-struct Playback {
+/// One SIP call's audio on the speaker: the same [`SpeakerOutput`] (adaptive jitter buffer,
+/// Opus PLC/FEC or G.711 PLC, resampling to the device, echo-canceller reference) as a
+/// WebRTC call, fed the RTP packets as they arrive. Dropping it ends the speaker thread and
+/// frees the device.
+pub struct SipSpeaker {
     output: SpeakerOutput,
-    resampler: StreamResampler,
+}
+
+impl SipSpeaker {
+    /// Opens `speaker` for packets in `codec`; `far_end` is the microphone's echo-canceller
+    /// reference.
+    pub fn start(
+        speaker: Box<dyn telecart_devices::AudioPlayback>,
+        audio: &AudioConfig,
+        codec: AudioCodec,
+        far_end: Option<telecart_audio::FarEndReference>,
+    ) -> std::io::Result<Self> {
+        let options = SpeakerOptions {
+            sample_rate: audio.sample_rate,
+            channels: audio.channels,
+            codec,
+            jitter: JitterSettings::default(),
+            far_end,
+        };
+        Ok(Self {
+            output: SpeakerOutput::start_with(speaker, options)?,
+        })
+    }
+
+    /// The speaker thread's handle (jitter counters, the remote party's 16 kHz tap).
+    pub fn output(&self) -> &SpeakerOutput {
+        &self.output
+    }
+}
+
+impl RemoteAudioSink for SipSpeaker {
+    fn packet(&mut self, sequence: u16, timestamp: u32, payload: &[u8]) {
+        // A full queue drops the packet (counted by the output): the call must not wait.
+        let _ = self.output.packet(sequence, timestamp, payload.to_vec());
+    }
 }
 
 fn forward<T: Send + Sync + 'static>(sub: Option<Subscriber<T>>) -> Option<mpsc::Receiver<Arc<T>>> {
@@ -63,69 +101,29 @@ impl MediaPort for SipMedia {
         self.pipeline.encoder.request_keyframe();
     }
 
-    fn play(&self, frame: AudioFrame) {
-        let mut slot = self.speaker.lock().unwrap_or_else(|p| p.into_inner());
-        let device_rate = self.audio.sample_rate;
-        let stale = slot
-            .as_ref()
-            .is_some_and(|p| p.resampler.from_rate() != frame.sample_rate);
-        if slot.is_none() || stale {
-            *slot = open_playback(&self.audio, frame.sample_rate);
-        }
-        let Some(playback) = slot.as_mut() else {
-            return;
+    fn speaker(&self, codec: AudioCodec) -> Option<Box<dyn RemoteAudioSink>> {
+        let device = match telecart_devices::open_speaker(&self.audio) {
+            Ok(Some(d)) => d,
+            Ok(None) => return None,
+            Err(e) => {
+                warn!(error = %e, "SIP call: cannot open the speaker; the caller is not heard");
+                return None;
+            }
         };
-        let mono: Vec<f32> = frame
-            .samples
-            .chunks(usize::from(frame.channels.max(1)))
-            .map(|c| f32::from(c[0]) / 32768.0)
-            .collect();
-        if playback.resampler.push(&mono).is_err() {
-            return;
+        let far_end = Some(self.pipeline.far_end.clone());
+        match SipSpeaker::start(device, &self.audio, codec, far_end) {
+            Ok(s) => Some(Box::new(s)),
+            Err(e) => {
+                warn!(error = %e, "SIP call: speaker thread");
+                None
+            }
         }
-        let ready = playback.resampler.available();
-        let Some(converted) = playback.resampler.pop(ready).filter(|c| !c.is_empty()) else {
-            return;
-        };
-        let channels = self.audio.channels.max(1);
-        let samples = converted
-            .iter()
-            .flat_map(|s| {
-                let v = (s.clamp(-1.0, 1.0) * 32767.0) as i16;
-                std::iter::repeat_n(v, usize::from(channels))
-            })
-            .collect();
-        playback.output.play(AudioFrame {
-            sample_rate: device_rate,
-            channels,
-            samples,
-            sequence: frame.sequence,
-            capture_time: frame.capture_time,
-        });
     }
 
     fn busy(&self) -> bool {
         // One call at a time on a cart, and none while privacy is on.
         self.cart.privacy().is_on() || self.cart.view().call != "idle"
     }
-}
-
-fn open_playback(audio: &AudioConfig, codec_rate: u32) -> Option<Playback> {
-    let speaker = match telecart_devices::open_speaker(audio) {
-        Ok(Some(s)) => s,
-        Ok(None) => return None,
-        Err(e) => {
-            warn!(error = %e, "SIP call: cannot open the speaker; the caller is not heard");
-            return None;
-        }
-    };
-    let output = SpeakerOutput::start(speaker, audio.sample_rate, audio.channels)
-        .map_err(|e| warn!(error = %e, "SIP call: speaker thread"))
-        .ok()?;
-    let resampler = StreamResampler::new(codec_rate, audio.sample_rate)
-        .map_err(|e| warn!(error = %e, codec_rate, "SIP call: no resampler"))
-        .ok()?;
-    Some(Playback { output, resampler })
 }
 
 /// The SIP status a cart's refusal is sent as (RFC 3261 §21).
@@ -284,7 +282,6 @@ pub async fn start(
         pipeline,
         cart: cart.clone(),
         audio: audio.clone(),
-        speaker: Mutex::new(None),
     });
     let port: Arc<dyn CartPort> = Arc::new(SipCart::new(cart.clone()));
     match telecart_sip::start_with(config.clone(), password, media, Some(port)).await {
@@ -395,5 +392,248 @@ mod tests {
         port.ended(Some(call), &record());
         assert!(phase(&cart, "idle").await);
         cart.stop();
+    }
+}
+
+#[cfg(test)]
+mod playback_tests {
+    use super::*;
+    use std::net::SocketAddr;
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+    use telecart_audio::{G711PayloadDecoder, PlaybackChain};
+    use telecart_codec::{AudioEncoder, G711Encoder};
+    use telecart_core::CaptureTime;
+    use telecart_sip::media::{AudioSetup, MediaEvent, MediaSession, MediaSetup, StreamKind};
+
+    const PEER: &str = "10.0.0.2:4000";
+    const DEVICE_RATE: u32 = 48_000;
+
+    fn pcmu_session(t0: Instant) -> MediaSession {
+        let setup = MediaSetup {
+            audio: Some(AudioSetup {
+                codec: AudioCodec::Pcmu,
+                pt: 0,
+                clock: 8000,
+                dtmf_pt: None,
+                dtmf_clock: 8000,
+                remote: PEER.parse().unwrap(),
+                rtcp_mux: true,
+                srtp: None,
+            }),
+            video: None,
+            send_paused: false,
+        };
+        MediaSession::new(setup, 3, t0, 0)
+    }
+
+    /// 20 ms PCMU packets of a 440 Hz tone, as RTP datagrams from a peer whose clock runs
+    /// `clock_error` fast (0.002: 0.2 %), with the time each would leave it.
+    fn peer_stream(seconds: u32, clock_error: f64) -> Vec<(Duration, Vec<u8>)> {
+        let mut enc = G711Encoder::new(AudioCodec::Pcmu).unwrap();
+        let mut out = Vec::new();
+        let packets = seconds * 50;
+        for i in 0..packets {
+            let samples: Vec<i16> = (0..160)
+                .map(|k| {
+                    let n = f64::from(i * 160 + k);
+                    ((n * 440.0 * std::f64::consts::TAU / 8000.0).sin() * 8000.0) as i16
+                })
+                .collect();
+            let frame = AudioFrame {
+                sample_rate: 8000,
+                channels: 1,
+                samples,
+                sequence: u64::from(i),
+                capture_time: CaptureTime(0),
+            };
+            for p in enc.encode(&frame).unwrap() {
+                // RFC 3550 §5.1 fixed header: V=2, PT 0 (PCMU), sequence, timestamp, SSRC.
+                let mut packet = vec![0x80, 0];
+                packet.extend(60_000u16.wrapping_add(i as u16).to_be_bytes());
+                packet.extend((7_000 + i * 160).to_be_bytes());
+                packet.extend(0xfeed_u32.to_be_bytes());
+                packet.extend(p.data);
+                let sent = Duration::from_secs_f64(f64::from(i) * 0.020 / (1.0 + clock_error));
+                out.push((sent, packet));
+            }
+        }
+        out
+    }
+
+    fn crossings_hz(samples: &[i16], rate: u32) -> f64 {
+        let c = samples
+            .windows(2)
+            .filter(|w| (w[0] < 0) != (w[1] < 0))
+            .count();
+        c as f64 / 2.0 / (samples.len() as f64 / f64::from(rate))
+    }
+
+    /// The SIP media path on virtual time: datagrams through the call's `MediaSession` into the
+    /// speaker's `PlaybackChain` (what `SipSpeaker` runs on its thread), over a network that
+    /// delays 40-75 ms, reorders, and loses one packet in 25, from a peer whose clock is fast.
+    #[test]
+    fn a_lossy_reordered_drifting_g711_call_is_concealed_counted_and_kept_in_time() {
+        let t0 = Instant::now();
+        let mut session = pcmu_session(t0);
+        let mut chain = PlaybackChain::new(
+            Box::new(G711PayloadDecoder::new(AudioCodec::Pcmu).unwrap()),
+            JitterSettings::default(),
+            DEVICE_RATE,
+            1,
+            None,
+            false,
+        )
+        .unwrap();
+        let from: SocketAddr = PEER.parse().unwrap();
+        let seconds = 20;
+        let mut dropped = 0u64;
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut network: Vec<(Duration, Vec<u8>)> = Vec::new();
+        for (i, (sent, data)) in peer_stream(seconds, 0.002).into_iter().enumerate() {
+            if i % 25 == 12 {
+                dropped += 1;
+                continue;
+            }
+            // Deterministic jitter 0..35 ms (a xorshift): neighbours often overtake each other.
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let jitter = rng % 36;
+            network.push((sent + Duration::from_millis(40 + jitter), data));
+        }
+        network.sort_by_key(|(at, _)| *at);
+        let reordered = network
+            .windows(2)
+            .filter(|w| {
+                let seq = |d: &[u8]| u16::from_be_bytes([d[2], d[3]]);
+                seq(&w[1].1).wrapping_sub(seq(&w[0].1)) > 0x8000
+            })
+            .count();
+        assert!(reordered > 50, "the trace reorders ({reordered})");
+
+        let mut played: Vec<i16> = Vec::new();
+        let mut delays = Vec::new();
+        let mut next = network.into_iter().peekable();
+        let pulls = (seconds as u64 + 1) * 100;
+        for tick in 0..pulls {
+            let now = Duration::from_millis(tick * 10);
+            while let Some((at, data)) = next.next_if(|(at, _)| *at <= now) {
+                session.handle_receive(t0 + at, StreamKind::Audio, false, from, &data);
+                while let Some(event) = session.poll_event() {
+                    if let MediaEvent::Audio {
+                        payload,
+                        timestamp,
+                        sequence,
+                        ..
+                    } = event
+                    {
+                        chain.insert(sequence, timestamp, t0 + at, &payload);
+                    }
+                }
+            }
+            let frame = chain.pull(CaptureTime(0)).unwrap();
+            assert_eq!(frame.samples.len(), DEVICE_RATE as usize / 100);
+            played.extend(frame.samples);
+            delays.push(chain.stats().playout_delay_ms);
+        }
+        let stats = chain.stats();
+        let media = session.stats();
+        println!("jitter buffer {stats:?}\nmedia {media:?}");
+        // The RTP receiver and the jitter buffer agree on what the network took.
+        assert_eq!(media.audio_packets_lost, dropped);
+        assert_eq!(stats.packets, u64::from(seconds) * 50 - dropped);
+        assert!(
+            stats.lost >= dropped,
+            "every dropped packet is missed: {stats:?}"
+        );
+        assert!(
+            stats.concealed_samples >= dropped * 160,
+            "each loss concealed by G.711 PLC: {stats:?}"
+        );
+        // The fast peer sent 40 ms more than 20 s of audio: the buffer dropped frames to keep
+        // its delay rather than letting it grow.
+        assert!(stats.accelerated >= 1, "{stats:?}");
+        let second = |s: usize| delays[s * 100..(s + 1) * 100].iter().sum::<f64>() / 100.0;
+        let (early, late) = (second(3), second(seconds as usize - 1));
+        println!(
+            "playout delay: {early:.1} ms at 3 s, {late:.1} ms at {} s",
+            seconds - 1
+        );
+        assert!(
+            late < early + 40.0 && late <= f64::from(JitterSettings::default().max_delay_ms),
+            "no drift: {early:.1} -> {late:.1} ms"
+        );
+        // What reaches the speaker is still the tone.
+        // (8 s in the middle: the stream ends a second before the pulls do.)
+        let tail = &played[10 * DEVICE_RATE as usize..18 * DEVICE_RATE as usize];
+        let hz = crossings_hz(tail, DEVICE_RATE);
+        assert!((430.0..450.0).contains(&hz), "{hz} Hz");
+    }
+
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<AudioFrame>>>);
+
+    impl telecart_devices::AudioPlayback for Recorder {
+        fn write(&mut self, frame: &AudioFrame) -> Result<(), telecart_devices::DeviceError> {
+            self.0.lock().unwrap().push(frame.clone());
+            Ok(())
+        }
+        fn description(&self) -> String {
+            "recorder".into()
+        }
+    }
+
+    /// The real thread: `SipSpeaker` (what `MediaPort::speaker` returns in cartd) plays PCMU
+    /// packets at the device's format through the jitter buffer and counts a missing one.
+    #[test]
+    fn sip_speaker_plays_g711_packets_through_the_jitter_buffer() {
+        let rec = Recorder::default();
+        let audio = AudioConfig {
+            sample_rate: 44_100,
+            channels: 2,
+            ..AudioConfig::default()
+        };
+        let mut speaker =
+            SipSpeaker::start(Box::new(rec.clone()), &audio, AudioCodec::Pcmu, None).unwrap();
+        let mut session = pcmu_session(Instant::now());
+        let from: SocketAddr = PEER.parse().unwrap();
+        let stream = peer_stream(1, 0.0);
+        // Paced as a peer sends them (20 ms apart); a burst would be flushed, not played.
+        for (i, (_, data)) in stream.iter().enumerate() {
+            std::thread::sleep(Duration::from_millis(20));
+            if i == 20 {
+                continue;
+            }
+            session.handle_receive(Instant::now(), StreamKind::Audio, false, from, data);
+            while let Some(event) = session.poll_event() {
+                if let MediaEvent::Audio {
+                    payload,
+                    timestamp,
+                    sequence,
+                    ..
+                } = event
+                {
+                    speaker.packet(sequence, timestamp, &payload);
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // The thread publishes its counters after each pull: wait until it took every packet.
+        while speaker.output().jitter_stats().packets < 49 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let stats = speaker.output().jitter_stats();
+        assert_eq!(stats.packets, 49, "{stats:?}");
+        assert!(
+            stats.lost >= 1 && stats.concealed_samples >= 160,
+            "{stats:?}"
+        );
+        let frames = rec.0.lock().unwrap().clone();
+        assert!(
+            frames
+                .iter()
+                .all(|f| f.sample_rate == 44_100 && f.channels == 2 && f.samples.len() == 882)
+        );
     }
 }

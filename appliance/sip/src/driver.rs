@@ -26,7 +26,7 @@ use rsipstack::transaction::endpoint::EndpointInnerRef;
 use rsipstack::transport::TransportLayer;
 use rsipstack::transport::udp::UdpConnection;
 use telecart_core::config::{SipConfig, SipTransport};
-use telecart_core::media::{AudioFrame, EncodedVideo};
+use telecart_core::media::{AudioCodec, AudioFrame, EncodedVideo};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -34,7 +34,8 @@ use tracing::{debug, info, warn};
 
 use crate::audio::{AudioReceive, AudioSend};
 use crate::media::{
-    AudioSetup, MediaEvent, MediaSession, MediaSetup, MediaStats, StreamKind, VideoSetup,
+    AudioSetup, MediaEvent, MediaSession, MediaSetup, MediaStats, RemoteAudioSink, StreamKind,
+    VideoSetup,
 };
 use crate::policy::{CallPolicy, Caller, Decision, PendingAction, PendingCall};
 use crate::registration::{
@@ -75,8 +76,14 @@ pub trait MediaPort: Send + Sync + 'static {
     fn microphone(&self) -> Option<mpsc::Receiver<Arc<AudioFrame>>>;
     /// The peer asked for a key frame (PLI, FIR, SIP INFO picture_fast_update).
     fn request_keyframe(&self);
-    /// The peer's audio, decoded (mono, at the codec's rate), for the speaker.
-    fn play(&self, frame: AudioFrame);
+    /// The peer's audio, decoded (mono, at the codec's rate), for a port without a
+    /// [`Self::speaker`].
+    fn play(&self, _frame: AudioFrame) {}
+    /// A jitter-buffered player for one call's audio packets in `codec`; `None` (the default)
+    /// and the driver decodes each packet as it comes and hands it to [`Self::play`].
+    fn speaker(&self, _codec: AudioCodec) -> Option<Box<dyn RemoteAudioSink>> {
+        None
+    }
     /// Whether the cart is busy elsewhere (a WebRTC call, privacy on): incoming calls get 486.
     fn busy(&self) -> bool {
         false
@@ -901,13 +908,16 @@ fn media_setup(answer: &sdp::Answer, on_hold: bool) -> MediaSetup {
             pt: a.choice.pt,
             clock: a.choice.clock,
             dtmf_pt: a.choice.dtmf_pt,
+            dtmf_clock: a.choice.dtmf_clock,
             remote: a.remote,
             rtcp_mux: a.rtcp_mux,
+            srtp: a.srtp.clone(),
         }),
         video: answer.video.as_ref().map(|v| VideoSetup {
             pt: v.choice.pt,
             remote: v.remote,
             rtcp_mux: v.rtcp_mux,
+            srtp: v.srtp.clone(),
         }),
         send_paused: on_hold
             || answer
@@ -1186,7 +1196,7 @@ async fn on_invite(
     };
     let caps = Capabilities {
         video: true,
-        srtp: false,
+        srtp: true,
     };
     let answer = match sdp::answer(&offer, &caps) {
         Ok(a) => a,
@@ -1257,8 +1267,6 @@ async fn on_invite(
         address: ctx.local_ip,
         audio_port: sockets.audio.0.local_addr().map(|a| a.port()).unwrap_or(0),
         video_port: sockets.video.0.local_addr().map(|a| a.port()).unwrap_or(0),
-        audio_crypto: None,
-        video_crypto: None,
         session_id,
         version: 1,
         on_hold: false,
@@ -1433,8 +1441,6 @@ async fn place_call(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, uri: &str
         address: ctx.local_ip,
         audio_port: sockets.audio.0.local_addr().map(|a| a.port()).unwrap_or(0),
         video_port: sockets.video.0.local_addr().map(|a| a.port()).unwrap_or(0),
-        audio_crypto: None,
-        video_crypto: None,
         session_id: u64::from(rand::random::<u32>()),
         version: 1,
         on_hold: false,
@@ -1618,10 +1624,11 @@ async fn on_dialog_state(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, stat
             }
             let caps = Capabilities {
                 video: true,
-                srtp: false,
+                srtp: true,
             };
-            let parsed = SessionDescription::parse(&body)
-                .and_then(|offer| sdp::answer(&offer, &caps).map(|a| (offer, a)));
+            let parsed = SessionDescription::parse(&body).and_then(|offer| {
+                sdp::answer_again(&offer, &caps, c.answer.as_ref()).map(|a| (offer, a))
+            });
             match parsed {
                 Ok((offer, answer)) => {
                     let held = sdp::is_hold_offer(&offer);
@@ -1718,6 +1725,10 @@ async fn media_task(
         .audio
         .as_ref()
         .and_then(|a| AudioReceive::new(a.codec).ok());
+    let mut speaker = setup
+        .audio
+        .as_ref()
+        .and_then(|a| ctx.media.speaker(a.codec));
     let mut mic = setup.audio.as_ref().and_then(|_| ctx.media.microphone());
     let mut video = setup.video.as_ref().and_then(|_| ctx.media.video());
     if video.is_some() {
@@ -1740,6 +1751,9 @@ async fn media_task(
                     if codec_changed {
                         audio_out = setup.audio.as_ref().and_then(|a| AudioSend::new(a.codec, ctx_opus_bitrate()).ok());
                         audio_in = setup.audio.as_ref().and_then(|a| AudioReceive::new(a.codec).ok());
+                        // The old player lets go of the device before the new one opens it.
+                        drop(speaker.take());
+                        speaker = setup.audio.as_ref().and_then(|a| ctx.media.speaker(a.codec));
                     }
                     let resumed = session.setup().send_paused && !setup.send_paused;
                     session.update(*setup);
@@ -1778,8 +1792,15 @@ async fn media_task(
         }
         while let Some(event) = session.poll_event() {
             match event {
-                MediaEvent::Audio { payload, .. } => {
-                    if let Some(dec) = audio_in.as_mut()
+                MediaEvent::Audio {
+                    payload,
+                    timestamp,
+                    sequence,
+                    ..
+                } => {
+                    if let Some(s) = speaker.as_mut() {
+                        s.packet(sequence, timestamp, &payload);
+                    } else if let Some(dec) = audio_in.as_mut()
                         && let Some(frame) = dec.decode(&payload, played)
                     {
                         played += 1;

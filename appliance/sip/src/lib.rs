@@ -14,6 +14,7 @@ pub mod policy;
 pub mod registration;
 pub mod sdp;
 pub mod session_timer;
+pub mod srtp;
 
 #[cfg(feature = "driver")]
 mod audio;
@@ -25,3 +26,4 @@ pub use driver::{
     CallDirection, CallRecord, CartPort, MediaPort, RingVerdict, SipCommand, SipEndpoint, SipError,
     SipStatus, run, start, start_with,
 };
+pub use media::RemoteAudioSink;

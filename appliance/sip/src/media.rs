@@ -5,6 +5,11 @@
 //! rtcp-mux) and feeds every datagram to [`MediaSession::handle_receive`] with the address it
 //! came from; datagrams from anywhere but the negotiated remote are dropped and counted
 //! (symmetric RTP, RFC 4961: we send from the port we receive on). Time comes in as `now`.
+//!
+//! A stream negotiated with SDES keys is SRTP both ways: every RTP and RTCP datagram is
+//! protected as it is queued and verified before it is read; what fails authentication or
+//! replays is dropped and counted ([`MediaStats::srtp_auth_failures`]). A protected stream
+//! never falls back to plain RTP.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -14,6 +19,8 @@ use bytes::Bytes;
 use rtp::packetizer::Payloader as _;
 use telecart_core::media::AudioCodec;
 use webrtc_util::marshal::{Marshal, Unmarshal};
+
+use crate::srtp::{SdesKeys, SrtpError, SrtpSession};
 
 /// Payload size kept under a typical path MTU (1500 minus IP, UDP, RTP and SRTP overhead).
 pub const VIDEO_MTU: usize = 1200;
@@ -43,10 +50,14 @@ pub struct AudioSetup {
     pub clock: u32,
     /// telephone-event payload type.
     pub dtmf_pt: Option<u8>,
+    /// telephone-event clock (may differ from `clock`: telephone-event/8000 beside Opus).
+    pub dtmf_clock: u32,
     /// Where the peer receives RTP.
     pub remote: SocketAddr,
     /// RTCP multiplexed on the RTP port.
     pub rtcp_mux: bool,
+    /// SDES-SRTP keys; `None`: plain RTP.
+    pub srtp: Option<SdesKeys>,
 }
 
 /// Negotiated video.
@@ -58,6 +69,8 @@ pub struct VideoSetup {
     pub remote: SocketAddr,
     /// RTCP multiplexed on the RTP port.
     pub rtcp_mux: bool,
+    /// SDES-SRTP keys; `None`: plain RTP.
+    pub srtp: Option<SdesKeys>,
 }
 
 /// What a call negotiated.
@@ -95,6 +108,8 @@ pub enum MediaEvent {
         payload: Vec<u8>,
         /// RTP timestamp.
         timestamp: u32,
+        /// RTP sequence number (the jitter buffer orders and counts loss by it).
+        sequence: u16,
     },
     /// The peer pressed a key (reported once, at the event's start).
     Dtmf {
@@ -103,6 +118,15 @@ pub enum MediaEvent {
     },
     /// The peer asked for a key frame (PLI or FIR).
     KeyFrameRequested,
+}
+
+/// Where a call's received audio packets go to be played: a jitter buffer that orders them by
+/// sequence number, conceals loss and follows the device's clock (the daemon's speaker, the
+/// same one WebRTC calls use). One per call and codec; dropping it ends the playback.
+pub trait RemoteAudioSink: Send {
+    /// One packet in the negotiated codec, as received (possibly late, duplicated or out of
+    /// order: the sink sorts that out).
+    fn packet(&mut self, sequence: u16, timestamp: u32, payload: &[u8]);
 }
 
 /// Counters and estimates for call quality.
@@ -128,6 +152,15 @@ pub struct MediaStats {
     pub malformed: u64,
     /// Key-frame requests received.
     pub keyframe_requests: u64,
+    /// RTCP compound packets read (after SRTCP authentication on a protected stream).
+    pub rtcp_received: u64,
+    /// Datagrams on an SRTP stream that did not authenticate (forged, corrupted, truncated,
+    /// wrong key, or plain RTP/RTCP on a protected stream), dropped.
+    pub srtp_auth_failures: u64,
+    /// SRTP/SRTCP datagrams seen before (replays), dropped.
+    pub srtp_replayed: u64,
+    /// Datagrams not sent because SRTP could not protect them (key exhausted).
+    pub srtp_protect_failures: u64,
     /// DTMF digits received.
     pub dtmf_received: u64,
     /// Fraction lost the peer reports for our stream, 0..=1.
@@ -239,6 +272,39 @@ impl Receiver {
     }
 }
 
+/// How one stream's datagrams are protected.
+#[derive(Debug)]
+enum Protection {
+    Plain,
+    Srtp(Box<SrtpSession>),
+    /// Keys were negotiated but no context could be made from them: nothing is sent or read
+    /// rather than anything in the clear.
+    Broken,
+}
+
+impl Protection {
+    fn for_keys(keys: Option<&SdesKeys>) -> Self {
+        match keys {
+            None => Self::Plain,
+            Some(k) => SrtpSession::new(k).map_or(Self::Broken, |s| Self::Srtp(Box::new(s))),
+        }
+    }
+
+    /// Follows a renegotiation: contexts whose key is unchanged keep their rollover counter
+    /// and replay window.
+    fn update(&mut self, old: Option<&SdesKeys>, new: Option<&SdesKeys>) {
+        match (old, new, &mut *self) {
+            (Some(o), Some(n), Self::Srtp(session)) if o.suite() == n.suite() => {
+                if session.rekey(o, n).is_err() {
+                    *self = Self::Broken;
+                }
+            }
+            (o, n, _) if o == n => {}
+            (_, n, _) => *self = Self::for_keys(n),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct DtmfOut {
     event: u8,
@@ -259,6 +325,8 @@ pub struct MediaSession {
     audio_rx: Receiver,
     video_rx: Receiver,
     video_payloader: rtp::codecs::h264::H264Payloader,
+    audio_protection: Protection,
+    video_protection: Protection,
     dtmf_out: Option<DtmfOut>,
     dtmf_queue: VecDeque<u8>,
     next_rtcp: Instant,
@@ -299,6 +367,12 @@ impl MediaSession {
     /// timestamps (RFC 3550 §5.1); `ntp_now` is the wall clock in NTP format for sender reports.
     pub fn new(setup: MediaSetup, seed: u64, now: Instant, ntp_now: u64) -> Self {
         Self {
+            audio_protection: Protection::for_keys(
+                setup.audio.as_ref().and_then(|a| a.srtp.as_ref()),
+            ),
+            video_protection: Protection::for_keys(
+                setup.video.as_ref().and_then(|v| v.srtp.as_ref()),
+            ),
             setup,
             started: now,
             ntp_at_start: ntp_now,
@@ -324,6 +398,18 @@ impl MediaSession {
     /// Applies a renegotiation (re-INVITE: hold, resume, new address or codec). SSRCs and
     /// sequence numbers continue.
     pub fn update(&mut self, setup: MediaSetup) {
+        let keys = |s: &MediaSetup| {
+            (
+                s.audio.as_ref().and_then(|a| a.srtp.clone()),
+                s.video.as_ref().and_then(|v| v.srtp.clone()),
+            )
+        };
+        let (old_audio, old_video) = keys(&self.setup);
+        let (new_audio, new_video) = keys(&setup);
+        self.audio_protection
+            .update(old_audio.as_ref(), new_audio.as_ref());
+        self.video_protection
+            .update(old_video.as_ref(), new_video.as_ref());
         self.setup = setup;
     }
 
@@ -332,10 +418,37 @@ impl MediaSession {
         &self.stats
     }
 
-    fn push(&mut self, t: Transmit) {
-        if self.transmits.len() < MAX_QUEUE {
-            self.transmits.push_back(t);
+    /// Queues a datagram, protecting it first on an SRTP stream.
+    fn push(&mut self, mut t: Transmit, rtcp: bool) {
+        if self.transmits.len() >= MAX_QUEUE {
+            return;
         }
+        let protection = match t.stream {
+            StreamKind::Audio => &mut self.audio_protection,
+            StreamKind::Video => &mut self.video_protection,
+        };
+        match protection {
+            Protection::Plain => {}
+            Protection::Srtp(s) => {
+                let sealed = if rtcp {
+                    s.protect_rtcp(&t.data)
+                } else {
+                    s.protect_rtp(&t.data)
+                };
+                match sealed {
+                    Ok(data) => t.data = data,
+                    Err(_) => {
+                        self.stats.srtp_protect_failures += 1;
+                        return;
+                    }
+                }
+            }
+            Protection::Broken => {
+                self.stats.srtp_protect_failures += 1;
+                return;
+            }
+        }
+        self.transmits.push_back(t);
     }
 
     /// Sends one encoded audio packet covering `frames` samples at the codec clock.
@@ -354,12 +467,15 @@ impl MediaSession {
             .audio_tx
             .packet(a.pt, marker, ts, Bytes::copy_from_slice(payload));
         self.stats.audio_packets_sent += 1;
-        self.push(Transmit {
-            stream: StreamKind::Audio,
-            rtcp_socket: false,
-            to: a.remote,
-            data,
-        });
+        self.push(
+            Transmit {
+                stream: StreamKind::Audio,
+                rtcp_socket: false,
+                to: a.remote,
+                data,
+            },
+            false,
+        );
     }
 
     /// Sends one H.264 access unit (Annex B) captured at `capture_us` (wall clock, µs).
@@ -384,12 +500,15 @@ impl MediaSession {
         for (i, p) in payloads.into_iter().enumerate() {
             let data = self.video_tx.packet(v.pt, i + 1 == n, ts, p);
             self.stats.video_packets_sent += 1;
-            self.push(Transmit {
-                stream: StreamKind::Video,
-                rtcp_socket: false,
-                to: v.remote,
-                data,
-            });
+            self.push(
+                Transmit {
+                    stream: StreamKind::Video,
+                    rtcp_socket: false,
+                    to: v.remote,
+                    data,
+                },
+                false,
+            );
         }
         if n > 0 {
             self.stats.video_frames_sent += 1;
@@ -436,8 +555,13 @@ impl MediaSession {
         while d.next_at <= now {
             let elapsed = d.next_at - d.started;
             let end = elapsed >= DTMF_TONE;
-            let units = (elapsed.min(DTMF_TONE).as_micros() as u64 * u64::from(a.clock) / 1_000_000)
-                .max(u64::from(a.clock) / 50) as u16;
+            let clock = u64::from(if a.dtmf_clock > 0 {
+                a.dtmf_clock
+            } else {
+                a.clock
+            });
+            let units = (elapsed.min(DTMF_TONE).as_micros() as u64 * clock / 1_000_000)
+                .max(clock / 50) as u16;
             let payload = [
                 d.event,
                 if end { 0x80 } else { 0 } | 10,
@@ -448,12 +572,15 @@ impl MediaSession {
             let data =
                 self.audio_tx
                     .packet(pt, marker, d.timestamp, Bytes::copy_from_slice(&payload));
-            self.push(Transmit {
-                stream: StreamKind::Audio,
-                rtcp_socket: false,
-                to: a.remote,
-                data,
-            });
+            self.push(
+                Transmit {
+                    stream: StreamKind::Audio,
+                    rtcp_socket: false,
+                    to: a.remote,
+                    data,
+                },
+                false,
+            );
             d.next_at += DTMF_PACKET;
             if end {
                 // The end packet goes three times (RFC 4733 §2.5.1.4).
@@ -498,7 +625,39 @@ impl MediaSession {
             self.stats.wrong_source += 1;
             return;
         }
-        if rtcp_socket || (mux && is_rtcp(data)) {
+        let control = rtcp_socket || (mux && is_rtcp(data));
+        let protection = match stream {
+            StreamKind::Audio => &mut self.audio_protection,
+            StreamKind::Video => &mut self.video_protection,
+        };
+        let opened;
+        let data = match protection {
+            Protection::Plain => data,
+            Protection::Broken => return,
+            Protection::Srtp(s) => {
+                let result = if control {
+                    s.unprotect_rtcp(data)
+                } else {
+                    s.unprotect_rtp(data)
+                };
+                match result {
+                    Ok(plain) => {
+                        opened = plain;
+                        &opened[..]
+                    }
+                    Err(SrtpError::Replayed) => {
+                        self.stats.srtp_replayed += 1;
+                        return;
+                    }
+                    // Anything else on a protected stream, short or forged, is unauthenticated.
+                    Err(_) => {
+                        self.stats.srtp_auth_failures += 1;
+                        return;
+                    }
+                }
+            }
+        };
+        if control {
             self.handle_rtcp(now, stream, data);
             return;
         }
@@ -546,6 +705,7 @@ impl MediaSession {
                             codec: a.codec,
                             payload: packet.payload.to_vec(),
                             timestamp: h.timestamp,
+                            sequence: h.sequence_number,
                         });
                     }
                 } else {
@@ -561,6 +721,7 @@ impl MediaSession {
             self.stats.malformed += 1;
             return;
         };
+        self.stats.rtcp_received += 1;
         let our_ssrc = match stream {
             StreamKind::Audio => self.audio_tx.ssrc,
             StreamKind::Video => self.video_tx.ssrc,
@@ -706,12 +867,15 @@ impl MediaSession {
             } else {
                 SocketAddr::new(remote.ip(), remote.port().wrapping_add(1))
             };
-            self.push(Transmit {
-                stream,
-                rtcp_socket: !mux,
-                to,
-                data: data.to_vec(),
-            });
+            self.push(
+                Transmit {
+                    stream,
+                    rtcp_socket: !mux,
+                    to,
+                    data: data.to_vec(),
+                },
+                true,
+            );
         }
     }
 
@@ -731,12 +895,15 @@ impl MediaSession {
             } else {
                 SocketAddr::new(v.remote.ip(), v.remote.port().wrapping_add(1))
             };
-            self.push(Transmit {
-                stream: StreamKind::Video,
-                rtcp_socket: !v.rtcp_mux,
-                to,
-                data: data.to_vec(),
-            });
+            self.push(
+                Transmit {
+                    stream: StreamKind::Video,
+                    rtcp_socket: !v.rtcp_mux,
+                    to,
+                    data: data.to_vec(),
+                },
+                true,
+            );
         }
     }
 
@@ -783,13 +950,16 @@ mod tests {
                 pt: 0,
                 clock: 8000,
                 dtmf_pt: Some(101),
+                dtmf_clock: 8000,
                 remote: "10.0.0.2:4000".parse().unwrap(),
                 rtcp_mux: mux,
+                srtp: None,
             }),
             video: Some(VideoSetup {
                 pt: 97,
                 remote: "10.0.0.2:4002".parse().unwrap(),
                 rtcp_mux: mux,
+                srtp: None,
             }),
             send_paused: false,
         }
@@ -871,7 +1041,8 @@ mod tests {
             Some(MediaEvent::Audio {
                 codec: AudioCodec::Pcmu,
                 payload: vec![1, 2, 3],
-                timestamp: 100
+                timestamp: 100,
+                sequence: 1,
             })
         );
         // Garbage from the right source is counted, not delivered, and never panics.
@@ -1004,5 +1175,141 @@ mod tests {
         m.send_audio(&[0; 160], 160);
         m.send_video(&[0, 0, 0, 1, 0x65, 1], 0);
         assert_eq!(m.poll_transmit(), None);
+    }
+
+    fn srtp_setup(
+        suite: crate::srtp::CryptoSuite,
+        ours: &crate::srtp::MasterKey,
+        theirs: &crate::srtp::MasterKey,
+    ) -> MediaSetup {
+        let keys = SdesKeys {
+            tag: 1,
+            local: ours.clone(),
+            remote: theirs.clone(),
+        };
+        assert_eq!(keys.suite(), suite);
+        let mut s = setup(true);
+        if let Some(a) = s.audio.as_mut() {
+            a.srtp = Some(keys.clone());
+        }
+        if let Some(v) = s.video.as_mut() {
+            v.srtp = Some(keys);
+        }
+        s
+    }
+
+    #[test]
+    fn srtp_streams_carry_audio_dtmf_video_and_reports_between_two_sessions() {
+        use crate::srtp::{CryptoSuite, MasterKey};
+        for suite in [CryptoSuite::AesCm128HmacSha1_80, CryptoSuite::AeadAes128Gcm] {
+            let t0 = Instant::now();
+            let a_key = MasterKey::generate(suite).unwrap();
+            let b_key = MasterKey::generate(suite).unwrap();
+            let mut alice = MediaSession::new(srtp_setup(suite, &a_key, &b_key), 1, t0, 1 << 40);
+            let mut bob = MediaSession::new(srtp_setup(suite, &b_key, &a_key), 2, t0, 1 << 40);
+            let from: SocketAddr = "10.0.0.2:4000".parse().unwrap();
+            let video_from: SocketAddr = "10.0.0.2:4002".parse().unwrap();
+            alice.send_audio(b"hello-patient-audio", 160);
+            alice.send_video(&[0, 0, 0, 1, 0x65, 0xaa, 0xbb], 0);
+            alice.send_dtmf('7');
+            alice.handle_timeout(t0);
+            alice.handle_timeout(t0 + RTCP_INTERVAL);
+            let mut sent = Vec::new();
+            while let Some(t) = alice.poll_transmit() {
+                assert!(
+                    !t.data.windows(7).any(|w| w == b"patient"),
+                    "{suite}: audio leaves encrypted"
+                );
+                sent.push(t);
+            }
+            for t in &sent {
+                let src = if t.stream == StreamKind::Audio {
+                    from
+                } else {
+                    video_from
+                };
+                bob.handle_receive(t0, t.stream, false, src, &t.data);
+            }
+            let events: Vec<_> = std::iter::from_fn(|| bob.poll_event()).collect();
+            assert!(
+                events.iter().any(|e| matches!(e, MediaEvent::Audio { payload, .. } if payload == b"hello-patient-audio")),
+                "{suite}: {events:?}"
+            );
+            assert!(events.contains(&MediaEvent::Dtmf { digit: '7' }), "{suite}");
+            let st = bob.stats();
+            assert_eq!(
+                (st.video_packets_received, st.srtp_auth_failures),
+                (1, 0),
+                "{suite}"
+            );
+            // Replaying everything: each one dropped and counted, nothing delivered twice.
+            for t in &sent {
+                let src = if t.stream == StreamKind::Audio {
+                    from
+                } else {
+                    video_from
+                };
+                bob.handle_receive(t0, t.stream, false, src, &t.data);
+            }
+            assert_eq!(bob.poll_event(), None);
+            assert_eq!(bob.stats().srtp_replayed, sent.len() as u64, "{suite}");
+            // Plain RTP and plain RTCP on the protected stream are refused.
+            bob.handle_receive(
+                t0,
+                StreamKind::Audio,
+                false,
+                from,
+                &rtp(0, 900, 1, &[1; 160]),
+            );
+            let pli = rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
+                sender_ssrc: 1,
+                media_ssrc: 2,
+            }
+            .marshal()
+            .unwrap();
+            bob.handle_receive(t0, StreamKind::Video, false, video_from, &pli);
+            assert_eq!(bob.poll_event(), None, "no key frame for a forged PLI");
+            assert_eq!(bob.stats().srtp_auth_failures, 2, "{suite}");
+        }
+    }
+
+    #[test]
+    fn a_reinvite_with_the_same_keys_keeps_the_replay_window_and_new_keys_take_over() {
+        use crate::srtp::{CryptoSuite, MasterKey};
+        let suite = CryptoSuite::AesCm128HmacSha1_80;
+        let t0 = Instant::now();
+        let from: SocketAddr = "10.0.0.2:4000".parse().unwrap();
+        let a_key = MasterKey::generate(suite).unwrap();
+        let b_key = MasterKey::generate(suite).unwrap();
+        let mut alice = MediaSession::new(srtp_setup(suite, &a_key, &b_key), 1, t0, 0);
+        let mut bob = MediaSession::new(srtp_setup(suite, &b_key, &a_key), 2, t0, 0);
+        alice.send_audio(&[5; 160], 160);
+        let first = alice.poll_transmit().unwrap();
+        bob.handle_receive(t0, StreamKind::Audio, false, from, &first.data);
+        assert!(bob.poll_event().is_some());
+        // Hold: same keys, only the direction changes.
+        let mut held = srtp_setup(suite, &b_key, &a_key);
+        held.send_paused = true;
+        bob.update(held);
+        bob.handle_receive(t0, StreamKind::Audio, false, from, &first.data);
+        assert_eq!(
+            bob.stats().srtp_replayed,
+            1,
+            "the window survived the re-INVITE"
+        );
+        // The peer re-keys: its new key is used from now on, the old one refused.
+        let a_key2 = MasterKey::generate(suite).unwrap();
+        bob.update(srtp_setup(suite, &b_key, &a_key2));
+        alice.update(srtp_setup(suite, &a_key2, &b_key));
+        alice.send_audio(&[6; 160], 160);
+        let second = alice.poll_transmit().unwrap();
+        bob.handle_receive(t0, StreamKind::Audio, false, from, &second.data);
+        assert!(matches!(bob.poll_event(), Some(MediaEvent::Audio { .. })));
+        let mut stale = MediaSession::new(srtp_setup(suite, &a_key, &b_key), 1, t0, 0);
+        stale.send_audio(&[7; 160], 160);
+        let old = stale.poll_transmit().unwrap();
+        bob.handle_receive(t0, StreamKind::Audio, false, from, &old.data);
+        assert_eq!(bob.poll_event(), None);
+        assert_eq!(bob.stats().srtp_auth_failures, 1);
     }
 }

@@ -70,8 +70,6 @@ mod tests {
             address: "192.0.2.10".parse().unwrap(),
             audio_port: 40000,
             video_port: 40002,
-            audio_crypto: None,
-            video_crypto: None,
             session_id: 7,
             version: 1,
             on_hold: false,

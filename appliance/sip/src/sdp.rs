@@ -1,5 +1,6 @@
 //! SDP offer/answer (RFC 3264) for the media the cart speaks: PCMU, PCMA, Opus, H.264
-//! (packetization-mode 1) and telephone-event, over RTP/AVP(F) with optional rtcp-mux.
+//! (packetization-mode 1) and telephone-event, over RTP/AVP(F) with optional rtcp-mux, and
+//! over RTP/SAVP(F) with SDES keys (`a=crypto`, RFC 4568; see [`crate::srtp`]).
 //!
 //! [`SessionDescription::parse`] reads only what negotiation needs and refuses what it cannot
 //! read rather than guessing; [`answer`] picks the codecs; [`Answer::render`] writes the SDP.
@@ -8,6 +9,8 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use telecart_core::media::AudioCodec;
+
+use crate::srtp::SdesKeys;
 
 /// Largest SDP body accepted.
 pub const MAX_SDP_LEN: usize = 16 * 1024;
@@ -371,8 +374,11 @@ pub struct AudioChoice {
     pub clock: u32,
     /// Channels in the rtpmap (Opus says 2).
     pub channels: u16,
-    /// telephone-event payload type at the same clock, if offered.
+    /// telephone-event payload type, if offered: at the codec's clock when the offer has
+    /// one, else the first offered (baresip and others put telephone-event/8000 beside Opus).
     pub dtmf_pt: Option<u8>,
+    /// The telephone-event clock (RTP timestamp units of its durations).
+    pub dtmf_clock: u32,
 }
 
 /// The video stream an answer settled on.
@@ -401,6 +407,9 @@ pub struct Stream<C> {
     pub direction: Direction,
     /// Protocol echoed in the answer.
     pub proto: String,
+    /// SDES-SRTP keys when the stream is protected (RTP/SAVP, or RTP/AVP offered with
+    /// `a=crypto`: best-effort SRTP as baresip's `mediaenc=srtp` does).
+    pub srtp: Option<SdesKeys>,
 }
 
 /// The result of answering an offer.
@@ -419,7 +428,7 @@ pub struct Answer {
 pub struct Capabilities {
     /// Send H.264 video (a camera and encoder exist).
     pub video: bool,
-    /// Accept RTP/SAVP (SDES keys) streams.
+    /// Accept RTP/SAVP streams and answer `a=crypto` (SDES keys, RFC 4568).
     pub srtp: bool,
 }
 
@@ -436,10 +445,28 @@ fn plain_rtp(proto: &str) -> bool {
     matches!(proto, "RTP/AVP" | "RTP/AVPF")
 }
 
+fn secure_rtp(proto: &str) -> bool {
+    matches!(proto, "RTP/SAVP" | "RTP/SAVPF")
+}
+
 /// Answers `offer`: audio prefers Opus, then PCMU, then PCMA; video takes H.264 with
 /// packetization-mode 1 whose profile decodes constrained baseline. Streams the cart cannot take
 /// are refused (port 0); with nothing accepted the result is [`SdpError::NoCommonCodec`].
+///
+/// With `caps.srtp`, a stream offered with `a=crypto` lines is answered with the first line the
+/// cart can honour and a fresh key of ours; an RTP/SAVP stream without one is refused.
 pub fn answer(offer: &SessionDescription, caps: &Capabilities) -> Result<Answer, SdpError> {
+    answer_again(offer, caps, None)
+}
+
+/// [`answer`] for a re-INVITE: where the previous answer protected a stream with the suite
+/// chosen again, our key stays the same (RFC 4568 §7.1.4 lets the answerer keep it), so
+/// packets in flight and the peer's SRTP context survive hold and resume.
+pub fn answer_again(
+    offer: &SessionDescription,
+    caps: &Capabilities,
+    previous: Option<&Answer>,
+) -> Result<Answer, SdpError> {
     let mut result = Answer {
         audio: None,
         video: None,
@@ -452,8 +479,25 @@ pub fn answer(offer: &SessionDescription, caps: &Capabilities) -> Result<Answer,
             .map(|f| f.pt.to_string())
             .unwrap_or_else(|| "0".into());
         result.offered.push((m.kind.clone(), m.proto.clone(), fmts));
-        let usable_proto = plain_rtp(&m.proto) || (caps.srtp && m.proto == "RTP/SAVP");
+        let usable_proto = plain_rtp(&m.proto) || (caps.srtp && secure_rtp(&m.proto));
         if m.port == 0 || !usable_proto {
+            continue;
+        }
+        let srtp = if caps.srtp && !m.crypto.is_empty() {
+            let keep = previous.and_then(|p| match m.kind.as_str() {
+                "audio" => p.audio.as_ref().and_then(|a| a.srtp.as_ref()),
+                "video" => p.video.as_ref().and_then(|v| v.srtp.as_ref()),
+                _ => None,
+            });
+            // No usable line (or no random source for our key): SAVP is refused below, AVP
+            // goes on in the clear as its offerer allowed.
+            SdesKeys::answer(&m.crypto, keep.map(|k| &k.local))
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        if secure_rtp(&m.proto) && srtp.is_none() {
             continue;
         }
         let Some(ip) = m.connection.or(offer.connection) else {
@@ -472,11 +516,15 @@ pub fn answer(offer: &SessionDescription, caps: &Capabilities) -> Result<Answer,
                             .map(|f| (want, f))
                     });
                 let Some((codec, f)) = best else { continue };
-                let dtmf_pt = m
-                    .formats
-                    .iter()
-                    .find(|t| t.name.eq_ignore_ascii_case("telephone-event") && t.clock == f.clock)
-                    .map(|t| t.pt);
+                let events = || {
+                    m.formats
+                        .iter()
+                        .filter(|t| t.name.eq_ignore_ascii_case("telephone-event") && t.clock > 0)
+                };
+                let dtmf = events()
+                    .find(|t| t.clock == f.clock)
+                    .or_else(|| events().next());
+                let (dtmf_pt, dtmf_clock) = dtmf.map_or((None, f.clock), |t| (Some(t.pt), t.clock));
                 result.audio = Some(Stream {
                     index,
                     choice: AudioChoice {
@@ -485,11 +533,13 @@ pub fn answer(offer: &SessionDescription, caps: &Capabilities) -> Result<Answer,
                         clock: f.clock,
                         channels: f.channels,
                         dtmf_pt,
+                        dtmf_clock,
                     },
                     remote,
                     rtcp_mux: m.rtcp_mux,
                     direction,
                     proto: m.proto.clone(),
+                    srtp,
                 });
             }
             "video" if result.video.is_none() && caps.video => {
@@ -537,6 +587,7 @@ pub fn answer(offer: &SessionDescription, caps: &Capabilities) -> Result<Answer,
                     rtcp_mux: m.rtcp_mux,
                     direction,
                     proto: m.proto.clone(),
+                    srtp,
                 });
             }
             _ => {}
@@ -557,10 +608,6 @@ pub struct LocalMedia {
     pub audio_port: u16,
     /// Our video RTP port.
     pub video_port: u16,
-    /// SDES key line for audio (`1 AES_CM_128_HMAC_SHA1_80 inline:...`) when it is SRTP.
-    pub audio_crypto: Option<String>,
-    /// SDES key line for video.
-    pub video_crypto: Option<String>,
     /// o= session id.
     pub session_id: u64,
     /// o= version (incremented by each new offer or answer in the dialog).
@@ -622,15 +669,15 @@ impl Answer {
                     let _ = write!(
                         s,
                         "a=rtpmap:{d} telephone-event/{}\r\na=fmtp:{d} 0-16\r\n",
-                        c.clock
+                        c.dtmf_clock
                     );
                 }
                 let _ = write!(s, "a=ptime:20\r\n");
                 if a.rtcp_mux {
                     s.push_str("a=rtcp-mux\r\n");
                 }
-                if let Some(k) = &local.audio_crypto {
-                    let _ = write!(s, "a=crypto:{k}\r\n");
+                if let Some(k) = &a.srtp {
+                    let _ = write!(s, "a=crypto:{}\r\n", k.answer_line().as_str());
                 }
                 let _ = write!(s, "a={}\r\n", hold(a.direction, local.on_hold).attr());
             } else if let Some(v) = self.video.as_ref().filter(|v| v.index == index) {
@@ -647,8 +694,8 @@ impl Answer {
                 if v.rtcp_mux {
                     s.push_str("a=rtcp-mux\r\n");
                 }
-                if let Some(k) = &local.video_crypto {
-                    let _ = write!(s, "a=crypto:{k}\r\n");
+                if let Some(k) = &v.srtp {
+                    let _ = write!(s, "a=crypto:{}\r\n", k.answer_line().as_str());
                 }
                 let _ = write!(s, "a={}\r\n", hold(v.direction, local.on_hold).attr());
             } else {
@@ -704,8 +751,6 @@ a=rtpmap:102 VP8/90000\r\na=sendrecv\r\n";
             address: "127.0.0.1".parse().unwrap(),
             audio_port: 20000,
             video_port: 20002,
-            audio_crypto: None,
-            video_crypto: None,
             session_id: 7,
             version: 1,
             on_hold: false,
@@ -718,11 +763,39 @@ a=rtpmap:102 VP8/90000\r\na=sendrecv\r\n";
     }
 
     #[test]
-    fn telephone_event_must_share_the_audio_clock() {
+    fn telephone_event_at_the_audio_clock_is_preferred_and_8000_is_taken_beside_opus() {
         let sdp = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
         let a = answer(&SessionDescription::parse(sdp).unwrap(), &caps()).unwrap();
         let c = a.audio.unwrap().choice;
         assert_eq!((c.codec, c.pt, c.dtmf_pt), (AudioCodec::Pcmu, 0, Some(101)));
+        // baresip 1.0's real offer: Opus/48000 with telephone-event/8000 only.
+        let sdp = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 96 0 101\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n";
+        let a = answer(&SessionDescription::parse(sdp).unwrap(), &caps()).unwrap();
+        let c = a.audio.clone().unwrap().choice;
+        assert_eq!(
+            (c.codec, c.dtmf_pt, c.dtmf_clock),
+            (AudioCodec::Opus, Some(101), 8000)
+        );
+        let text = a.render(&LocalMedia {
+            address: "10.0.0.9".parse().unwrap(),
+            audio_port: 1000,
+            video_port: 1002,
+            session_id: 1,
+            version: 1,
+            on_hold: false,
+        });
+        assert!(
+            text.contains("a=rtpmap:101 telephone-event/8000\r\n"),
+            "{text}"
+        );
+        // Both clocks offered: the one matching the codec wins.
+        let both = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 96 100 101\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:100 telephone-event/8000\r\na=rtpmap:101 telephone-event/48000\r\n";
+        let c = answer(&SessionDescription::parse(both).unwrap(), &caps())
+            .unwrap()
+            .audio
+            .unwrap()
+            .choice;
+        assert_eq!((c.dtmf_pt, c.dtmf_clock), (Some(101), 48_000));
     }
 
     #[test]
@@ -767,8 +840,6 @@ a=fmtp:97 packetization-mode=1;profile-level-id={plid}{extra}\r\n"
             address: "10.0.0.9".parse().unwrap(),
             audio_port: 1000,
             video_port: 1002,
-            audio_crypto: None,
-            video_crypto: None,
             session_id: 1,
             version: 1,
             on_hold: true,
@@ -815,5 +886,122 @@ a=fmtp:97 packetization-mode=1;profile-level-id={plid}{extra}\r\n"
         }
         let huge = format!("v=0\r\n{}", "a=x\r\n".repeat(5000));
         assert_eq!(SessionDescription::parse(&huge), Err(SdpError::TooLarge));
+    }
+
+    fn srtp_caps() -> Capabilities {
+        Capabilities {
+            video: true,
+            srtp: true,
+        }
+    }
+
+    fn local() -> LocalMedia {
+        LocalMedia {
+            address: "10.0.0.9".parse().unwrap(),
+            audio_port: 1000,
+            video_port: 1002,
+            session_id: 1,
+            version: 1,
+            on_hold: false,
+        }
+    }
+
+    /// The shape of baresip 1.0's `mediaenc=srtp-mand` offer (keys replaced).
+    fn savp_offer(audio_lines: &[&str], video_lines: &[&str]) -> String {
+        let mut s = String::from(
+            "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio 10000 RTP/SAVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=rtcp-mux\r\n",
+        );
+        for l in audio_lines {
+            s.push_str(&format!("a=crypto:{l}\r\n"));
+        }
+        s.push_str("m=video 10002 RTP/SAVP 101\r\na=rtpmap:101 H264/90000\r\na=fmtp:101 packetization-mode=1;profile-level-id=42e01f\r\n");
+        for l in video_lines {
+            s.push_str(&format!("a=crypto:{l}\r\n"));
+        }
+        s
+    }
+
+    #[test]
+    fn savp_offers_are_answered_with_the_first_usable_crypto_line_and_our_own_key() {
+        use crate::srtp::{CryptoAttribute, CryptoSuite, MasterKey};
+        let gcm = MasterKey::generate(CryptoSuite::AeadAes128Gcm).unwrap();
+        let cm = MasterKey::generate(CryptoSuite::AesCm128HmacSha1_80).unwrap();
+        let audio = [
+            "1 F8_128_HMAC_SHA1_80 inline:AAAA".to_string(),
+            format!("2 AEAD_AES_128_GCM {}", gcm.inline().as_str()),
+        ];
+        let video = [format!(
+            "1 AES_CM_128_HMAC_SHA1_80 {}|2^31",
+            cm.inline().as_str()
+        )];
+        let text = savp_offer(
+            &audio.iter().map(String::as_str).collect::<Vec<_>>(),
+            &video.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        let offer = SessionDescription::parse(&text).unwrap();
+        // Without SRTP the cart refuses both streams.
+        assert_eq!(answer(&offer, &caps()), Err(SdpError::NoCommonCodec));
+        let a = answer(&offer, &srtp_caps()).unwrap();
+        let audio_keys = a.audio.as_ref().unwrap().srtp.clone().unwrap();
+        let video_keys = a.video.as_ref().unwrap().srtp.clone().unwrap();
+        assert_eq!((audio_keys.tag, audio_keys.remote.clone()), (2, gcm));
+        assert_eq!((video_keys.tag, video_keys.remote.clone()), (1, cm));
+        assert_ne!(audio_keys.local, video_keys.local, "a key per stream");
+        let rendered = a.render(&local());
+        assert!(
+            rendered.contains("m=audio 1000 RTP/SAVP 0 101\r\n"),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains("m=video 1002 RTP/SAVP 101\r\n"),
+            "{rendered}"
+        );
+        // The answer parses back to our keys, one line per stream.
+        let back = SessionDescription::parse(&rendered).unwrap();
+        let line = |i: usize| {
+            assert_eq!(back.media[i].crypto.len(), 1);
+            CryptoAttribute::parse(&back.media[i].crypto[0]).unwrap()
+        };
+        assert_eq!(line(0).key, audio_keys.local);
+        assert_eq!(
+            (line(0).tag, line(0).suite),
+            (2, CryptoSuite::AeadAes128Gcm)
+        );
+        assert_eq!(line(1).key, video_keys.local);
+        // A re-INVITE keeps our keys; a fresh answer makes new ones.
+        let again = answer_again(&offer, &srtp_caps(), Some(&a)).unwrap();
+        assert_eq!(again.audio.unwrap().srtp.unwrap().local, audio_keys.local);
+        let fresh = answer(&offer, &srtp_caps()).unwrap();
+        assert_ne!(fresh.audio.unwrap().srtp.unwrap().local, audio_keys.local);
+    }
+
+    #[test]
+    fn savp_without_a_usable_key_is_refused_and_avp_with_crypto_gets_best_effort_srtp() {
+        let bad = savp_offer(&["1 AES_CM_128_HMAC_SHA1_80 inline:AAAA|1:4"], &[]);
+        let offer = SessionDescription::parse(&bad).unwrap();
+        assert_eq!(answer(&offer, &srtp_caps()), Err(SdpError::NoCommonCodec));
+        // baresip's optional mode: RTP/AVP with a=crypto, answered with a key when we can.
+        let key = crate::srtp::MasterKey::generate(crate::srtp::CryptoSuite::AesCm128HmacSha1_80)
+            .unwrap();
+        let avp = format!(
+            "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 8\r\na=crypto:5 AES_CM_128_HMAC_SHA1_80 {}\r\n",
+            key.inline().as_str()
+        );
+        let offer = SessionDescription::parse(&avp).unwrap();
+        let a = answer(&offer, &srtp_caps()).unwrap();
+        let audio = a.audio.clone().unwrap();
+        assert_eq!(
+            (audio.proto.as_str(), audio.srtp.unwrap().tag),
+            ("RTP/AVP", 5)
+        );
+        assert!(
+            a.render(&local())
+                .contains("a=crypto:5 AES_CM_128_HMAC_SHA1_80 inline:")
+        );
+        // Without SRTP the same offer is plain RTP with no key in the answer.
+        let plain = answer(&offer, &caps()).unwrap();
+        assert!(plain.audio.as_ref().unwrap().srtp.is_none());
+        assert!(!plain.render(&local()).contains("crypto"));
     }
 }

@@ -1,0 +1,598 @@
+//! SDES-SRTP with a real peer: baresip (`mediaenc=srtp-mand`, libre's SRTP) calls the cart
+//! through Kamailio, baresip's leg over TLS (the cart's over UDP, see below). baresip 1.0
+//! offers a single suite, AES_CM_128_HMAC_SHA1_80 (it answers GCM but never offers it), so the
+//! GCM suites meet libsrtp instead (`libsrtp.rs`). Kamailio (`tests/peers/sip/kamailio-srtp.cfg`)
+//! can narrow an offer to one suite for peers that offer several. Checked: the call is answered with RTP/SAVP
+//! and a key of ours, baresip's tone is heard at the cart after decryption, the cart's audio
+//! and H.264 are decrypted and decoded by baresip, and no datagram fails authentication.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use telecart_sip::SipCommand;
+
+const CART_PASSWORD: &str = "cart-secret-1";
+const DOCTOR_PASSWORD: &str = "doctor-secret-2";
+const SUITES: [&str; 4] = [
+    "AES_CM_128_HMAC_SHA1_80",
+    "AES_CM_128_HMAC_SHA1_32",
+    "AEAD_AES_128_GCM",
+    "AEAD_AES_256_GCM",
+];
+
+struct Pki {
+    _dir: tempfile::TempDir,
+    ca: std::path::PathBuf,
+    server_cert: std::path::PathBuf,
+    server_key: std::path::PathBuf,
+    /// Certificate and key in one file, as baresip's `sip_certificate` takes them.
+    client_pem: std::path::PathBuf,
+}
+
+/// A CA made now, a certificate for 127.0.0.1 (Kamailio) and one for baresip, signed by it.
+fn make_pki() -> Pki {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "telecart SRTP test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf = |name: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        (params.signed_by(&key, &issuer).unwrap(), key)
+    };
+    let (server, server_key) = leaf("localhost");
+    let (client, client_key) = leaf("doctor");
+    let pki = Pki {
+        ca: dir.path().join("ca.pem"),
+        server_cert: dir.path().join("server.pem"),
+        server_key: dir.path().join("server.key"),
+        client_pem: dir.path().join("doctor.pem"),
+        _dir: dir,
+    };
+    std::fs::write(&pki.ca, ca.pem()).unwrap();
+    std::fs::write(&pki.server_cert, server.pem()).unwrap();
+    std::fs::write(&pki.server_key, server_key.serialize_pem()).unwrap();
+    std::fs::write(
+        &pki.client_pem,
+        format!("{}{}", client.pem(), client_key.serialize_pem()),
+    )
+    .unwrap();
+    pki
+}
+
+struct KamailioTls {
+    udp: u16,
+    tls: u16,
+    peer: Peer,
+}
+
+/// Kamailio from `kamailio-srtp.cfg`, offers narrowed to `suite`.
+fn start_kamailio(pki: &Pki, suite: &str) -> KamailioTls {
+    let dir = tempfile::tempdir().unwrap();
+    let (udp, tcp, tls) = (free_port(false), free_port(false), free_port(false));
+    let tls_cfg = dir.path().join("tls.cfg");
+    std::fs::write(
+        &tls_cfg,
+        format!(
+            "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n\
+             private_key = {}\ncertificate = {}\n\n[client:default]\nverify_certificate = no\nrequire_certificate = no\n",
+            pki.server_key.display(),
+            pki.server_cert.display()
+        ),
+    )
+    .unwrap();
+    // Every other suite's a=crypto line goes; Kamailio fixes Content-Length.
+    let narrow: String = SUITES
+        .iter()
+        .filter(|s| **s != suite)
+        .map(|s| {
+            format!("\t\tsubst_body(\"/a=crypto:[0-9]+ {s} [^[:space:]]*[[:space:]]+//g\");\n")
+        })
+        .collect();
+    let users = format!(
+        "\t$sht(users=>cart1) = \"{CART_PASSWORD}\";\n\t$sht(users=>doctor) = \"{DOCTOR_PASSWORD}\";\n"
+    );
+    let cfg = std::fs::read_to_string(repo_file("tests/peers/sip/kamailio-srtp.cfg"))
+        .unwrap()
+        .replace("@@UDP_PORT@@", &udp.to_string())
+        .replace("@@TCP_PORT@@", &tcp.to_string())
+        .replace("@@TLS_PORT@@", &tls.to_string())
+        .replace("@@TLS_CONFIG@@", &tls_cfg.display().to_string())
+        .replace("@@ALGORITHM@@", "MD5")
+        .replace("@@USERS@@", &users)
+        .replace("@@NARROW_OFFER@@", &narrow);
+    let cfg_path = dir.path().join("kamailio.cfg");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let log = dir.path().join("kamailio.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let child = Command::new("kamailio")
+        .arg("-f")
+        .arg(&cfg_path)
+        .args(["-DD", "-E", "-Y"])
+        .arg(&run)
+        .args(["-m", "64", "-M", "8"])
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("start kamailio");
+    let mut peer = Peer { child, log, dir };
+    wait_listening(tls, "kamailio", &mut peer);
+    KamailioTls { udp, tls, peer }
+}
+
+fn wait_listening(port: u16, what: &str, peer: &mut Peer) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = peer.child.try_wait() {
+            panic!("{what} exited ({status}):\n{}", peer.log_text());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on {port}:\n{}", peer.log_text());
+}
+
+/// baresip as the doctor, registered and calling over TLS, SRTP mandatory.
+struct Doctor {
+    peer: Peer,
+    stream: TcpStream,
+    events: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Doctor {
+    fn start(pki: &Pki, kamailio_tls: u16) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let sip = free_port(true);
+        let ctrl = free_port(false);
+        let mut config = std::fs::read_to_string(repo_file("tests/peers/sip/baresip.config"))
+            .unwrap()
+            .replace("@@SIP_PORT@@", &sip.to_string())
+            .replace("@@CTRL_PORT@@", &ctrl.to_string());
+        config.push_str(&format!(
+            "sip_certificate\t\t{}\nsip_cafile\t\t{}\n",
+            pki.client_pem.display(),
+            pki.ca.display()
+        ));
+        std::fs::write(dir.path().join("config"), config).unwrap();
+        std::fs::write(
+            dir.path().join("accounts"),
+            format!(
+                "<sip:doctor@127.0.0.1;transport=tls>;auth_pass={DOCTOR_PASSWORD};answermode=manual;\
+                 outbound=\"sip:127.0.0.1:{kamailio_tls};transport=tls\";regint=300;mediaenc=srtp-mand\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("contacts"), "").unwrap();
+        let log = dir.path().join("baresip.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new("baresip")
+            .arg("-f")
+            .arg(dir.path())
+            .args(["-n", "127.0.0.1", "-v"])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start baresip");
+        let mut peer = Peer { child, log, dir };
+        wait_listening(ctrl, "baresip", &mut peer);
+        let stream = TcpStream::connect(("127.0.0.1", ctrl)).unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let reader = stream.try_clone().unwrap();
+        let sink = events.clone();
+        std::thread::spawn(move || read_netstrings(reader, &sink));
+        Self {
+            peer,
+            stream,
+            events,
+        }
+    }
+
+    fn command(&mut self, command: &str, params: &str) {
+        let body =
+            serde_json::json!({"command": command, "params": params, "token": command}).to_string();
+        self.stream
+            .write_all(format!("{}:{},", body.len(), body).as_bytes())
+            .unwrap();
+    }
+
+    fn wait_event(&self, kind: &str, timeout: Duration) -> Option<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(e) = self
+                .events
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|e| e["type"] == kind)
+            {
+                return Some(e.clone());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn wait_response(&self, token: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(e) = self
+                .events
+                .lock()
+                .unwrap()
+                .iter()
+                .rev()
+                .find(|e| e["response"] == true && e["token"] == token)
+            {
+                return e["data"].as_str().map(str::to_string);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.peer.log_text().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+fn read_netstrings(mut stream: TcpStream, sink: &Mutex<Vec<serde_json::Value>>) {
+    let mut reader = BufReader::new(&mut stream);
+    loop {
+        let mut len = Vec::new();
+        if reader.read_until(b':', &mut len).unwrap_or(0) == 0 {
+            return;
+        }
+        let Ok(n) = String::from_utf8_lossy(&len[..len.len() - 1])
+            .trim()
+            .parse::<usize>()
+        else {
+            return;
+        };
+        let mut body = vec![0; n + 1];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        if let Ok(v) = serde_json::from_slice(&body[..n]) {
+            sink.lock().unwrap().push(v);
+        }
+    }
+}
+
+/// One call with the offer narrowed to `suite`.
+async fn call_with_suite(suite: &str) {
+    let pki = make_pki();
+    let k = start_kamailio(&pki, suite);
+    let media = PipelineMedia::start();
+    // The cart registers over UDP: registered over TLS its Contact is still its UDP address
+    // (docs/sip.md, "Contact for stream transports"), which Kamailio will not reach from the
+    // TLS socket the binding came in on. baresip's leg, where the keys travel, is TLS.
+    let config = sip_config(k.udp, "udp", &["doctor@127.0.0.1"]);
+    let ep = telecart_sip::start(config, CART_PASSWORD.into(), media.clone())
+        .await
+        .unwrap();
+    let status = ep.status.clone();
+    assert!(
+        wait_until(Duration::from_secs(10), || status.borrow().registration
+            == "registered")
+        .await,
+        "{:?}\n{}",
+        status.borrow(),
+        k.peer.log_text()
+    );
+
+    let mut doctor = Doctor::start(&pki, k.tls);
+    assert!(
+        doctor.wait_log("[1 binding]", Duration::from_secs(10)),
+        "baresip did not register over TLS:\n{}\nkamailio:\n{}",
+        doctor.peer.log_text(),
+        k.peer.log_text()
+    );
+    let dialed = Instant::now();
+    doctor.command("dial", "sip:cart1@127.0.0.1");
+    let established = doctor.wait_event("CALL_ESTABLISHED", Duration::from_secs(10));
+    assert!(
+        established.is_some(),
+        "{suite}: events {:?}\nbaresip:\n{}\nkamailio:\n{}",
+        doctor.events.lock().unwrap(),
+        doctor.peer.log_text(),
+        k.peer.log_text()
+    );
+    println!(
+        "{suite}: call set up in {:.0} ms",
+        dialed.elapsed().as_secs_f64() * 1000.0
+    );
+    let klog = k.peer.log_text();
+    assert!(klog.contains("INVITE from doctor over tls"), "{klog}");
+    // baresip reports the suite it settled on for each stream.
+    assert!(
+        doctor.wait_log(
+            &format!("SRTP is Enabled (cryptosuite={suite})"),
+            Duration::from_secs(5)
+        ),
+        "{suite}: baresip did not enable SRTP with it:\n{}",
+        doctor.peer.log_text()
+    );
+
+    // Long enough for baresip's first RTCP reports (every 5 s).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let s = status.borrow().clone();
+    assert_eq!(s.call.as_ref().map(|c| c.1), Some("answered"), "{s:?}");
+    let m = &s.media;
+    println!(
+        "{suite}: cart received {} audio packets, sent {} audio / {} video frames; \
+         auth failures {}, replays {}, malformed {}",
+        m.audio_packets_received,
+        m.audio_packets_sent,
+        m.video_frames_sent,
+        m.srtp_auth_failures,
+        m.srtp_replayed,
+        m.malformed
+    );
+    assert!(m.audio_packets_received > 100, "{suite}: {s:?}");
+    assert!(m.audio_packets_sent > 100, "{suite}: {s:?}");
+    assert!(m.video_frames_sent > 20, "{suite}: {s:?}");
+    // baresip sends an RTCP APP packet ("PING"/"PONG", 16 bytes) in the clear as each
+    // stream starts; on a protected stream the cart refuses and counts it. Nothing else fails.
+    assert!(m.srtp_auth_failures <= 2, "{suite}: {s:?}");
+    assert_eq!(
+        (m.srtp_replayed, m.srtp_protect_failures),
+        (0, 0),
+        "{suite}: {s:?}"
+    );
+    assert!(
+        m.rtcp_received >= 1,
+        "{suite}: baresip's SRTCP authenticated: {s:?}"
+    );
+    let (hz, _) = media.played_frequency(2.0).expect("audio from baresip");
+    println!("{suite}: baresip's tone decrypted and decoded at the cart: {hz:.1} Hz");
+    assert!((430.0..450.0).contains(&hz), "{suite}: heard {hz} Hz");
+
+    doctor.command("callstat", "");
+    let stat = doctor
+        .wait_response("callstat", Duration::from_secs(3))
+        .unwrap_or_default();
+    println!("{suite}: baresip callstat:\n{stat}");
+
+    // The doctor's keypad: baresip sends RFC 4733 events (telephone-event/8000 beside Opus).
+    doctor.command("sndcode", "5");
+    let heard = wait_until(Duration::from_secs(3), || {
+        status.borrow().dtmf_received.contains('5')
+    })
+    .await;
+    println!(
+        "{suite}: DTMF at the cart: {:?}",
+        status.borrow().dtmf_received
+    );
+    assert!(
+        heard,
+        "{suite}: baresip's DTMF 5 did not arrive: {:?}",
+        status.borrow()
+    );
+
+    doctor.command("hangup", "");
+    let closed = doctor.wait_event("CALL_CLOSED", Duration::from_secs(5));
+    assert!(closed.is_some(), "{suite}: baresip did not hang up");
+    if !wait_until(Duration::from_secs(3), || status.borrow().call.is_none()).await {
+        // docs/sip.md: the caller's BYE through Kamailio does not end the cart's call yet.
+        eprintln!("\n!!!!!!!! KNOWN GAP: the caller's BYE did not end the cart's call !!!!!!!!\n");
+        ep.commands.send(SipCommand::HangUp).await.unwrap();
+    }
+    let log = doctor.peer.log_text();
+    // libre logs each SRTP/SRTCP datagram it cannot authenticate or decrypt.
+    let srtp_errors: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("srtp") && (l.contains("fail") || l.contains("error"))
+        })
+        .collect();
+    assert!(
+        srtp_errors.is_empty(),
+        "{suite}: baresip could not open the cart's SRTP: {srtp_errors:?}"
+    );
+    let stats = log
+        .lines()
+        .find(|l| l.contains("avcodec: decoder stats"))
+        .unwrap_or_default()
+        .to_string();
+    println!("{suite}: baresip video {stats}");
+    assert!(
+        stats.contains("lost_fragments:0") && !stats.contains("keyframes:0"),
+        "{suite}: baresip did not decode the cart's H.264: {stats:?}\n{log}"
+    );
+    ep.shutdown().await;
+}
+
+fn peers_present() -> bool {
+    if !have("kamailio") || !have("baresip") {
+        return false;
+    }
+    if !std::path::Path::new("/usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so").exists() {
+        eprintln!("\n!!!!!!!! SKIPPED: kamailio-tls-modules is not installed !!!!!!!!\n");
+        return false;
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_srtp_mandatory_aes_cm_128_hmac_sha1_80_over_tls() {
+    if peers_present() {
+        call_with_suite("AES_CM_128_HMAC_SHA1_80").await;
+    }
+}
+
+fn hex(data: &[u8]) -> String {
+    data.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Both directions of one call's audio stream against libsrtp (Cisco's reference SRTP, 2.x via
+/// pylibsrtp 1.0.0, installed by `tests/setup.d/libsrtp.sh`), for every suite the cart
+/// implements and libsrtp knows, through the real `MediaSession` path.
+#[test]
+fn every_suite_interoperates_with_libsrtp_both_ways_rtp_and_rtcp() {
+    use std::net::SocketAddr;
+    use telecart_sip::media::{AudioSetup, MediaEvent, MediaSession, MediaSetup, StreamKind};
+    use telecart_sip::srtp::{CryptoSuite, MasterKey, SdesKeys};
+
+    let python = repo_file(".work/libsrtp/bin/python");
+    if !python.exists() {
+        eprintln!(
+            "\n!!!!!!!! SKIPPED: libsrtp peer missing ({}): run tests/setup.sh !!!!!!!!\n",
+            python.display()
+        );
+        return;
+    }
+    let remote: SocketAddr = "192.0.2.7:4000".parse().unwrap();
+    for suite in [
+        CryptoSuite::AesCm128HmacSha1_80,
+        CryptoSuite::AesCm128HmacSha1_32,
+        CryptoSuite::AeadAes128Gcm,
+        CryptoSuite::AeadAes256Gcm,
+    ] {
+        let cart_key = MasterKey::generate(suite).unwrap();
+        let peer_key = MasterKey::generate(suite).unwrap();
+        let b64 = |k: &MasterKey| k.inline().trim_start_matches("inline:").to_string();
+        let setup = MediaSetup {
+            audio: Some(AudioSetup {
+                codec: telecart_core::media::AudioCodec::Pcmu,
+                pt: 0,
+                clock: 8000,
+                dtmf_pt: None,
+                dtmf_clock: 8000,
+                remote,
+                rtcp_mux: true,
+                srtp: Some(SdesKeys {
+                    tag: 1,
+                    local: cart_key.clone(),
+                    remote: peer_key.clone(),
+                }),
+            }),
+            video: None,
+            send_paused: false,
+        };
+        let t0 = Instant::now();
+        let mut cart = MediaSession::new(setup, 11, t0, 1 << 40);
+        let mut rtp = Vec::new();
+        for n in 0..20u8 {
+            cart.send_audio(format!("cart-{n}").as_bytes(), 160);
+            rtp.push(hex(&cart.poll_transmit().unwrap().data));
+        }
+        cart.handle_timeout(t0 + Duration::from_secs(5));
+        let rtcp: Vec<String> = std::iter::from_fn(|| cart.poll_transmit())
+            .map(|t| hex(&t.data))
+            .collect();
+        assert_eq!(rtcp.len(), 1, "{suite}: one sender report");
+        let request = serde_json::json!({
+            "profile": suite.name(),
+            "cart_key": b64(&cart_key),
+            "peer_key": b64(&peer_key),
+            "rtp": rtp,
+            "rtcp": rtcp,
+        });
+        let mut child = Command::new(&python)
+            .arg(repo_file("tests/peers/sip/libsrtp_peer.py"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(request.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{suite}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        // libsrtp opened everything the cart sent.
+        assert_eq!(
+            (reply["rtp_errors"].as_u64(), reply["rtcp_errors"].as_u64()),
+            (Some(0), Some(0)),
+            "{suite}: {reply}"
+        );
+        let opened = reply["rtp"].as_array().unwrap();
+        assert_eq!(opened.len(), 20, "{suite}");
+        for (n, p) in opened.iter().enumerate() {
+            let p = unhex(p.as_str().unwrap());
+            assert_eq!(&p[12..], format!("cart-{n}").as_bytes(), "{suite}");
+        }
+        let sr = unhex(reply["rtcp"][0].as_str().unwrap());
+        assert_eq!(sr[1], 200, "{suite}: libsrtp decrypted a sender report");
+        // The cart opens what libsrtp sent.
+        for p in reply["sent_rtp"].as_array().unwrap() {
+            cart.handle_receive(
+                t0,
+                StreamKind::Audio,
+                false,
+                remote,
+                &unhex(p.as_str().unwrap()),
+            );
+        }
+        for p in reply["sent_rtcp"].as_array().unwrap() {
+            cart.handle_receive(
+                t0,
+                StreamKind::Audio,
+                false,
+                remote,
+                &unhex(p.as_str().unwrap()),
+            );
+        }
+        let payloads: Vec<Vec<u8>> = std::iter::from_fn(|| cart.poll_event())
+            .filter_map(|e| match e {
+                MediaEvent::Audio { payload, .. } => Some(payload),
+                _ => None,
+            })
+            .collect();
+        let want: Vec<Vec<u8>> = (0..20)
+            .map(|n| format!("libsrtp-{n}").into_bytes())
+            .collect();
+        assert_eq!(payloads, want, "{suite}");
+        let stats = cart.stats();
+        assert_eq!(
+            (stats.srtp_auth_failures, stats.rtcp_received),
+            (0, 1),
+            "{suite}: {stats:?}"
+        );
+        println!("{suite}: cart <-> libsrtp: 20 RTP and 1 RTCP each way");
+    }
+}
