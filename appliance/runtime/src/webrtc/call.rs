@@ -135,6 +135,7 @@ impl Calls {
             incoming: hooks.incoming,
             turn: None,
             speaker,
+            control: None,
         };
         let task_stats = stats.clone();
         let task_id = id.clone();
