@@ -716,6 +716,7 @@ fn publish_to_janus_follows_a_network_change() {
     ]);
     ip(&["-n", &cart.0, "link", "set", "tcroam1", "up"]);
     let mut roamed = false;
+    let mut address_lost_us = 0;
     let run = janus_publish(
         &server,
         &cart,
@@ -773,9 +774,12 @@ fn publish_to_janus_follows_a_network_change() {
         pair.starts_with("10.77.0.3:"),
         "the new address carries the media: {pair}"
     );
+    let restart_after_ms =
+        (restart["at_unix_us"].as_u64().unwrap() as f64 - address_lost_us as f64) / 1e3;
     println!(
-        "BENCH webrtc janus roam: address lost -> ICE restart over PATCH, connected again {:.0} ms \
-         after the answer; video packets {before} -> {after}; pair {pair}",
+        "BENCH webrtc janus roam: address lost (new one 500 ms later) -> PATCH restart after \
+         {restart_after_ms:.0} ms (settle 2 s, 1 s polling), connected again {:.0} ms after the \
+         answer; video packets {before} -> {after}; pair {pair}",
         run.report["stats"]["ice_restart_connect_ms"]
             .as_f64()
             .unwrap_or(f64::NAN)
@@ -857,6 +861,10 @@ fn coturn_relay_only(path: TurnPath) {
     } else {
         coturn.arg("--no-tls");
     }
+    if path == TurnPath::Tcp {
+        // Session lines name the client's transport (checked below).
+        coturn.arg("--verbose");
+    }
     coturn
         .args([
             "-p",
@@ -932,7 +940,22 @@ fn coturn_relay_only(path: TurnPath) {
     let report: Value =
         serde_json::from_str(&cart.line(Duration::from_secs(seconds + 40), "the cart")).unwrap();
     aiortc.terminate();
+    let mut coturn = coturn;
+    coturn.terminate();
+    let mut coturn_log = Vec::new();
+    while let Ok(line) = coturn.lines.recv_timeout(Duration::from_secs(2)) {
+        coturn_log.push(line);
+    }
     drop(coturn);
+    if path == TurnPath::Tcp {
+        // coturn names the client connection's transport when it opens the session.
+        let tcp: Vec<&String> = coturn_log
+            .iter()
+            .filter(|l| l.contains("tcp or tls connected to") || l.contains("TCP socket closed"))
+            .collect();
+        eprintln!("coturn about TCP: {tcp:?}");
+        assert!(!tcp.is_empty(), "coturn saw no TCP client: {coturn_log:?}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
     assert!(
         report["error"].is_null(),
