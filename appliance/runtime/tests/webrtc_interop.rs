@@ -737,6 +737,7 @@ fn publish_to_janus_follows_a_network_change() {
                     "dev",
                     "tcroam1",
                 ]);
+                address_lost_us = now_us();
                 std::thread::sleep(Duration::from_millis(500));
                 ip(&[
                     "-n",

@@ -109,6 +109,8 @@ pub struct SessionOptions {
 }
 
 /// What signalling asks of a running session.
+// A few messages per call: boxing the relay would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum SessionControl {
     /// A relay allocated after the offer went out (e.g. on a TURN server from

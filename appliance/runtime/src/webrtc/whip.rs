@@ -1014,34 +1014,35 @@ mod restart_tests {
     use str0m::net::{Protocol, Receive};
     use str0m::{Input, Output, Rtc};
 
+    /// Hands everything `from` sends to `to`; returns when `from` wants to wake.
+    fn pump(from: &mut Rtc, to: &mut Rtc, now: Instant) -> Instant {
+        loop {
+            match from.poll_output().unwrap() {
+                Output::Timeout(t) => return t.max(now),
+                Output::Transmit(t) => {
+                    let r = Receive {
+                        proto: Protocol::Udp,
+                        source: t.source,
+                        destination: t.destination,
+                        contents: (&*t.contents).try_into().unwrap(),
+                    };
+                    to.handle_input(Input::Receive(now, r)).unwrap();
+                }
+                Output::Event(_) => {}
+            }
+        }
+    }
+
     /// Moves packets both ways until both are connected (or 10 virtual seconds pass).
     fn connect(a: &mut Rtc, b: &mut Rtc, now: &mut Instant) -> bool {
         let until = *now + Duration::from_secs(10);
         while *now < until {
-            let mut next = *now + Duration::from_millis(50);
-            for (from, to) in [(&mut *a, &mut *b), (&mut *b, &mut *a)] {
-                loop {
-                    match from.poll_output().unwrap() {
-                        Output::Timeout(t) => {
-                            next = next.min(t.max(*now));
-                            break;
-                        }
-                        Output::Transmit(t) => {
-                            let r = Receive {
-                                proto: Protocol::Udp,
-                                source: t.source,
-                                destination: t.destination,
-                                contents: (&*t.contents).try_into().unwrap(),
-                            };
-                            to.handle_input(Input::Receive(*now, r)).unwrap();
-                        }
-                        Output::Event(_) => {}
-                    }
-                }
-            }
+            let wake_a = pump(a, b, *now);
+            let wake_b = pump(b, a, *now);
             if a.is_connected() && b.is_connected() {
                 return true;
             }
+            let next = wake_a.min(wake_b).min(*now + Duration::from_millis(50));
             *now = next.max(*now + Duration::from_millis(1));
             a.handle_input(Input::Timeout(*now)).unwrap();
             b.handle_input(Input::Timeout(*now)).unwrap();
