@@ -224,6 +224,10 @@ pub fn restart_answer(previous: &str, frag: &Fragment) -> Result<String, Trickle
             && (line.starts_with("a=candidate:") || line == "a=end-of-candidates")
         {
             // Dropped: the fragment's candidates replace them.
+        } else if line.starts_with("a=candidate:") {
+            // A kept candidate naming the old ufrag would be refused by the ICE agent.
+            out.push_str(&with_ufrag(line, &creds.ufrag));
+            out.push_str(eol);
         } else if !line.is_empty() {
             out.push_str(line);
             out.push_str(eol);
@@ -236,6 +240,17 @@ pub fn restart_answer(previous: &str, frag: &Fragment) -> Result<String, Trickle
         insert(&mut out);
     }
     Ok(out)
+}
+
+/// `line` with the value of its `ufrag` extension (if any) set to `ufrag`.
+fn with_ufrag(line: &str, ufrag: &str) -> String {
+    let mut tokens: Vec<&str> = line.split(' ').collect();
+    if let Some(i) = tokens.iter().position(|t| *t == "ufrag")
+        && i + 1 < tokens.len()
+    {
+        tokens[i + 1] = ufrag;
+    }
+    tokens.join(" ")
 }
 
 #[cfg(test)]
@@ -317,6 +332,20 @@ mod tests {
         assert_eq!(answer.matches("a=ice-pwd:januspassword\r\n").count(), 2);
         assert!(answer.contains("a=candidate:1 1 udp 2130706175 10.0.0.2 5000 typ host\r\n"));
         assert_eq!(answer.lines().count(), OFFER.lines().count());
+    }
+
+    #[test]
+    fn kept_candidates_take_the_new_ufrag() {
+        // str0m writes the ufrag into its candidates; the old one would be refused.
+        let previous = OFFER.replace("typ host\r\n", "typ host ufrag old\r\n");
+        let frag =
+            Fragment::parse("a=ice-ufrag:nEw\r\na=ice-pwd:newpasswordnewpassword\r\n").unwrap();
+        let answer = restart_answer(&previous, &frag).unwrap();
+        assert!(
+            answer.contains("10.0.0.2 5000 typ host ufrag nEw\r\n"),
+            "{answer}"
+        );
+        assert!(!answer.contains("ufrag old"));
     }
 
     #[test]
