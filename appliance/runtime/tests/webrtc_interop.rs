@@ -33,7 +33,11 @@ fn main() {
         Some("--width") => stamp_decoder(&args),
         _ => {
             type Test = (&'static str, fn());
-            let tests: [Test; 10] = [
+            let tests: [Test; 11] = [
+                (
+                    "chromium_restarts_ice_through_the_console",
+                    chromium_restarts_ice_through_the_console,
+                ),
                 (
                     "publish_through_coturn_with_relay_candidates_only",
                     publish_through_coturn_with_relay_candidates_only,
@@ -571,6 +575,58 @@ fn janus_publish(
 
 fn video_in(v: &Value) -> u64 {
     v["media"]["video"]["packets_in"].as_u64().unwrap_or(0)
+}
+
+/// The call page's `restartIce()` (what it does by itself when ICE fails
+/// after a network change): a new offer PATCHed to `/api/call/<id>`, the
+/// cart's answer applied, video keeps coming.
+fn chromium_restarts_ice_through_the_console() {
+    let ns = Netns::create("webrtc-browser-restart");
+    let node_dir = std::env::var_os("TELECART_NODE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| work_dir().join("node"));
+    assert!(
+        node_dir.join("node_modules/playwright-core").exists(),
+        "browser peer missing: no playwright-core in {}; run `bash tests/setup.sh` (or set TELECART_WORK)",
+        node_dir.display()
+    );
+    let mut cart = ns.command(std::env::current_exe().unwrap());
+    cart.args(["__console", "60"]);
+    let cart = Peer::spawn(cart, "the cart's console");
+    let line = cart.line(Duration::from_secs(30), "the cart's console");
+    let url = line.strip_prefix("URL ").unwrap().trim().to_string();
+    let mut browser = ns.command("node");
+    browser
+        .env("TELECART_NODE_DIR", &node_dir)
+        .arg(repo_root().join("tests/peers/browser_call.mjs"))
+        .arg(format!("{url}call"))
+        .args(["--seconds", "8", "--restart-ice-at", "3", "--quiet"]);
+    let out = browser.stderr(Stdio::inherit()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "browser_call.mjs failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("browser stats: {stats}");
+    let restart = &stats["restart"];
+    assert_eq!(restart["ok"], true, "{restart}");
+    let before = restart["framesDecodedBefore"].as_u64().unwrap();
+    let after = stats["framesDecoded"].as_u64().unwrap();
+    assert!(
+        after >= before + 60,
+        "Chromium decoded {before} frames before the restart and {after} at the end"
+    );
+    let c = &stats["cart"];
+    assert!(c["ice_restarts"].as_u64().unwrap() >= 1, "{c}");
+    assert!(c["ice_restart_connect_ms"].as_f64().is_some(), "{c}");
+    println!(
+        "BENCH webrtc chromium ICE restart via PATCH /api/call: {} ms in the page, cart ICE \
+         connected again {:.0} ms after its answer; frames decoded {before} -> {after}",
+        restart["ms"],
+        c["ice_restart_connect_ms"].as_f64().unwrap_or(f64::NAN)
+    );
 }
 
 fn publish_to_janus_is_accepted_and_counted() {

@@ -54,6 +54,7 @@ struct Call {
     stop: watch::Sender<bool>,
     outgoing: mpsc::Sender<Message>,
     started: Instant,
+    control: mpsc::Sender<super::session::SessionControl>,
 }
 
 /// The calls the console answered.
@@ -127,6 +128,7 @@ impl Calls {
         let stats = SharedStats::new();
         let (stop, stop_rx) = watch::channel(false);
         let (outgoing, outgoing_rx) = mpsc::channel(64);
+        let (control, control_rx) = mpsc::channel(4);
         let opts = SessionOptions {
             video_mid: None,
             audio_mid: None,
@@ -135,7 +137,7 @@ impl Calls {
             incoming: hooks.incoming,
             turn: None,
             speaker,
-            control: None,
+            control: Some(control_rx),
         };
         let task_stats = stats.clone();
         let task_id = id.clone();
@@ -205,9 +207,32 @@ impl Calls {
                 stop,
                 outgoing,
                 started,
+                control,
             },
         );
         Ok((id, answer))
+    }
+
+    /// A new offer from call `id`'s browser (its `restartIce()` after the
+    /// network changed on either side): the session answers it.
+    pub async fn renegotiate(&self, id: &str, offer: &str) -> Result<String, CallError> {
+        let control = self
+            .lock()
+            .get(id)
+            .map(|c| c.control.clone())
+            .ok_or_else(|| CallError::Local(format!("no call {id}")))?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        control
+            .send(super::session::SessionControl::AcceptOffer {
+                offer: offer.to_string(),
+                reply,
+            })
+            .await
+            .map_err(|_| CallError::Local("the call has ended".into()))?;
+        answer
+            .await
+            .map_err(|_| CallError::Local("the call has ended".into()))?
+            .map_err(CallError::Refused)
     }
 
     /// Hangs up call `id`; false if there is no such call.

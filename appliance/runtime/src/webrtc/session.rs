@@ -136,6 +136,14 @@ pub enum SessionControl {
         /// The offer, or why there is none.
         reply: oneshot::Sender<Result<String, String>>,
     },
+    /// A new offer from the remote (a browser's `restartIce()`: new
+    /// credentials, maybe new candidates). Replies with our answer.
+    AcceptOffer {
+        /// SDP offer.
+        offer: String,
+        /// Our answer, or why the offer was refused.
+        reply: oneshot::Sender<Result<String, String>>,
+    },
     /// The remote's answer to the pending restart (a whole SDP answer).
     AcceptRestart {
         /// SDP answer.
@@ -384,6 +392,27 @@ impl Driver {
                 reply,
             } => {
                 let _ = reply.send(self.restart_ice(socket, relays));
+            }
+            SessionControl::AcceptOffer { offer, reply } => {
+                let before = self.rtc.direct_api().local_ice_credentials();
+                let result = str0m::change::SdpOffer::from_sdp_string(&offer)
+                    .map_err(|e| format!("malformed offer: {e}"))
+                    .and_then(|o| {
+                        self.rtc
+                            .sdp_api()
+                            .accept_offer(o)
+                            .map_err(|e| e.to_string())
+                    })
+                    .map(|a| a.to_sdp_string());
+                if result.is_ok() && self.rtc.direct_api().local_ice_credentials() != before {
+                    info!("session: the remote restarted ICE");
+                    self.stats.lock().ice_restarts += 1;
+                    self.restart_answered = Some(Instant::now());
+                }
+                if let Err(e) = &result {
+                    warn!(error = %e, "session: new offer refused");
+                }
+                let _ = reply.send(result);
             }
             SessionControl::AcceptRestart { answer, reply } => {
                 let result = match self.pending_restart.take() {
