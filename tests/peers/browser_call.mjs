@@ -5,6 +5,7 @@
 //        [--timeout 20] [--call-timeout 20] [--chromium /usr/bin/chromium] [--arg --flag ...]
 //        [--restart-ice-at S]   (calls window.telecart.restartIce() S seconds in; the output
 //                                then has "restart": {ok, ms, framesDecodedBefore})
+// The output also has "framesHistory": [[unix ms, framesDecoded], ...], one a second.
 //
 // Waits for window.telecart, awaits window.telecart.call() (resolves when connected), then
 // polls await window.telecart.stats() once a second for --seconds and prints the last stats
@@ -136,6 +137,7 @@ async function main() {
 
     let last = null;
     let restart = null;
+    const history = [];  // [unix ms, framesDecoded] once a second
     const until = Date.now() + opts.seconds * 1000;
     const restartAt = opts.restartAt === undefined ? null : Date.now() + opts.restartAt * 1000;
     for (;;) {
@@ -157,6 +159,7 @@ async function main() {
         return fail(6, `stats failed: ${e.message.split("\n")[0]}`);
       }
       log(`stats ${JSON.stringify(last)}`);
+      history.push([Date.now(), last.framesDecoded]);
       const left = until - Date.now();
       if (left <= 0) break;
       await new Promise(r => setTimeout(r, Math.min(1000, left)));
@@ -167,6 +170,7 @@ async function main() {
     }
     await page.evaluate(() => window.telecart.hangup ? window.telecart.hangup() : null).catch(() => {});
     if (restart !== null) last.restart = restart;
+    last.framesHistory = history;
     process.stdout.write(JSON.stringify(last) + "\n");
     return 0;
   } finally {

@@ -271,6 +271,9 @@ async fn call_offer(
             let cart = state.cart.clone();
             move || cart.ended(call)
         })),
+        // Only a media address the cart picked itself may move with the network.
+        follow_network_towards: (w.bind_address.is_none() && listen.is_unspecified())
+            .then_some(peer.ip()),
     };
     let speaker = call_speaker(&state.config, &state.pipeline);
     if let (Some(captions), Some(speaker)) = (&state.captions, &speaker) {

@@ -33,7 +33,11 @@ fn main() {
         Some("--width") => stamp_decoder(&args),
         _ => {
             type Test = (&'static str, fn());
-            let tests: [Test; 11] = [
+            let tests: [Test; 12] = [
+                (
+                    "chromium_call_follows_the_carts_route_change",
+                    chromium_call_follows_the_carts_route_change,
+                ),
                 (
                     "chromium_restarts_ice_through_the_console",
                     chromium_restarts_ice_through_the_console,
@@ -209,7 +213,11 @@ fn console_child(args: &[String]) {
     config.cart.data_dir = scratch.path().to_owned();
     config.store.data_dir = scratch.path().join("log");
     config.store.master_key = scratch.path().join("master.key");
-    config.console.listen = "127.0.0.1:0".parse().unwrap();
+    config.console.listen = args
+        .get(1)
+        .map_or("127.0.0.1:0", String::as_str)
+        .parse()
+        .unwrap();
     if std::env::var_os("TELECART_TEST_SPEAKER").is_some() {
         // ALSA's file plugin (from $HOME/.asoundrc) stands in for the speaker.
         config.audio.speaker = telecart_core::config::SpeakerSink::Alsa;
@@ -625,6 +633,165 @@ fn chromium_restarts_ice_through_the_console() {
         "BENCH webrtc chromium ICE restart via PATCH /api/call: {} ms in the page, cart ICE \
          connected again {:.0} ms after its answer; frames decoded {before} -> {after}",
         restart["ms"],
+        c["ice_restart_connect_ms"].as_f64().unwrap_or(f64::NAN)
+    );
+}
+
+/// A browser call while the cart's route to the browser starts leaving from
+/// another address (a new default route): two namespaces and a veth pair,
+/// Chromium on 10.77.1.1, the cart's console on 0.0.0.0 reached at
+/// 10.77.1.2. 6 s into the call the route's source becomes 10.77.1.3: the
+/// cart moves its media there, the page sees ICE stall and restarts it
+/// through the console, and the video keeps coming over the new address.
+fn chromium_call_follows_the_carts_route_change() {
+    let browser_ns = Netns::create("webrtc-route-browser");
+    let cart_ns = Netns::create("webrtc-route-cart");
+    let ip = |args: &[&str]| {
+        let status = Command::new("ip").args(args).status().unwrap();
+        assert!(status.success(), "ip {args:?}: {status}");
+    };
+    ip(&[
+        "link",
+        "add",
+        "tcrt0",
+        "netns",
+        &browser_ns.0,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "tcrt1",
+        "netns",
+        &cart_ns.0,
+    ]);
+    ip(&[
+        "-n",
+        &browser_ns.0,
+        "addr",
+        "add",
+        "10.77.1.1/24",
+        "dev",
+        "tcrt0",
+    ]);
+    ip(&["-n", &browser_ns.0, "link", "set", "tcrt0", "up"]);
+    ip(&[
+        "-n",
+        &cart_ns.0,
+        "addr",
+        "add",
+        "10.77.1.2/24",
+        "dev",
+        "tcrt1",
+    ]);
+    ip(&[
+        "-n",
+        &cart_ns.0,
+        "addr",
+        "add",
+        "10.77.1.3/32",
+        "dev",
+        "tcrt1",
+    ]);
+    ip(&["-n", &cart_ns.0, "link", "set", "tcrt1", "up"]);
+    let node_dir = std::env::var_os("TELECART_NODE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| work_dir().join("node"));
+    assert!(
+        node_dir.join("node_modules/playwright-core").exists(),
+        "browser peer missing: no playwright-core in {}; run `bash tests/setup.sh` (or set TELECART_WORK)",
+        node_dir.display()
+    );
+    let mut cart = cart_ns.command(std::env::current_exe().unwrap());
+    cart.args(["__console", "60", "0.0.0.0:0"]);
+    let cart = Peer::spawn(cart, "the cart's console");
+    let line = cart.line(Duration::from_secs(30), "the cart's console");
+    let url = line
+        .strip_prefix("URL ")
+        .unwrap()
+        .trim()
+        .replace("0.0.0.0", "10.77.1.2");
+    let mut browser = browser_ns.command("node");
+    browser
+        .env("TELECART_NODE_DIR", &node_dir)
+        .arg(repo_root().join("tests/peers/browser_call.mjs"))
+        .arg(format!("{url}call"))
+        .args(["--seconds", "22", "--quiet"]);
+    let browser = browser
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    // Wait for the call (the console lists it), then change the route.
+    let started = Instant::now();
+    let mut call_up = false;
+    while started.elapsed() < Duration::from_secs(30) {
+        if let Some(calls) = browser_ns.curl_json(&format!("{url}api/calls"))
+            && calls
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["stats"]["state"] == "connected"))
+        {
+            call_up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(call_up, "the browser's call never connected");
+    std::thread::sleep(Duration::from_secs(6));
+    ip(&[
+        "-n",
+        &cart_ns.0,
+        "route",
+        "replace",
+        "10.77.1.0/24",
+        "dev",
+        "tcrt1",
+        "src",
+        "10.77.1.3",
+    ]);
+    let moved_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let out = browser.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "browser_call.mjs failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("browser stats: {stats}");
+    let c = &stats["cart"];
+    let pair = c["ice_pair"].as_str().unwrap_or("");
+    assert!(
+        pair.starts_with("10.77.1.3:"),
+        "the cart's media moved to the new source address: {pair}"
+    );
+    assert!(c["ice_restarts"].as_u64().unwrap() >= 1, "{c}");
+    let history = stats["framesHistory"].as_array().unwrap();
+    let at_move = history
+        .iter()
+        .filter(|h| h[0].as_u64().unwrap() <= moved_ms)
+        .map(|h| h[1].as_u64().unwrap())
+        .max()
+        .unwrap_or(0);
+    let end = stats["framesDecoded"].as_u64().unwrap();
+    assert!(
+        end >= at_move + 60,
+        "Chromium decoded {at_move} frames when the route changed and {end} at the end"
+    );
+    // And the video is flowing again at the end, over the new address.
+    let frames = |h: &Value| h[1].as_u64().unwrap();
+    let tail = &history[history.len().saturating_sub(4)..];
+    let (first, last) = (frames(&tail[0]), frames(&tail[tail.len() - 1]));
+    assert!(
+        last >= first + 45,
+        "the last 3 s decoded {} frames: {history:?}",
+        last - first
+    );
+    println!(
+        "BENCH webrtc chromium call, cart route change: pair {pair}, ICE restarted by the page, \
+         cart connected again {:.0} ms after its answer; frames decoded {at_move} -> {end}",
         c["ice_restart_connect_ms"].as_f64().unwrap_or(f64::NAN)
     );
 }

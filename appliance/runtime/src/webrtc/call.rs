@@ -46,6 +46,11 @@ pub struct CallHooks {
     pub incoming: Option<mpsc::Sender<Message>>,
     /// Called once when the call ends, however it ends.
     pub on_end: Option<Box<dyn FnOnce() + Send>>,
+    /// Follow the cart's route towards this address (the browser's): when it
+    /// leaves from another local address (a roam, a new default route), the
+    /// media moves there and the page's ICE restart finds it. None: the media
+    /// address is fixed (configured or the console's own).
+    pub follow_network_towards: Option<IpAddr>,
 }
 
 struct Call {
@@ -155,6 +160,15 @@ impl Calls {
         });
         let session = record.as_ref().map_or(SessionId::NONE, |(_, s)| *s);
         let on_end = hooks.on_end;
+        if let Some(peer) = hooks.follow_network_towards {
+            tokio::spawn(follow_network(
+                local.ip(),
+                peer,
+                ports,
+                control.clone(),
+                stop_rx.clone(),
+            ));
+        }
         tokio::spawn(async move {
             let outcome = run_session(rtc, socket, media, opts, task_stats.clone(), stop_rx).await;
             if let Some(on_end) = on_end {
@@ -304,6 +318,49 @@ impl Calls {
         let excess = ended.len().saturating_sub(KEEP_ENDED);
         for (_, id) in ended.into_iter().take(excess) {
             calls.remove(&id);
+        }
+    }
+}
+
+/// Watches the route towards `peer` once a second for the call's life; when
+/// it leaves from another address (for 2 s), binds there and moves the media.
+async fn follow_network(
+    mut current: IpAddr,
+    peer: IpAddr,
+    ports: Option<(u16, u16)>,
+    control: mpsc::Sender<super::session::SessionControl>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use telecart_webrtc::roam::RoamDetector;
+    let mut detector = RoamDetector::new(current, std::time::Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() { return; }
+            }
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+        if control.is_closed() {
+            return;
+        }
+        let snapshot = super::whip::network_snapshot(SocketAddr::new(peer, 9));
+        let Some(roam) = detector.observe(Instant::now(), &snapshot) else {
+            continue;
+        };
+        info!(from = %roam.from, to = %roam.to, reason = ?roam.reason, "call: network changed, moving the media");
+        match super::session::bind_media_socket(roam.to, ports).await {
+            Ok(socket) => {
+                if control
+                    .send(super::session::SessionControl::Rebind { socket })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                current = roam.to;
+                detector.moved(current);
+            }
+            Err(e) => warn!(error = %e, to = %roam.to, "call: cannot bind the new address"),
         }
     }
 }

@@ -136,6 +136,14 @@ pub enum SessionControl {
         /// The offer, or why there is none.
         reply: oneshot::Sender<Result<String, String>>,
     },
+    /// Moves the media to `socket` (the cart's address changed) without an
+    /// ICE restart: its host candidate replaces the old one. For calls the
+    /// cart answered, where the remote (the offerer) restarts ICE: its
+    /// answer then names the new address.
+    Rebind {
+        /// The new media socket.
+        socket: UdpSocket,
+    },
     /// A new offer from the remote (a browser's `restartIce()`: new
     /// credentials, maybe new candidates). Replies with our answer.
     AcceptOffer {
@@ -393,6 +401,11 @@ impl Driver {
             } => {
                 let _ = reply.send(self.restart_ice(socket, relays));
             }
+            SessionControl::Rebind { socket } => {
+                if let Err(e) = self.move_to(socket) {
+                    warn!(error = %e, "session: cannot move the media");
+                }
+            }
             SessionControl::AcceptOffer { offer, reply } => {
                 let before = self.rtc.direct_api().local_ice_credentials();
                 let result = str0m::change::SdpOffer::from_sdp_string(&offer)
@@ -439,6 +452,22 @@ impl Driver {
         }
     }
 
+    /// Swaps the media socket; the new host candidate replaces the old one.
+    fn move_to(&mut self, socket: UdpSocket) -> Result<(), String> {
+        let new_local = socket.local_addr().map_err(|e| e.to_string())?;
+        let old = Candidate::host(self.local, "udp").map_err(|e| e.to_string())?;
+        let had_host = self.rtc.direct_api().invalidate_candidate(&old);
+        if had_host {
+            // Relay-only sessions never offered a host candidate.
+            let new = Candidate::host(new_local, "udp").map_err(|e| e.to_string())?;
+            self.rtc.add_local_candidate(new);
+        }
+        info!(from = %self.local, to = %new_local, "session: media moved to a new address");
+        self.socket = socket;
+        self.local = new_local;
+        Ok(())
+    }
+
     fn restart_ice(
         &mut self,
         socket: Option<UdpSocket>,
@@ -459,17 +488,7 @@ impl Driver {
                 self.attach_relay(relay);
                 self.rtc.add_local_candidate(candidate);
             }
-            let new_local = socket.local_addr().map_err(|e| e.to_string())?;
-            let old = Candidate::host(self.local, "udp").map_err(|e| e.to_string())?;
-            let had_host = self.rtc.direct_api().invalidate_candidate(&old);
-            if had_host {
-                // Relay-only sessions never offered a host candidate.
-                let new = Candidate::host(new_local, "udp").map_err(|e| e.to_string())?;
-                self.rtc.add_local_candidate(new);
-            }
-            info!(from = %self.local, to = %new_local, "session: media moved to a new address");
-            self.socket = socket;
-            self.local = new_local;
+            self.move_to(socket)?;
         }
         let mut api = self.rtc.sdp_api();
         api.ice_restart(true);

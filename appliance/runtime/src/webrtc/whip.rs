@@ -457,7 +457,7 @@ fn source_towards(addr: SocketAddr) -> std::io::Result<IpAddr> {
 }
 
 /// What the roam detector needs: the route's source address and every interface address.
-fn network_snapshot(endpoint: SocketAddr) -> Snapshot {
+pub(crate) fn network_snapshot(endpoint: SocketAddr) -> Snapshot {
     Snapshot {
         route: source_towards(endpoint).ok(),
         addresses: if_addrs::get_if_addrs()
