@@ -3,6 +3,9 @@
 //
 //   node tests/peers/browser_call.mjs URL [--seconds 10] [--screenshot out.png]
 //        [--timeout 20] [--call-timeout 20] [--chromium /usr/bin/chromium] [--arg --flag ...]
+//        [--restart-ice-at S]   (calls window.telecart.restartIce() S seconds in; the output
+//                                then has "restart": {ok, ms, framesDecodedBefore})
+// The output also has "framesHistory": [[unix ms, framesDecoded], ...], one a second.
 //
 // Waits for window.telecart, awaits window.telecart.call() (resolves when connected), then
 // polls await window.telecart.stats() once a second for --seconds and prints the last stats
@@ -45,6 +48,7 @@ function parseArgs(argv) {
     else if (a === "--chromium") o.chromium = val();
     else if (a === "--arg") o.extra.push(val());
     else if (a === "--quiet") o.quiet = true;
+    else if (a === "--restart-ice-at") o.restartAt = Number(val());
     else if (a === "-h" || a === "--help") usage();
     else if (a.startsWith("--")) usage(`unknown option ${a}`);
     else if (!o.url) o.url = a;
@@ -132,14 +136,30 @@ async function main() {
     log(`call connected in ${Date.now() - tCall} ms`);
 
     let last = null;
+    let restart = null;
+    const history = [];  // [unix ms, framesDecoded] once a second
     const until = Date.now() + opts.seconds * 1000;
+    const restartAt = opts.restartAt === undefined ? null : Date.now() + opts.restartAt * 1000;
     for (;;) {
+      if (restartAt !== null && restart === null && Date.now() >= restartAt) {
+        // window.telecart.restartIce(): new offer PATCHed to the cart, its answer applied.
+        const before = await page.evaluate(() => window.telecart.stats());
+        const t = Date.now();
+        try {
+          await withTimeout(page.evaluate(() => window.telecart.restartIce()), 10, "telecart.restartIce()");
+          restart = { ok: true, ms: Date.now() - t, framesDecodedBefore: before.framesDecoded };
+        } catch (e) {
+          restart = { ok: false, error: e.message.split("\n")[0], framesDecodedBefore: before.framesDecoded };
+        }
+        log(`ICE restart ${JSON.stringify(restart)}`);
+      }
       try {
         last = await withTimeout(page.evaluate(() => window.telecart.stats()), 10, "telecart.stats()");
       } catch (e) {
         return fail(6, `stats failed: ${e.message.split("\n")[0]}`);
       }
       log(`stats ${JSON.stringify(last)}`);
+      history.push([Date.now(), last.framesDecoded]);
       const left = until - Date.now();
       if (left <= 0) break;
       await new Promise(r => setTimeout(r, Math.min(1000, left)));
@@ -149,6 +169,8 @@ async function main() {
       log(`screenshot ${opts.screenshot}`);
     }
     await page.evaluate(() => window.telecart.hangup ? window.telecart.hangup() : null).catch(() => {});
+    if (restart !== null) last.restart = restart;
+    last.framesHistory = history;
     process.stdout.write(JSON.stringify(last) + "\n");
     return 0;
   } finally {

@@ -389,7 +389,12 @@ class Endpoint:
     def link_headers(self) -> list[tuple[str, str]]:
         out = []
         for url in self.args.link_ice_server:
-            out.append(("Link", f'<{url}>; rel="ice-server"'))
+            link = f'<{url}>; rel="ice-server"'
+            if url.startswith("turn") and self.args.link_username is not None:
+                link += (f'; username="{self.args.link_username}"'
+                         f'; credential="{self.args.link_credential or ""}"'
+                         '; credential-type="password"')
+            out.append(("Link", link))
         return out
 
     # --- routes ----------------------------------------------------------
@@ -628,6 +633,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--turn-password", default=None)
     p.add_argument("--link-ice-server", action="append", default=[], metavar="URL",
                    help='advertise as Link: <URL>; rel="ice-server" in 201/OPTIONS')
+    p.add_argument("--link-username", default=None,
+                   help="username (and --link-credential) on the turn(s): Link headers")
+    p.add_argument("--link-credential", default=None)
     p.add_argument("--video-codec", default="H264", help="preferred video codec (default H264)")
     p.add_argument("--dc-echo", action="store_true", help="echo data-channel messages back")
     p.add_argument("--final-stats", action="store_true",

@@ -88,9 +88,17 @@ enum Command {
         /// TURN password.
         #[arg(long, env = "CARTD_TURN_PASSWORD", default_value = "")]
         turn_password: String,
-        /// Offer only the relay candidate (checks that the relay path works).
-        #[arg(long, requires = "turn")]
+        /// Offer only relay candidates (checks that the relay path works): from `--turn`,
+        /// or without it from the TURN servers in the endpoint's `Link` headers.
+        #[arg(long)]
         relay_only: bool,
+        /// Keep the media on its first address: no rebind and ICE restart when the
+        /// network changes (a Wi-Fi roam).
+        #[arg(long)]
+        no_follow_network: bool,
+        /// Ignore the TURN servers the endpoint announces in `Link` headers.
+        #[arg(long)]
+        no_link_ice_servers: bool,
         /// Extra CA certificates (PEM) to trust for an HTTPS endpoint and a turns: server,
         /// besides the system store (a hospital's own CA or TLS-inspection proxy).
         #[arg(long)]
@@ -174,6 +182,8 @@ fn main() -> ExitCode {
             turn_username,
             turn_password,
             relay_only,
+            no_follow_network,
+            no_link_ice_servers,
             ca_file,
         } => {
             let config = match config {
@@ -228,8 +238,10 @@ fn main() -> ExitCode {
                         return ExitCode::from(2);
                     }
                 }
-                opts.relay_only = relay_only;
             }
+            opts.relay_only = relay_only;
+            opts.follow_network = !no_follow_network;
+            opts.link_ice_servers = !no_link_ice_servers;
             publish(config, opts, cli.log_level, json)
         }
         Command::Run { config, seconds } => match Config::load(&config) {
@@ -386,8 +398,21 @@ fn publish(
         Err(code) => return code,
     };
     let url = opts.url.clone();
+    let mut opts = opts;
     let result = runtime.block_on(async move {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // SIGUSR1 restarts ICE (a technician's "reconnect" without ending the session).
+        let restart = std::sync::Arc::new(tokio::sync::Notify::new());
+        opts.ice_restart = Some(restart.clone());
+        if let Ok(mut usr1) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+        {
+            tokio::spawn(async move {
+                while usr1.recv().await.is_some() {
+                    restart.notify_one();
+                }
+            });
+        }
         tokio::spawn(async move {
             shutdown_signal(None).await;
             let _ = stop_tx.send(true);
@@ -430,6 +455,19 @@ fn publish(
                     s.rtt_ms.map_or("?".into(), |r| format!("{r:.1}")),
                     s.mos.map_or("?".into(), |m| format!("{m:.2}"))
                 );
+                for r in &report.ice_restarts {
+                    println!(
+                        "  ICE restart ({}) {} -> {}: {}",
+                        r.reason, r.from, r.to, r.result
+                    );
+                }
+                if !report.trickled_candidates.is_empty() {
+                    println!(
+                        "  trickled   {} candidates ({} relays from Link headers)",
+                        report.trickled_candidates.len(),
+                        report.late_relay_candidates.len()
+                    );
+                }
                 println!("  hang-up    DELETE {}", report.delete);
             }
             println!("{}", report.to_json());

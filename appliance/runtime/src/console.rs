@@ -51,7 +51,9 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .route("/api/call", axum::routing::post(call_offer))
         .route(
             "/api/call/{id}",
-            axum::routing::delete(call_hang_up).get(call_stats),
+            axum::routing::delete(call_hang_up)
+                .get(call_stats)
+                .patch(call_renegotiate),
         )
         .route("/api/calls", get(calls_list))
         .route("/api/cart", get(cart_view))
@@ -269,6 +271,9 @@ async fn call_offer(
             let cart = state.cart.clone();
             move || cart.ended(call)
         })),
+        // Only a media address the cart picked itself may move with the network.
+        follow_network_towards: (w.bind_address.is_none() && listen.is_unspecified())
+            .then_some(peer.ip()),
     };
     let speaker = call_speaker(&state.config, &state.pipeline);
     if let (Some(captions), Some(speaker)) = (&state.captions, &speaker) {
@@ -410,6 +415,41 @@ async fn call_hang_up(
         (StatusCode::OK, "hung up\n").into_response()
     } else {
         (StatusCode::NOT_FOUND, "no such call\n").into_response()
+    }
+}
+
+/// `PATCH /api/call/<id>` with a new SDP offer (the browser restarting ICE): 200 + the answer.
+async fn call_renegotiate(
+    State(state): State<Arc<ConsoleState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> Response {
+    let sdp = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/sdp"));
+    if !sdp {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/sdp\n",
+        )
+            .into_response();
+    }
+    if state.calls.stats(&id).is_none() {
+        return (StatusCode::NOT_FOUND, "no such call\n").into_response();
+    }
+    match state.calls.renegotiate(&id, &body).await {
+        Ok(answer) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/sdp")],
+            answer,
+        )
+            .into_response(),
+        Err(crate::webrtc::call::CallError::Refused(e)) => {
+            (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
+        }
+        Err(e) => (StatusCode::CONFLICT, format!("{e}\n")).into_response(),
     }
 }
 

@@ -33,10 +33,34 @@ fn main() {
         Some("--width") => stamp_decoder(&args),
         _ => {
             type Test = (&'static str, fn());
-            let tests: [Test; 6] = [
+            let tests: [Test; 12] = [
+                (
+                    "chromium_call_follows_the_carts_route_change",
+                    chromium_call_follows_the_carts_route_change,
+                ),
+                (
+                    "chromium_restarts_ice_through_the_console",
+                    chromium_restarts_ice_through_the_console,
+                ),
                 (
                     "publish_through_coturn_with_relay_candidates_only",
                     publish_through_coturn_with_relay_candidates_only,
+                ),
+                (
+                    "publish_through_coturn_over_tcp_with_relay_candidates_only",
+                    publish_through_coturn_over_tcp_with_relay_candidates_only,
+                ),
+                (
+                    "publish_relay_only_through_the_turn_server_of_the_link_header",
+                    publish_relay_only_through_the_turn_server_of_the_link_header,
+                ),
+                (
+                    "publish_to_janus_restarts_ice_and_media_keeps_flowing",
+                    publish_to_janus_restarts_ice_and_media_keeps_flowing,
+                ),
+                (
+                    "publish_to_janus_follows_a_network_change",
+                    publish_to_janus_follows_a_network_change,
                 ),
                 (
                     "publish_through_coturn_over_tls_with_relay_candidates_only",
@@ -145,6 +169,20 @@ fn publish_child(args: &[String]) {
         config.webrtc.ca_file = std::env::var_os("TELECART_TEST_CA").map(PathBuf::from);
         config.webrtc.relay_only = true;
     }
+    if std::env::var_os("TELECART_TEST_RELAY_ONLY").is_some() {
+        // No TURN configured: the relay must come from the answer's Link header.
+        config.webrtc.relay_only = true;
+    }
+    if let Ok(at) = std::env::var("TELECART_TEST_ICE_RESTART_AT") {
+        // What SIGUSR1 does in `cartd publish`: restart ICE once, `at` seconds in.
+        let restart = std::sync::Arc::new(tokio::sync::Notify::new());
+        opts.ice_restart = Some(restart.clone());
+        let at = Duration::from_secs_f64(at.parse().unwrap());
+        std::thread::spawn(move || {
+            std::thread::sleep(at);
+            restart.notify_one();
+        });
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -175,7 +213,11 @@ fn console_child(args: &[String]) {
     config.cart.data_dir = scratch.path().to_owned();
     config.store.data_dir = scratch.path().join("log");
     config.store.master_key = scratch.path().join("master.key");
-    config.console.listen = "127.0.0.1:0".parse().unwrap();
+    config.console.listen = args
+        .get(1)
+        .map_or("127.0.0.1:0", String::as_str)
+        .parse()
+        .unwrap();
     if std::env::var_os("TELECART_TEST_SPEAKER").is_some() {
         // ALSA's file plugin (from $HOME/.asoundrc) stands in for the speaker.
         config.audio.speaker = telecart_core::config::SpeakerSink::Alsa;
@@ -460,18 +502,37 @@ fn chromium_calls_the_console_call_page() {
     );
 }
 
-fn publish_to_janus_is_accepted_and_counted() {
-    let seconds = 6u64;
-    let ns = Netns::create_with("webrtc-janus", true);
+/// What a publish to Janus gave: the cart's report and the Admin API's
+/// counters sampled while it ran (wall clock µs, summary).
+struct JanusRun {
+    report: Value,
+    samples: Vec<(u64, Value)>,
+}
+
+/// Janus + simple-whip-server in `server` (ICE on `ice_iface` only); the cart
+/// publishes from `cart_ns` for `seconds` to the WHIP URL with its host
+/// replaced by `whip_host` when given, bound to `bind` when given, with `env`.
+/// `during` is called about twice a second with the time since the cart started.
+#[allow(clippy::too_many_arguments)]
+fn janus_publish(
+    server: &Netns,
+    cart_ns: &Netns,
+    ice_iface: &str,
+    whip_host: Option<&str>,
+    bind: Option<&str>,
+    seconds: u64,
+    env: &[(&str, &str)],
+    mut during: impl FnMut(Duration),
+) -> JanusRun {
     assert!(
         work_dir().join("janus-whip").exists(),
         "Janus peer missing: no simple-whip-server in {}; run `bash tests/setup.sh`",
         work_dir().display()
     );
-    let mut janus = ns.command(repo_root().join("tests/peers/janus_whip.py"));
+    let mut janus = server.command(repo_root().join("tests/peers/janus_whip.py"));
     janus
         .env("TELECART_WORK", work_dir())
-        .args(["--ice-iface", "veth0", "--id", "cart"]);
+        .args(["--ice-iface", ice_iface, "--id", "cart"]);
     let mut janus = Peer::spawn(janus, "janus_whip.py");
     let (mut whip_url, mut admin_url) = (String::new(), String::new());
     loop {
@@ -484,22 +545,26 @@ fn publish_to_janus_is_accepted_and_counted() {
             break;
         }
     }
-    // Janus only uses veth0 (127.0.0.2): the cart's host candidate must be there too.
-    let mut cart = ns.command(std::env::current_exe().unwrap());
-    cart.args([
-        "__publish",
-        &whip_url,
-        &seconds.to_string(),
-        "640x480@30",
-        "127.0.0.2",
-    ]);
+    if let Some(host) = whip_host {
+        whip_url = whip_url.replace("127.0.0.1", host);
+    }
+    let mut cart = cart_ns.command(std::env::current_exe().unwrap());
+    cart.args(["__publish", &whip_url, &seconds.to_string(), "640x480@30"]);
+    if let Some(ip) = bind {
+        cart.arg(ip);
+    }
+    for (k, v) in env {
+        cart.env(k, v);
+    }
+    let started = Instant::now();
     let cart = Peer::spawn(cart, "the cart");
     // Janus forgets the handle when the publisher leaves: read its counters while publishing.
-    let mut best: Option<Value> = None;
-    let until = Instant::now() + Duration::from_secs(seconds - 1);
+    let mut samples = Vec::new();
+    let until = started + Duration::from_secs(seconds) - Duration::from_millis(800);
     while Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(700));
-        let out = ns
+        std::thread::sleep(Duration::from_millis(500));
+        during(started.elapsed());
+        let out = server
             .command(repo_root().join("tests/peers/janus_stats.py"))
             .arg(&admin_url)
             .output()
@@ -507,21 +572,258 @@ fn publish_to_janus_is_accepted_and_counted() {
         if let Ok(v) = serde_json::from_slice::<Value>(&out.stdout)
             && v["media"]["video"]["packets_in"].as_u64().unwrap_or(0) > 0
         {
-            best = Some(v);
+            samples.push((now_us(), v));
         }
     }
     let report: Value =
         serde_json::from_str(&cart.line(Duration::from_secs(seconds + 30), "the cart")).unwrap();
     janus.terminate();
+    JanusRun { report, samples }
+}
+
+fn video_in(v: &Value) -> u64 {
+    v["media"]["video"]["packets_in"].as_u64().unwrap_or(0)
+}
+
+/// The call page's `restartIce()` (what it does by itself when ICE fails
+/// after a network change): a new offer PATCHed to `/api/call/<id>`, the
+/// cart's answer applied, video keeps coming.
+fn chromium_restarts_ice_through_the_console() {
+    let ns = Netns::create("webrtc-browser-restart");
+    let node_dir = std::env::var_os("TELECART_NODE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| work_dir().join("node"));
+    assert!(
+        node_dir.join("node_modules/playwright-core").exists(),
+        "browser peer missing: no playwright-core in {}; run `bash tests/setup.sh` (or set TELECART_WORK)",
+        node_dir.display()
+    );
+    let mut cart = ns.command(std::env::current_exe().unwrap());
+    cart.args(["__console", "60"]);
+    let cart = Peer::spawn(cart, "the cart's console");
+    let line = cart.line(Duration::from_secs(30), "the cart's console");
+    let url = line.strip_prefix("URL ").unwrap().trim().to_string();
+    let mut browser = ns.command("node");
+    browser
+        .env("TELECART_NODE_DIR", &node_dir)
+        .arg(repo_root().join("tests/peers/browser_call.mjs"))
+        .arg(format!("{url}call"))
+        .args(["--seconds", "8", "--restart-ice-at", "3", "--quiet"]);
+    let out = browser.stderr(Stdio::inherit()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "browser_call.mjs failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("browser stats: {stats}");
+    let restart = &stats["restart"];
+    assert_eq!(restart["ok"], true, "{restart}");
+    let before = restart["framesDecodedBefore"].as_u64().unwrap();
+    let after = stats["framesDecoded"].as_u64().unwrap();
+    assert!(
+        after >= before + 60,
+        "Chromium decoded {before} frames before the restart and {after} at the end"
+    );
+    let c = &stats["cart"];
+    assert!(c["ice_restarts"].as_u64().unwrap() >= 1, "{c}");
+    assert!(c["ice_restart_connect_ms"].as_f64().is_some(), "{c}");
+    println!(
+        "BENCH webrtc chromium ICE restart via PATCH /api/call: {} ms in the page, cart ICE \
+         connected again {:.0} ms after its answer; frames decoded {before} -> {after}",
+        restart["ms"],
+        c["ice_restart_connect_ms"].as_f64().unwrap_or(f64::NAN)
+    );
+}
+
+/// A browser call while the cart's route to the browser starts leaving from
+/// another address (a new default route): two namespaces and a veth pair,
+/// Chromium on 10.77.1.1, the cart's console on 0.0.0.0 reached at
+/// 10.77.1.2. 6 s into the call the route's source becomes 10.77.1.3: the
+/// cart moves its media there, the page sees ICE stall and restarts it
+/// through the console, and the video keeps coming over the new address.
+fn chromium_call_follows_the_carts_route_change() {
+    let browser_ns = Netns::create("webrtc-route-browser");
+    let cart_ns = Netns::create("webrtc-route-cart");
+    let ip = |args: &[&str]| {
+        let status = Command::new("ip").args(args).status().unwrap();
+        assert!(status.success(), "ip {args:?}: {status}");
+    };
+    ip(&[
+        "link",
+        "add",
+        "tcrt0",
+        "netns",
+        &browser_ns.0,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "tcrt1",
+        "netns",
+        &cart_ns.0,
+    ]);
+    ip(&[
+        "-n",
+        &browser_ns.0,
+        "addr",
+        "add",
+        "10.77.1.1/24",
+        "dev",
+        "tcrt0",
+    ]);
+    ip(&["-n", &browser_ns.0, "link", "set", "tcrt0", "up"]);
+    ip(&[
+        "-n",
+        &cart_ns.0,
+        "addr",
+        "add",
+        "10.77.1.2/24",
+        "dev",
+        "tcrt1",
+    ]);
+    ip(&[
+        "-n",
+        &cart_ns.0,
+        "addr",
+        "add",
+        "10.77.1.3/32",
+        "dev",
+        "tcrt1",
+    ]);
+    ip(&["-n", &cart_ns.0, "link", "set", "tcrt1", "up"]);
+    let node_dir = std::env::var_os("TELECART_NODE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| work_dir().join("node"));
+    assert!(
+        node_dir.join("node_modules/playwright-core").exists(),
+        "browser peer missing: no playwright-core in {}; run `bash tests/setup.sh` (or set TELECART_WORK)",
+        node_dir.display()
+    );
+    let mut cart = cart_ns.command(std::env::current_exe().unwrap());
+    cart.args(["__console", "60", "0.0.0.0:0"]);
+    let cart = Peer::spawn(cart, "the cart's console");
+    let line = cart.line(Duration::from_secs(30), "the cart's console");
+    let url = line
+        .strip_prefix("URL ")
+        .unwrap()
+        .trim()
+        .replace("0.0.0.0", "10.77.1.2");
+    let mut browser = browser_ns.command("node");
+    browser
+        .env("TELECART_NODE_DIR", &node_dir)
+        .arg(repo_root().join("tests/peers/browser_call.mjs"))
+        .arg(format!("{url}call"))
+        .args(["--seconds", "22", "--quiet"]);
+    let browser = browser
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    // Wait for the call (the console lists it), then change the route.
+    let started = Instant::now();
+    let mut call_up = false;
+    while started.elapsed() < Duration::from_secs(30) {
+        if let Some(calls) = browser_ns.curl_json(&format!("{url}api/calls"))
+            && calls
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["stats"]["state"] == "connected"))
+        {
+            call_up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(call_up, "the browser's call never connected");
+    std::thread::sleep(Duration::from_secs(6));
+    ip(&[
+        "-n",
+        &cart_ns.0,
+        "route",
+        "replace",
+        "10.77.1.0/24",
+        "dev",
+        "tcrt1",
+        "src",
+        "10.77.1.3",
+    ]);
+    let moved_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let out = browser.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "browser_call.mjs failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("browser stats: {stats}");
+    let c = &stats["cart"];
+    let pair = c["ice_pair"].as_str().unwrap_or("");
+    assert!(
+        pair.starts_with("10.77.1.3:"),
+        "the cart's media moved to the new source address: {pair}"
+    );
+    assert!(c["ice_restarts"].as_u64().unwrap() >= 1, "{c}");
+    let history = stats["framesHistory"].as_array().unwrap();
+    let at_move = history
+        .iter()
+        .filter(|h| h[0].as_u64().unwrap() <= moved_ms)
+        .map(|h| h[1].as_u64().unwrap())
+        .max()
+        .unwrap_or(0);
+    let end = stats["framesDecoded"].as_u64().unwrap();
+    assert!(
+        end >= at_move + 60,
+        "Chromium decoded {at_move} frames when the route changed and {end} at the end"
+    );
+    // And the video is flowing again at the end, over the new address.
+    let frames = |h: &Value| h[1].as_u64().unwrap();
+    let tail = &history[history.len().saturating_sub(4)..];
+    let (first, last) = (frames(&tail[0]), frames(&tail[tail.len() - 1]));
+    assert!(
+        last >= first + 45,
+        "the last 3 s decoded {} frames: {history:?}",
+        last - first
+    );
+    println!(
+        "BENCH webrtc chromium call, cart route change: pair {pair}, ICE restarted by the page, \
+         cart connected again {:.0} ms after its answer; frames decoded {at_move} -> {end}",
+        c["ice_restart_connect_ms"].as_f64().unwrap_or(f64::NAN)
+    );
+}
+
+fn publish_to_janus_is_accepted_and_counted() {
+    let seconds = 6u64;
+    let ns = Netns::create_with("webrtc-janus", true);
+    // Janus only uses veth0 (127.0.0.2): the cart's host candidate must be there too.
+    let run = janus_publish(
+        &ns,
+        &ns,
+        "veth0",
+        None,
+        Some("127.0.0.2"),
+        seconds,
+        &[],
+        |_| {},
+    );
+    let report = run.report;
     assert!(
         report["error"].is_null(),
         "publish to Janus failed: {report}"
     );
-    let j = best.expect("Janus never counted RTP from the cart");
+    let (_, j) = run
+        .samples
+        .last()
+        .cloned()
+        .expect("Janus never counted RTP from the cart");
     eprintln!("janus: {j}");
     assert_eq!(j["ice_state"], "ready", "{j}");
     assert_eq!(j["dtls_state"], "connected", "{j}");
-    let video = j["media"]["video"]["packets_in"].as_u64().unwrap();
+    let video = video_in(&j);
     let audio = j["media"]["audio"]["packets_in"].as_u64().unwrap_or(0);
     assert!(video > 100, "{video} H.264 packets counted by Janus");
     assert!(audio > 100, "{audio} Opus packets counted by Janus");
@@ -531,19 +833,228 @@ fn publish_to_janus_is_accepted_and_counted() {
     );
 }
 
+/// Checks an ICE restart that the run's report says happened: the endpoint
+/// answered it, ICE came back, and Janus kept counting the cart's video on
+/// the same handle for the rest of the run. Returns (packets before, after).
+fn assert_media_after_restart(run: &JanusRun, reason: &str) -> (u64, u64) {
+    let report = &run.report;
+    assert!(report["error"].is_null(), "publish failed: {report}");
+    let restarts = report["ice_restarts"].as_array().unwrap();
+    eprintln!("cart restarts: {restarts:?}");
+    let restart = restarts
+        .iter()
+        .find(|r| r["reason"] == reason)
+        .unwrap_or_else(|| panic!("no {reason} ICE restart in {restarts:?}"));
+    assert_eq!(restart["result"], "ok", "{restart}");
+    assert!(
+        restart["remote_ufrag"]
+            .as_str()
+            .is_some_and(|u| !u.is_empty())
+    );
+    let s = &report["stats"];
+    assert!(s["ice_restarts"].as_u64().unwrap() >= 1, "{s}");
+    assert!(
+        s["ice_restart_connect_ms"].as_f64().is_some(),
+        "ICE connected again after the restart: {s}"
+    );
+    assert_eq!(report["post_attempts"], 1, "one WHIP session, no new POST");
+    assert_eq!(report["delete"], "ok");
+    let at = restart["at_unix_us"].as_u64().unwrap();
+    let before = run
+        .samples
+        .iter()
+        .filter(|(t, _)| *t <= at)
+        .map(|(_, v)| video_in(v))
+        .max()
+        .unwrap_or(0);
+    let (_, last) = run.samples.last().expect("Janus counted RTP");
+    let after = video_in(last);
+    eprintln!("janus at the end: {last}");
+    let handles = last["handles"].as_array().unwrap();
+    assert_eq!(handles.len(), 1, "still one Janus handle: {last}");
+    assert_eq!(last["ice_state"], "ready", "{last}");
+    assert_eq!(last["dtls_state"], "connected", "{last}");
+    assert!(
+        after > before + 100,
+        "Janus counted {before} video packets before the restart and {after} at the end"
+    );
+    (before, after)
+}
+
+fn publish_to_janus_restarts_ice_and_media_keeps_flowing() {
+    let seconds = 12u64;
+    let ns = Netns::create_with("webrtc-janus-restart", true);
+    let run = janus_publish(
+        &ns,
+        &ns,
+        "veth0",
+        None,
+        Some("127.0.0.2"),
+        seconds,
+        &[("TELECART_TEST_ICE_RESTART_AT", "4")],
+        |_| {},
+    );
+    let (before, after) = assert_media_after_restart(&run, "requested");
+    println!(
+        "BENCH webrtc janus ICE restart: PATCH 200, ICE connected again {:.0} ms after the answer; \
+         video packets {before} -> {after}",
+        run.report["stats"]["ice_restart_connect_ms"]
+            .as_f64()
+            .unwrap_or(f64::NAN)
+    );
+}
+
+/// A Wi-Fi roam, played with two namespaces joined by a veth pair: the cart
+/// loses 10.77.0.2 and gets 10.77.0.3 while publishing to Janus on 10.77.0.1.
+fn publish_to_janus_follows_a_network_change() {
+    let seconds = 16u64;
+    let server = Netns::create("webrtc-roam-srv");
+    let cart = Netns::create("webrtc-roam-cart");
+    let ip = |args: &[&str]| {
+        let status = Command::new("ip").args(args).status().unwrap();
+        assert!(status.success(), "ip {args:?}: {status}");
+    };
+    ip(&[
+        "link", "add", "tcroam0", "netns", &server.0, "type", "veth", "peer", "name", "tcroam1",
+        "netns", &cart.0,
+    ]);
+    ip(&[
+        "-n",
+        &server.0,
+        "addr",
+        "add",
+        "10.77.0.1/24",
+        "dev",
+        "tcroam0",
+    ]);
+    ip(&["-n", &server.0, "link", "set", "tcroam0", "up"]);
+    ip(&[
+        "-n",
+        &cart.0,
+        "addr",
+        "add",
+        "10.77.0.2/24",
+        "dev",
+        "tcroam1",
+    ]);
+    ip(&["-n", &cart.0, "link", "set", "tcroam1", "up"]);
+    let mut roamed = false;
+    let mut address_lost_us = 0;
+    let run = janus_publish(
+        &server,
+        &cart,
+        "tcroam0",
+        Some("10.77.0.1"),
+        None,
+        seconds,
+        &[],
+        |elapsed| {
+            if !roamed && elapsed >= Duration::from_secs(5) {
+                // The old address goes, a moment of nothing, then the new one.
+                ip(&[
+                    "-n",
+                    &cart.0,
+                    "addr",
+                    "del",
+                    "10.77.0.2/24",
+                    "dev",
+                    "tcroam1",
+                ]);
+                address_lost_us = now_us();
+                std::thread::sleep(Duration::from_millis(500));
+                ip(&[
+                    "-n",
+                    &cart.0,
+                    "addr",
+                    "add",
+                    "10.77.0.3/24",
+                    "dev",
+                    "tcroam1",
+                ]);
+                eprintln!("roam: 10.77.0.2 -> 10.77.0.3 at {elapsed:?}");
+                roamed = true;
+            }
+        },
+    );
+    assert!(roamed, "the test never changed the address");
+    let (before, after) = assert_media_after_restart(&run, "address_lost");
+    let restart = run.report["ice_restarts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["result"] == "ok")
+        .cloned()
+        .unwrap();
+    assert!(
+        restart["from"].as_str().unwrap().starts_with("10.77.0.2:"),
+        "{restart}"
+    );
+    assert!(
+        restart["to"].as_str().unwrap().starts_with("10.77.0.3:"),
+        "{restart}"
+    );
+    let pair = run.report["stats"]["ice_pair"].as_str().unwrap_or("");
+    assert!(
+        pair.starts_with("10.77.0.3:"),
+        "the new address carries the media: {pair}"
+    );
+    let restart_after_ms =
+        (restart["at_unix_us"].as_u64().unwrap() as f64 - address_lost_us as f64) / 1e3;
+    println!(
+        "BENCH webrtc janus roam: address lost (new one 500 ms later) -> PATCH restart after \
+         {restart_after_ms:.0} ms (settle 2 s, 1 s polling), connected again {:.0} ms after the \
+         answer; video packets {before} -> {after}; pair {pair}",
+        run.report["stats"]["ice_restart_connect_ms"]
+            .as_f64()
+            .unwrap_or(f64::NAN)
+    );
+}
+
+/// How the cart reaches coturn in the relay-only tests.
+#[derive(Clone, Copy, PartialEq)]
+enum TurnPath {
+    /// `[webrtc] turn_servers = turn:…?transport=udp`.
+    Udp,
+    /// `turn:…?transport=tcp`: TURN over TCP, for networks that drop UDP.
+    Tcp,
+    /// `turns:` with a private CA.
+    Tls,
+    /// No TURN configured: the WHIP answer's `Link` header names the server
+    /// (with credentials); the relay candidate is trickled with PATCH.
+    LinkHeader,
+}
+
 fn publish_through_coturn_with_relay_candidates_only() {
-    coturn_relay_only(false);
+    coturn_relay_only(TurnPath::Udp);
+}
+
+/// TURN over TCP in a real call: the relay is reached over one TCP connection.
+fn publish_through_coturn_over_tcp_with_relay_candidates_only() {
+    coturn_relay_only(TurnPath::Tcp);
 }
 
 /// TURN over TLS, as on hospital networks where only 443/TLS leaves: the
 /// server's certificate comes from a private CA given as `webrtc.ca_file`.
 fn publish_through_coturn_over_tls_with_relay_candidates_only() {
-    coturn_relay_only(true);
+    coturn_relay_only(TurnPath::Tls);
 }
 
-fn coturn_relay_only(tls: bool) {
+/// RFC 9725 §4.6: the endpoint hands out its TURN server in a `Link` header;
+/// the cart, relay-only and with no TURN of its own, allocates there after the
+/// answer and trickles the relay candidate.
+fn publish_relay_only_through_the_turn_server_of_the_link_header() {
+    coturn_relay_only(TurnPath::LinkHeader);
+}
+
+fn coturn_relay_only(path: TurnPath) {
+    let tls = path == TurnPath::Tls;
     let seconds = 5u64;
-    let ns = Netns::create(if tls { "webrtc-turns" } else { "webrtc-turn" });
+    let ns = Netns::create(match path {
+        TurnPath::Udp => "webrtc-turn",
+        TurnPath::Tcp => "webrtc-turn-tcp",
+        TurnPath::Tls => "webrtc-turns",
+        TurnPath::LinkHeader => "webrtc-turn-link",
+    });
     assert!(
         Command::new("sh")
             .args(["-c", "command -v turnserver"])
@@ -553,8 +1064,7 @@ fn coturn_relay_only(tls: bool) {
             .success(),
         "TURN peer missing: no `turnserver` (Debian package coturn); run `bash tests/setup.sh`"
     );
-    let dir =
-        std::env::temp_dir().join(format!("tc-turn-{}-{}", std::process::id(), u8::from(tls)));
+    let dir = std::env::temp_dir().join(format!("tc-turn-{}-{}", std::process::id(), path as u8));
     std::fs::create_dir_all(&dir).unwrap();
     let mut coturn = ns.command("turnserver");
     coturn.args([
@@ -574,6 +1084,10 @@ fn coturn_relay_only(tls: bool) {
             .arg(format!("--pkey={}", key.display()));
     } else {
         coturn.arg("--no-tls");
+    }
+    if path == TurnPath::Tcp {
+        // Session lines name the client's transport (checked below).
+        coturn.arg("--verbose");
     }
     coturn
         .args([
@@ -610,14 +1124,35 @@ fn coturn_relay_only(tls: bool) {
         assert!(Instant::now() < up, "turnserver did not come up");
     }
     std::thread::sleep(Duration::from_millis(300));
-    let (mut aiortc, port) = start_aiortc(&ns, &[]);
+    let link: &[&str] = if path == TurnPath::LinkHeader {
+        &[
+            "--link-ice-server",
+            "turn:127.0.0.1:3478?transport=udp",
+            "--link-username",
+            "cart",
+            "--link-credential",
+            "pw",
+        ]
+    } else {
+        &[]
+    };
+    let (mut aiortc, port) = start_aiortc(&ns, link);
     let base = format!("http://127.0.0.1:{port}");
     let mut cart = ns.command(std::env::current_exe().unwrap());
-    if tls {
-        cart.env("TELECART_TEST_TURN", "turns:localhost:5349")
-            .env("TELECART_TEST_CA", dir.join("ca.pem"));
-    } else {
-        cart.env("TELECART_TEST_TURN", "turn:127.0.0.1:3478?transport=udp");
+    match path {
+        TurnPath::Tls => {
+            cart.env("TELECART_TEST_TURN", "turns:localhost:5349")
+                .env("TELECART_TEST_CA", dir.join("ca.pem"));
+        }
+        TurnPath::Udp => {
+            cart.env("TELECART_TEST_TURN", "turn:127.0.0.1:3478?transport=udp");
+        }
+        TurnPath::Tcp => {
+            cart.env("TELECART_TEST_TURN", "turn:127.0.0.1:3478?transport=tcp");
+        }
+        TurnPath::LinkHeader => {
+            cart.env("TELECART_TEST_RELAY_ONLY", "1");
+        }
     }
     cart.args([
         "__publish",
@@ -629,7 +1164,22 @@ fn coturn_relay_only(tls: bool) {
     let report: Value =
         serde_json::from_str(&cart.line(Duration::from_secs(seconds + 40), "the cart")).unwrap();
     aiortc.terminate();
+    let mut coturn = coturn;
+    coturn.terminate();
+    let mut coturn_log = Vec::new();
+    while let Ok(line) = coturn.lines.recv_timeout(Duration::from_secs(2)) {
+        coturn_log.push(line);
+    }
     drop(coturn);
+    if path == TurnPath::Tcp {
+        // coturn names the client connection's transport when it opens the session.
+        let tcp: Vec<&String> = coturn_log
+            .iter()
+            .filter(|l| l.contains("tcp or tls connected to") || l.contains("TCP socket closed"))
+            .collect();
+        eprintln!("coturn about TCP: {tcp:?}");
+        assert!(!tcp.is_empty(), "coturn saw no TCP client: {coturn_log:?}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
     assert!(
         report["error"].is_null(),
@@ -641,7 +1191,25 @@ fn coturn_relay_only(tls: bool) {
         .find(|l| l.starts_with("STATS "))
         .expect("whip_aiortc.py prints STATS when stopped");
     let peer: Value = serde_json::from_str(&stats_line["STATS ".len()..]).unwrap();
-    let relay = report["relay_candidate"].as_str().unwrap().to_string();
+    let relay = if path == TurnPath::LinkHeader {
+        assert!(
+            report["relay_candidate"].is_null(),
+            "no TURN configured: {report}"
+        );
+        let trickled = report["trickled_candidates"].as_array().unwrap();
+        assert!(
+            trickled
+                .iter()
+                .any(|c| c.as_str().unwrap().contains("typ relay")),
+            "the relay candidate went out in a PATCH: {trickled:?}"
+        );
+        report["late_relay_candidates"][0]
+            .as_str()
+            .unwrap()
+            .to_string()
+    } else {
+        report["relay_candidate"].as_str().unwrap().to_string()
+    };
     let relayed_addr = relay.split_whitespace().next().unwrap();
     let pair = report["stats"]["ice_pair"].as_str().unwrap();
     assert!(
@@ -653,7 +1221,12 @@ fn coturn_relay_only(tls: bool) {
         frames * 10 >= seconds * 30 * 7,
         "{frames} frames decoded through the relay"
     );
-    let over = if tls { "TLS" } else { "UDP" };
+    let over = match path {
+        TurnPath::Udp => "UDP",
+        TurnPath::Tcp => "TCP",
+        TurnPath::Tls => "TLS",
+        TurnPath::LinkHeader => "UDP from the Link header, trickled,",
+    };
     println!("BENCH webrtc coturn {over} relay-only: {frames} frames decoded, pair {pair}");
 }
 

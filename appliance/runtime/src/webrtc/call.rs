@@ -46,6 +46,11 @@ pub struct CallHooks {
     pub incoming: Option<mpsc::Sender<Message>>,
     /// Called once when the call ends, however it ends.
     pub on_end: Option<Box<dyn FnOnce() + Send>>,
+    /// Follow the cart's route towards this address (the browser's): when it
+    /// leaves from another local address (a roam, a new default route), the
+    /// media moves there and the page's ICE restart finds it. None: the media
+    /// address is fixed (configured or the console's own).
+    pub follow_network_towards: Option<IpAddr>,
 }
 
 struct Call {
@@ -54,6 +59,7 @@ struct Call {
     stop: watch::Sender<bool>,
     outgoing: mpsc::Sender<Message>,
     started: Instant,
+    control: mpsc::Sender<super::session::SessionControl>,
 }
 
 /// The calls the console answered.
@@ -127,6 +133,7 @@ impl Calls {
         let stats = SharedStats::new();
         let (stop, stop_rx) = watch::channel(false);
         let (outgoing, outgoing_rx) = mpsc::channel(64);
+        let (control, control_rx) = mpsc::channel(4);
         let opts = SessionOptions {
             video_mid: None,
             audio_mid: None,
@@ -135,6 +142,7 @@ impl Calls {
             incoming: hooks.incoming,
             turn: None,
             speaker,
+            control: Some(control_rx),
         };
         let task_stats = stats.clone();
         let task_id = id.clone();
@@ -152,6 +160,15 @@ impl Calls {
         });
         let session = record.as_ref().map_or(SessionId::NONE, |(_, s)| *s);
         let on_end = hooks.on_end;
+        if let Some(peer) = hooks.follow_network_towards {
+            tokio::spawn(follow_network(
+                local.ip(),
+                peer,
+                ports,
+                control.clone(),
+                stop_rx.clone(),
+            ));
+        }
         tokio::spawn(async move {
             let outcome = run_session(rtc, socket, media, opts, task_stats.clone(), stop_rx).await;
             if let Some(on_end) = on_end {
@@ -204,9 +221,32 @@ impl Calls {
                 stop,
                 outgoing,
                 started,
+                control,
             },
         );
         Ok((id, answer))
+    }
+
+    /// A new offer from call `id`'s browser (its `restartIce()` after the
+    /// network changed on either side): the session answers it.
+    pub async fn renegotiate(&self, id: &str, offer: &str) -> Result<String, CallError> {
+        let control = self
+            .lock()
+            .get(id)
+            .map(|c| c.control.clone())
+            .ok_or_else(|| CallError::Local(format!("no call {id}")))?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        control
+            .send(super::session::SessionControl::AcceptOffer {
+                offer: offer.to_string(),
+                reply,
+            })
+            .await
+            .map_err(|_| CallError::Local("the call has ended".into()))?;
+        answer
+            .await
+            .map_err(|_| CallError::Local("the call has ended".into()))?
+            .map_err(CallError::Refused)
     }
 
     /// Hangs up call `id`; false if there is no such call.
@@ -278,6 +318,49 @@ impl Calls {
         let excess = ended.len().saturating_sub(KEEP_ENDED);
         for (_, id) in ended.into_iter().take(excess) {
             calls.remove(&id);
+        }
+    }
+}
+
+/// Watches the route towards `peer` once a second for the call's life; when
+/// it leaves from another address (for 2 s), binds there and moves the media.
+async fn follow_network(
+    mut current: IpAddr,
+    peer: IpAddr,
+    ports: Option<(u16, u16)>,
+    control: mpsc::Sender<super::session::SessionControl>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use telecart_webrtc::roam::RoamDetector;
+    let mut detector = RoamDetector::new(current, std::time::Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() { return; }
+            }
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+        if control.is_closed() {
+            return;
+        }
+        let snapshot = super::whip::network_snapshot(SocketAddr::new(peer, 9));
+        let Some(roam) = detector.observe(Instant::now(), &snapshot) else {
+            continue;
+        };
+        info!(from = %roam.from, to = %roam.to, reason = ?roam.reason, "call: network changed, moving the media");
+        match super::session::bind_media_socket(roam.to, ports).await {
+            Ok(socket) => {
+                if control
+                    .send(super::session::SessionControl::Rebind { socket })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                current = roam.to;
+                detector.moved(current);
+            }
+            Err(e) => warn!(error = %e, to = %roam.to, "call: cannot bind the new address"),
         }
     }
 }

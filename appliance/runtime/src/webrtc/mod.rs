@@ -13,9 +13,12 @@ pub mod speaker;
 pub mod stats;
 pub mod whip;
 
+pub use session::SessionControl;
 pub use session::{SessionOptions, run_session};
 pub use stats::{CallStats, SharedStats};
-pub use whip::{PublishError, PublishOptions, PublishReport, TurnServer, publish};
+pub use whip::{
+    IceRestartReport, PublishError, PublishOptions, PublishReport, TurnServer, publish,
+};
 
 use crate::pipeline::Pipeline;
 use std::sync::Arc;
@@ -86,8 +89,11 @@ pub fn apply_config(
         opts.turn = Some(server);
     }
     opts.relay_only |= w.relay_only;
-    if opts.relay_only && opts.turn.is_none() {
-        anyhow::bail!("webrtc.relay_only needs a TURN server in webrtc.turn_servers");
+    if opts.relay_only && opts.turn.is_none() && !opts.link_ice_servers {
+        anyhow::bail!(
+            "webrtc.relay_only needs a TURN server in webrtc.turn_servers \
+             (or the endpoint's Link headers, which are switched off)"
+        );
     }
     Ok(())
 }

@@ -15,17 +15,18 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use str0m::bwe::{Bitrate, BweKind};
+use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::format::Codec;
 use str0m::media::{Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::{Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use telecart_codec::OpusDecoder;
 use telecart_core::{EncodedAudio, EncodedVideo};
 use telecart_turn::TurnSocket;
 use telecart_webrtc::datachannel::{self, Message};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 /// The H.264 profile the cart sends: constrained baseline, level 3.1.
@@ -102,6 +103,62 @@ pub struct SessionOptions {
     pub turn: Option<TurnSocket>,
     /// Where the remote party's decoded audio goes (None: decoded and counted only).
     pub speaker: Option<super::speaker::SpeakerOutput>,
+    /// Signalling's hold on the running session: late candidates and relays,
+    /// ICE restarts (None: the session runs as negotiated).
+    pub control: Option<mpsc::Receiver<SessionControl>>,
+}
+
+/// What signalling asks of a running session.
+// A few messages per call: boxing the relay would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum SessionControl {
+    /// A relay allocated after the offer went out (e.g. on a TURN server from
+    /// the WHIP answer's `Link` headers): its `candidate` is added to ICE and
+    /// str0m's transmits from its relayed address go through it. The caller
+    /// trickles the candidate to the remote.
+    AddRelay {
+        /// The allocation.
+        relay: TurnSocket,
+        /// Its `relay` candidate.
+        candidate: Candidate,
+    },
+    /// Starts an ICE restart (new local credentials). With `socket` the media
+    /// moves to it first (the old address is gone: a roam): its host
+    /// candidate replaces the old one, and `relays` (allocated from the new
+    /// address) replace every relay the session had. Replies with the
+    /// restart offer (SDP), whose credentials and candidates go to the remote.
+    RestartIce {
+        /// The new media socket, when the cart's address changed.
+        socket: Option<UdpSocket>,
+        /// New relays and their candidates (used only with `socket`).
+        relays: Vec<(TurnSocket, Candidate)>,
+        /// The offer, or why there is none.
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// Moves the media to `socket` (the cart's address changed) without an
+    /// ICE restart: its host candidate replaces the old one. For calls the
+    /// cart answered, where the remote (the offerer) restarts ICE: its
+    /// answer then names the new address.
+    Rebind {
+        /// The new media socket.
+        socket: UdpSocket,
+    },
+    /// A new offer from the remote (a browser's `restartIce()`: new
+    /// credentials, maybe new candidates). Replies with our answer.
+    AcceptOffer {
+        /// SDP offer.
+        offer: String,
+        /// Our answer, or why the offer was refused.
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// The remote's answer to the pending restart (a whole SDP answer).
+    AcceptRestart {
+        /// SDP answer.
+        answer: String,
+        /// Applied, or why not.
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 /// The monotonic instant at which something with capture time `capture_us`
@@ -154,8 +211,14 @@ struct Driver {
     follower: BitrateFollower,
     channel: Option<ChannelId>,
     opus: Option<OpusDecoder>,
-    turn: Option<TurnSocket>,
-    relayed: Option<SocketAddr>,
+    /// TURN relays by relayed address; their readers feed `relay_tx`.
+    relays: Vec<(SocketAddr, Arc<TurnSocket>)>,
+    relay_readers: Vec<tokio::task::JoinHandle<()>>,
+    relay_tx: mpsc::Sender<(SocketAddr, SocketAddr, Vec<u8>)>,
+    local: SocketAddr,
+    pending_restart: Option<SdpPendingOffer>,
+    /// When the last restart answer was applied, until ICE is connected again.
+    restart_answered: Option<Instant>,
 }
 
 /// Drives one peer connection until it ends, the remote hangs up, or `stop`
@@ -173,7 +236,8 @@ pub async fn run_session(
     stats.lock().state = "connecting".into();
     let mut opts = opts;
     let turn = opts.turn.take();
-    let relayed = turn.as_ref().map(TurnSocket::relayed_addr);
+    let mut control = opts.control.take();
+    let (relay_tx, mut relay_rx) = mpsc::channel(256);
     let mut d = Driver {
         rtc,
         socket,
@@ -188,9 +252,16 @@ pub async fn run_session(
         follower: BitrateFollower::default(),
         channel: None,
         opus: None,
-        turn,
-        relayed,
+        relays: Vec::new(),
+        relay_readers: Vec::new(),
+        relay_tx,
+        local,
+        pending_restart: None,
+        restart_answered: None,
     };
+    if let Some(turn) = turn {
+        d.attach_relay(turn);
+    }
     let mut video = media.video.subscribe();
     let mut audio = media.audio.subscribe();
     let mut outgoing = d.opts.outgoing.take();
@@ -214,16 +285,17 @@ pub async fn run_session(
                 }
             }
             received = d.socket.recv_from(&mut buf) => match received {
-                Ok((n, source)) => d.receive(&buf[..n], source, local),
+                Ok((n, source)) => {
+                    let local = d.local;
+                    d.receive(&buf[..n], source, local);
+                }
                 Err(e) => debug!(error = %e, "session: recv failed"),
             },
-            relayed = async { d.turn.as_ref()?.recv_from().await.ok() }, if d.turn.is_some() => {
-                match (relayed, d.relayed) {
-                    (Some((source, data)), Some(to)) => d.receive(&data, source, to),
-                    _ => {
-                        warn!("session: the TURN allocation is gone");
-                        d.turn = None;
-                    }
+            Some((relayed, source, data)) = relay_rx.recv() => d.receive(&data, source, relayed),
+            command = async { control.as_mut()?.recv().await }, if control.is_some() => {
+                match command {
+                    Some(c) => d.control(c),
+                    None => { control = None; }
                 }
             }
             delivery = async { video.as_mut()?.recv().await }, if d.connected && video.is_some() => {
@@ -253,6 +325,9 @@ pub async fn run_session(
     };
     // Flush what the disconnect queued (DTLS close, SCTP abort).
     let _ = d.drain().await;
+    for reader in &d.relay_readers {
+        reader.abort();
+    }
     let mut s = stats.lock();
     match &result {
         Ok(()) => s.state = "closed".into(),
@@ -270,15 +345,15 @@ impl Driver {
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => return Ok(t),
-                Ok(Output::Transmit(t)) if self.relayed == Some(t.source) => {
-                    if let Some(turn) = &self.turn
-                        && let Err(e) = turn.send_to(t.destination, &t.contents).await
-                    {
-                        debug!(error = %e, to = %t.destination, "session: relay send failed");
-                    }
-                }
                 Ok(Output::Transmit(t)) => {
-                    if let Err(e) = self.socket.send_to(&t.contents, t.destination).await {
+                    if let Some((_, relay)) = self.relays.iter().find(|(a, _)| *a == t.source) {
+                        if let Err(e) = relay.send_to(t.destination, &t.contents).await {
+                            debug!(error = %e, to = %t.destination, "session: relay send failed");
+                        }
+                    } else if t.source.ip() != self.local.ip() {
+                        // From a host address we left (roam): that socket is gone.
+                        debug!(from = %t.source, "session: transmit from a retired address dropped");
+                    } else if let Err(e) = self.socket.send_to(&t.contents, t.destination).await {
                         debug!(error = %e, to = %t.destination, "session: send failed");
                     }
                 }
@@ -286,6 +361,142 @@ impl Driver {
                 Err(e) => return Err(anyhow::anyhow!("str0m: {e}")),
             }
         }
+    }
+
+    /// Routes a relay's received datagrams to the run loop, tagged with its relayed address.
+    fn attach_relay(&mut self, relay: TurnSocket) {
+        let relayed = relay.relayed_addr();
+        let relay = Arc::new(relay);
+        let reader = relay.clone();
+        let tx = self.relay_tx.clone();
+        self.relay_readers.push(tokio::spawn(async move {
+            loop {
+                match reader.recv_from().await {
+                    Ok((source, data)) => {
+                        if tx.send((relayed, source, data)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, %relayed, "session: the TURN allocation is gone");
+                        return;
+                    }
+                }
+            }
+        }));
+        self.relays.push((relayed, relay));
+    }
+
+    fn control(&mut self, command: SessionControl) {
+        match command {
+            SessionControl::AddRelay { relay, candidate } => {
+                info!(relayed = %relay.relayed_addr(), "session: late relay candidate");
+                self.attach_relay(relay);
+                self.rtc.add_local_candidate(candidate);
+            }
+            SessionControl::RestartIce {
+                socket,
+                relays,
+                reply,
+            } => {
+                let _ = reply.send(self.restart_ice(socket, relays));
+            }
+            SessionControl::Rebind { socket } => {
+                if let Err(e) = self.move_to(socket) {
+                    warn!(error = %e, "session: cannot move the media");
+                }
+            }
+            SessionControl::AcceptOffer { offer, reply } => {
+                let before = self.rtc.direct_api().local_ice_credentials();
+                let result = str0m::change::SdpOffer::from_sdp_string(&offer)
+                    .map_err(|e| format!("malformed offer: {e}"))
+                    .and_then(|o| {
+                        self.rtc
+                            .sdp_api()
+                            .accept_offer(o)
+                            .map_err(|e| e.to_string())
+                    })
+                    .map(|a| a.to_sdp_string());
+                if result.is_ok() && self.rtc.direct_api().local_ice_credentials() != before {
+                    info!("session: the remote restarted ICE");
+                    self.stats.lock().ice_restarts += 1;
+                    self.restart_answered = Some(Instant::now());
+                }
+                if let Err(e) = &result {
+                    warn!(error = %e, "session: new offer refused");
+                }
+                let _ = reply.send(result);
+            }
+            SessionControl::AcceptRestart { answer, reply } => {
+                let result = match self.pending_restart.take() {
+                    None => Err("no ICE restart pending".to_string()),
+                    Some(pending) => SdpAnswer::from_sdp_string(&answer)
+                        .map_err(|e| format!("malformed restart answer: {e}"))
+                        .and_then(|a| {
+                            self.rtc
+                                .sdp_api()
+                                .accept_answer(pending, a)
+                                .map_err(|e| e.to_string())
+                        }),
+                };
+                match &result {
+                    Ok(()) => {
+                        info!("session: ICE restart answered, checking the new pairs");
+                        self.stats.lock().ice_restarts += 1;
+                        self.restart_answered = Some(Instant::now());
+                    }
+                    Err(e) => warn!(error = %e, "session: ICE restart answer refused"),
+                }
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Swaps the media socket; the new host candidate replaces the old one.
+    fn move_to(&mut self, socket: UdpSocket) -> Result<(), String> {
+        let new_local = socket.local_addr().map_err(|e| e.to_string())?;
+        let old = Candidate::host(self.local, "udp").map_err(|e| e.to_string())?;
+        let had_host = self.rtc.direct_api().invalidate_candidate(&old);
+        if had_host {
+            // Relay-only sessions never offered a host candidate.
+            let new = Candidate::host(new_local, "udp").map_err(|e| e.to_string())?;
+            self.rtc.add_local_candidate(new);
+        }
+        info!(from = %self.local, to = %new_local, "session: media moved to a new address");
+        self.socket = socket;
+        self.local = new_local;
+        Ok(())
+    }
+
+    fn restart_ice(
+        &mut self,
+        socket: Option<UdpSocket>,
+        relays: Vec<(TurnSocket, Candidate)>,
+    ) -> Result<String, String> {
+        if let Some(socket) = socket {
+            // The old relays were reached from the address that is gone.
+            for (relayed, relay) in self.relays.drain(..) {
+                if let Ok(old) = Candidate::relayed(relayed, relay.local_addr(), "udp") {
+                    self.rtc.direct_api().invalidate_candidate(&old);
+                }
+            }
+            for reader in self.relay_readers.drain(..) {
+                reader.abort();
+            }
+            for (relay, candidate) in relays {
+                info!(relayed = %relay.relayed_addr(), "session: relay from the new address");
+                self.attach_relay(relay);
+                self.rtc.add_local_candidate(candidate);
+            }
+            self.move_to(socket)?;
+        }
+        let mut api = self.rtc.sdp_api();
+        api.ice_restart(true);
+        let (offer, pending) = api
+            .apply()
+            .ok_or_else(|| "str0m made no restart offer".to_string())?;
+        self.pending_restart = Some(pending);
+        Ok(offer.to_sdp_string())
     }
 
     fn receive(&mut self, data: &[u8], source: SocketAddr, destination: SocketAddr) {
@@ -335,6 +546,15 @@ impl Driver {
             }
             Event::IceConnectionStateChange(state) => {
                 debug!(?state, "session: ICE state");
+                if matches!(
+                    state,
+                    IceConnectionState::Connected | IceConnectionState::Completed
+                ) && let Some(t) = self.restart_answered.take()
+                {
+                    let ms = t.elapsed().as_secs_f64() * 1e3;
+                    info!(ms, "session: ICE connected again after the restart");
+                    self.stats.lock().ice_restart_connect_ms = Some(ms);
+                }
                 if state == IceConnectionState::Disconnected {
                     self.stats.lock().state = "disconnected".into();
                 } else if self.connected {

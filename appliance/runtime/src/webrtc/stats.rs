@@ -72,6 +72,10 @@ pub struct CallStats {
     pub datachannel_messages_sent: u64,
     /// Datagrams str0m did not accept (garbage, other sessions).
     pub datagrams_ignored: u64,
+    /// ICE restarts the remote answered (network changes, requests).
+    pub ice_restarts: u64,
+    /// Milliseconds from the last ICE restart's answer to ICE connected again.
+    pub ice_restart_connect_ms: Option<f64>,
 }
 
 impl CallStats {
