@@ -96,6 +96,8 @@ pub async fn run(
         &state.config.audio,
         pipeline.clone(),
         cart.clone(),
+        state.calls.clone(),
+        state.captions.clone(),
     )
     .await;
     on_listening(addr, cart.clone());

@@ -18,11 +18,15 @@ use telecart_sip::{
     CallDirection, CallRecord, CartPort, MediaPort, RemoteAudioSink, RingVerdict, SipEndpoint,
 };
 use telecart_store::{RecordBody, SessionId};
+use telecart_transcribe::Side;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::bus::Subscriber;
+use crate::captions::Captioner;
 use crate::cart::CartController;
+use crate::overlay::{BurnInGuard, CaptionOverlay};
+use crate::webrtc::call::Calls;
 use crate::webrtc::speaker::{SpeakerOptions, SpeakerOutput};
 use crate::{Pipeline, SessionLog};
 
@@ -31,6 +35,8 @@ pub struct SipMedia {
     pipeline: Arc<Pipeline>,
     cart: Arc<CartController>,
     audio: AudioConfig,
+    /// Captions of what the caller says (their audio's 16 kHz tap).
+    captions: Option<Arc<Captioner>>,
 }
 
 /// One SIP call's audio on the speaker: the same [`SpeakerOutput`] (adaptive jitter buffer,
@@ -112,7 +118,12 @@ impl MediaPort for SipMedia {
         };
         let far_end = Some(self.pipeline.far_end.clone());
         match SipSpeaker::start(device, &self.audio, codec, far_end) {
-            Ok(s) => Some(Box::new(s)),
+            Ok(s) => {
+                if let Some(captions) = &self.captions {
+                    captions.feed(Side::Remote, &s.output().remote_tap());
+                }
+                Some(Box::new(s))
+            }
             Err(e) => {
                 warn!(error = %e, "SIP call: speaker thread");
                 None
@@ -150,16 +161,27 @@ pub fn board_with_sip_call(board: &BoardConfig, sip: &SipConfig) -> BoardConfig 
 pub struct SipCart {
     cart: Arc<CartController>,
     log: Option<Arc<SessionLog>>,
-    /// Answered calls: their session and when they came up.
-    sessions: Mutex<BTreeMap<u64, (SessionId, Instant)>>,
+    /// Where captions learn that a call is up and under which session to record them.
+    calls: Option<Arc<Calls>>,
+    /// Burned-in captions, the SIP caller's only way to see them.
+    overlay: Option<Arc<CaptionOverlay>>,
+    /// Answered calls: their session, when they came up, and their ask for burned captions.
+    sessions: Mutex<BTreeMap<u64, (SessionId, Instant, Option<BurnInGuard>)>>,
 }
 
 impl SipCart {
-    /// Calls through `cart`, recorded in its session log.
-    pub fn new(cart: Arc<CartController>) -> Self {
+    /// Calls through `cart`, recorded in its session log, captioned while `calls` knows them
+    /// and with captions burned into the video through `overlay`.
+    pub fn new(
+        cart: Arc<CartController>,
+        calls: Option<Arc<Calls>>,
+        overlay: Option<Arc<CaptionOverlay>>,
+    ) -> Self {
         Self {
             log: cart.session_log(),
             cart,
+            calls,
+            overlay,
             sessions: Mutex::new(BTreeMap::new()),
         }
     }
@@ -214,7 +236,11 @@ impl CartPort for SipCart {
                 warn!(error = %e, "SIP call: session start not recorded");
             }
         }
-        lock(&self.sessions).insert(call.0, (session, Instant::now()));
+        if let Some(calls) = &self.calls {
+            calls.other_call_started(session);
+        }
+        let burn_in = self.overlay.as_ref().map(|o| o.require());
+        lock(&self.sessions).insert(call.0, (session, Instant::now(), burn_in));
         call.0
     }
 
@@ -225,9 +251,13 @@ impl CartPort for SipCart {
             let why = format!("the call to {} ended: {}", record.remote, record.reason);
             info!(%why, "SIP call not answered");
         }
-        let Some((session, started)) = call.and_then(|c| lock(&self.sessions).remove(&c)) else {
+        let Some((session, started, _burn_in)) = call.and_then(|c| lock(&self.sessions).remove(&c))
+        else {
             return;
         };
+        if let Some(calls) = &self.calls {
+            calls.other_call_ended(session);
+        }
         let Some(log) = self.log.clone() else {
             return;
         };
@@ -264,6 +294,8 @@ pub async fn start(
     audio: &AudioConfig,
     pipeline: Arc<Pipeline>,
     cart: Arc<CartController>,
+    calls: Arc<Calls>,
+    captions: Option<Arc<Captioner>>,
 ) -> Option<SipEndpoint> {
     if !config.enabled {
         return None;
@@ -278,12 +310,14 @@ pub async fn start(
         },
         None => config.password.clone(),
     };
+    let overlay = pipeline.captions_overlay.clone();
     let media = Arc::new(SipMedia {
         pipeline,
         cart: cart.clone(),
         audio: audio.clone(),
+        captions,
     });
-    let port: Arc<dyn CartPort> = Arc::new(SipCart::new(cart.clone()));
+    let port: Arc<dyn CartPort> = Arc::new(SipCart::new(cart.clone(), Some(calls), Some(overlay)));
     match telecart_sip::start_with(config.clone(), password, media, Some(port)).await {
         Ok(endpoint) => {
             info!("SIP endpoint started");
@@ -360,29 +394,37 @@ mod tests {
 
     #[tokio::test]
     async fn sip_calls_ring_answer_and_end_through_the_carts_state_machine() {
+        let calls = Arc::new(Calls::default());
         let cart = Arc::new(
             CartController::start(
                 &BoardConfig::default(),
                 Wiring {
-                    calls: Arc::new(Calls::default()),
+                    calls: calls.clone(),
                     log: None,
                 },
             )
             .expect("simulated board"),
         );
         cart.input(Input::BootComplete);
-        let port = SipCart::new(cart.clone());
+        let overlay = CaptionOverlay::new(telecart_core::config::BurnIn::Sip);
+        let port = SipCart::new(cart.clone(), Some(calls.clone()), Some(overlay.clone()));
 
         // An auto-answer caller is answered by the machine at once.
         let (call, verdict) = port.ring("<sip:dr.jones@hospital.example>", true);
         assert_eq!(verdict.await, Ok(()));
         assert_eq!(port.connected(Some(call), &record()), call);
         assert!(phase(&cart, "active").await, "{:?}", cart.view());
+        // Up: captions run for it (and are recorded under its session), burned into the video.
+        assert_eq!(calls.active(), 1);
+        assert!(calls.current_session().is_some());
+        assert!(overlay.active());
         // A second caller while the first is up is busy.
         let (_, second) = port.ring("<sip:other@hospital.example>", true);
         assert_eq!(second.await, Err(486));
         port.ended(Some(call), &record());
         assert!(phase(&cart, "idle").await, "{:?}", cart.view());
+        assert_eq!(calls.active(), 0);
+        assert!(!overlay.active());
 
         // A caller the SIP policy would not answer rings until the hang-up button declines.
         let (call, verdict) = port.ring("<sip:unknown@elsewhere.example>", false);

@@ -427,8 +427,11 @@ async fn sip_calls_go_through_the_carts_state_machine_and_session_log() {
     let cart = Cart::start("sip:doctor@127.0.0.1");
     let mut config = sip_config(k.udp, "udp", &["doctor@127.0.0.1"]);
     config.policy.others = telecart_core::config::OtherCallers::Ring;
-    let port: Arc<dyn telecart_sip::CartPort> =
-        Arc::new(telecart_runtime::sip::SipCart::new(cart.controller.clone()));
+    let port: Arc<dyn telecart_sip::CartPort> = Arc::new(telecart_runtime::sip::SipCart::new(
+        cart.controller.clone(),
+        None,
+        None,
+    ));
     let ep = telecart_sip::start_with(config, CART_PASSWORD.into(), Arc::new(NoMedia), Some(port))
         .await
         .unwrap();

@@ -66,6 +66,9 @@ struct Call {
 #[derive(Default)]
 pub struct Calls {
     calls: Mutex<BTreeMap<String, Call>>,
+    /// Sessions of calls that are not browser calls (SIP), so that captions run and are
+    /// recorded during them too: session and when it came up.
+    other_sessions: Mutex<Vec<(SessionId, Instant)>>,
     /// Where each call's start, quality and end are recorded.
     log: Option<std::sync::Arc<crate::SessionLog>>,
 }
@@ -83,6 +86,7 @@ impl Calls {
     pub fn with_log(log: std::sync::Arc<crate::SessionLog>) -> Self {
         Self {
             calls: Mutex::default(),
+            other_sessions: Mutex::default(),
             log: Some(log),
         }
     }
@@ -276,19 +280,48 @@ impl Calls {
 
     /// The session log's id of the newest call not yet ended (captions are recorded under it).
     pub fn current_session(&self) -> Option<SessionId> {
-        self.lock()
+        let browser = self
+            .lock()
             .values()
             .filter(|c| !is_ended(&c.stats.snapshot()))
             .max_by_key(|c| c.started)
-            .map(|c| c.session)
+            .map(|c| (c.started, c.session));
+        let other = self
+            .others()
+            .iter()
+            .max_by_key(|(_, t)| *t)
+            .map(|(s, t)| (*t, *s));
+        browser
+            .into_iter()
+            .chain(other)
+            .max_by_key(|(t, _)| *t)
+            .map(|(_, s)| s)
     }
 
-    /// Calls not yet ended.
+    /// Calls not yet ended, browser calls and others.
     pub fn active(&self) -> usize {
-        self.lock()
+        let browser = self
+            .lock()
             .values()
             .filter(|c| !is_ended(&c.stats.snapshot()))
-            .count()
+            .count();
+        browser + self.others().len()
+    }
+
+    /// A call that is not a browser call (SIP) came up under `session`.
+    pub fn other_call_started(&self, session: SessionId) {
+        self.others().push((session, Instant::now()));
+    }
+
+    /// That call ended.
+    pub fn other_call_ended(&self, session: SessionId) {
+        self.others().retain(|(s, _)| *s != session);
+    }
+
+    fn others(&self) -> std::sync::MutexGuard<'_, Vec<(SessionId, Instant)>> {
+        self.other_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Every known call's id and stats, newest last.
