@@ -808,12 +808,17 @@ impl Driver {
             Some(MediaKind::Audio) if data.params.spec().codec == Codec::Opus => {
                 if let Some(speaker) = &self.opts.speaker {
                     // The speaker's jitter buffer decodes, conceals and paces.
-                    self.stats.lock().remote_audio_packets_decoded += 1;
                     speaker.packet(
                         data.seq_range.start().as_u16(),
                         data.time.numer() as u32,
                         data.data.to_vec(),
                     );
+                    let jitter = speaker.jitter_stats();
+                    let mut s = self.stats.lock();
+                    s.remote_audio_packets_decoded += 1;
+                    s.playout_delay_ms = Some(jitter.playout_delay_ms);
+                    s.playout_late_packets = jitter.late;
+                    s.playout_lost_packets = jitter.lost;
                     return;
                 }
                 // Without a speaker (the demo) decoding still proves the audio is sound.

@@ -62,6 +62,12 @@ pub struct CallStats {
     pub remote_audio_packets_decoded: u64,
     /// Remote Opus packets that failed to decode.
     pub remote_audio_decode_errors: u64,
+    /// The speaker's jitter buffer: audio held ahead of the speaker, ms.
+    pub playout_delay_ms: Option<f64>,
+    /// The jitter buffer: packets that came after their turn to play.
+    pub playout_late_packets: u64,
+    /// The jitter buffer: packets missing at their turn (concealed).
+    pub playout_lost_packets: u64,
     /// Remote video frames received (depacketized).
     pub remote_video_frames: u64,
     /// Data-channel messages received on `telecart`.
@@ -130,7 +136,7 @@ pub fn render_metrics(cart: &str, calls: &[(String, CallStats)]) -> String {
         live.len()
     );
     type Field = fn(&CallStats) -> Option<f64>;
-    let fields: [(&str, &str, Field); 8] = [
+    let fields: [(&str, &str, Field); 11] = [
         ("call_rtt_seconds", "Round-trip time.", |s| {
             s.rtt_ms.map(|v| v / 1e3)
         }),
@@ -167,6 +173,21 @@ pub fn render_metrics(cart: &str, calls: &[(String, CallStats)]) -> String {
         ("call_nacks", "NACKs received in the call.", |s| {
             Some(s.nacks as f64)
         }),
+        (
+            "call_playout_delay_seconds",
+            "Caller's audio held in the jitter buffer ahead of the speaker.",
+            |s| s.playout_delay_ms.map(|v| v / 1e3),
+        ),
+        (
+            "call_playout_late_packets",
+            "Caller's audio packets that came after their turn to play.",
+            |s| Some(s.playout_late_packets as f64),
+        ),
+        (
+            "call_playout_lost_packets",
+            "Caller's audio packets missing at their turn to play (concealed).",
+            |s| Some(s.playout_lost_packets as f64),
+        ),
     ];
     for (name, help, get) in fields {
         let _ = writeln!(
