@@ -165,8 +165,16 @@ pub struct SipCart {
     calls: Option<Arc<Calls>>,
     /// Burned-in captions, the SIP caller's only way to see them.
     overlay: Option<Arc<CaptionOverlay>>,
-    /// Answered calls: their session, when they came up, and their ask for burned captions.
-    sessions: Mutex<BTreeMap<u64, (SessionId, Instant, Option<BurnInGuard>)>>,
+    /// Answered calls by the cart's call id.
+    sessions: Mutex<BTreeMap<u64, AnsweredCall>>,
+}
+
+/// An answered SIP call: its session, when it came up, and its ask for burned captions
+/// (dropped with it).
+struct AnsweredCall {
+    session: SessionId,
+    started: Instant,
+    _burn_in: Option<BurnInGuard>,
 }
 
 impl SipCart {
@@ -240,7 +248,12 @@ impl CartPort for SipCart {
             calls.other_call_started(session);
         }
         let burn_in = self.overlay.as_ref().map(|o| o.require());
-        lock(&self.sessions).insert(call.0, (session, Instant::now(), burn_in));
+        let answered = AnsweredCall {
+            session,
+            started: Instant::now(),
+            _burn_in: burn_in,
+        };
+        lock(&self.sessions).insert(call.0, answered);
         call.0
     }
 
@@ -251,7 +264,9 @@ impl CartPort for SipCart {
             let why = format!("the call to {} ended: {}", record.remote, record.reason);
             info!(%why, "SIP call not answered");
         }
-        let Some((session, started, _burn_in)) = call.and_then(|c| lock(&self.sessions).remove(&c))
+        let Some(AnsweredCall {
+            session, started, ..
+        }) = call.and_then(|c| lock(&self.sessions).remove(&c))
         else {
             return;
         };
