@@ -116,24 +116,7 @@ fn start_kamailio(pki: &Pki, suite: &str) -> KamailioTls {
         .replace("@@ALGORITHM@@", "MD5")
         .replace("@@USERS@@", &users)
         .replace("@@NARROW_OFFER@@", &narrow);
-    let cfg_path = dir.path().join("kamailio.cfg");
-    std::fs::write(&cfg_path, cfg).unwrap();
-    let run = dir.path().join("run");
-    std::fs::create_dir_all(&run).unwrap();
-    let log = dir.path().join("kamailio.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new("kamailio")
-        .arg("-f")
-        .arg(&cfg_path)
-        .args(["-DD", "-E", "-Y"])
-        .arg(&run)
-        .args(["-m", "64", "-M", "8"])
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .expect("start kamailio");
-    let mut peer = Peer { child, log, dir };
+    let mut peer = spawn_kamailio(dir, &cfg);
     wait_listening(tls, "kamailio", &mut peer);
     KamailioTls { udp, tls, peer }
 }

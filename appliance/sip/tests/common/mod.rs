@@ -122,27 +122,33 @@ impl Kamailio {
             .replace("@@EXTRA_LISTEN@@", extra_listen)
             .replace("@@EXTRA_MODULES@@", extra_modules)
             .replace("@@EXTRA_ROUTES@@", extra_routes);
-        let cfg_path = dir.path().join("kamailio.cfg");
-        std::fs::write(&cfg_path, cfg).unwrap();
-        let run = dir.path().join("run");
-        std::fs::create_dir_all(&run).unwrap();
-        let log = dir.path().join("kamailio.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new("kamailio")
-            .arg("-f")
-            .arg(&cfg_path)
-            .args(["-DD", "-E", "-Y"])
-            .arg(&run)
-            .args(["-m", "64", "-M", "8"])
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("start kamailio");
-        let mut peer = Peer { child, log, dir };
+        let mut peer = spawn_kamailio(dir, &cfg);
         wait_tcp(tcp, "kamailio", &mut peer);
         Self { udp, tcp, peer }
     }
+}
+
+/// Runs Kamailio in the foreground on `cfg` (written into `dir`, which also holds its run
+/// directory and log).
+pub fn spawn_kamailio(dir: tempfile::TempDir, cfg: &str) -> Peer {
+    let cfg_path = dir.path().join("kamailio.cfg");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let log = dir.path().join("kamailio.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let child = Command::new("kamailio")
+        .arg("-f")
+        .arg(&cfg_path)
+        .args(["-DD", "-E", "-Y"])
+        .arg(&run)
+        .args(["-m", "64", "-M", "8"])
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("start kamailio");
+    Peer { child, log, dir }
 }
 
 pub struct Baresip {
