@@ -11,10 +11,8 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use telecart_sip::SipCommand;
 
@@ -117,156 +115,23 @@ fn start_kamailio(pki: &Pki, suite: &str) -> KamailioTls {
         .replace("@@USERS@@", &users)
         .replace("@@NARROW_OFFER@@", &narrow);
     let mut peer = spawn_kamailio(dir, &cfg);
-    wait_listening(tls, "kamailio", &mut peer);
+    wait_tcp(tls, "kamailio", &mut peer);
     KamailioTls { udp, tls, peer }
 }
 
-fn wait_listening(port: u16, what: &str, peer: &mut Peer) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        if let Ok(Some(status)) = peer.child.try_wait() {
-            panic!("{what} exited ({status}):\n{}", peer.log_text());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{what} did not listen on {port}:\n{}", peer.log_text());
-}
-
 /// baresip as the doctor, registered and calling over TLS, SRTP mandatory.
-struct Doctor {
-    peer: Peer,
-    stream: TcpStream,
-    events: Arc<Mutex<Vec<serde_json::Value>>>,
-}
-
-impl Doctor {
-    fn start(pki: &Pki, kamailio_tls: u16) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let sip = free_port(true);
-        let ctrl = free_port(false);
-        let mut config = std::fs::read_to_string(repo_file("tests/peers/sip/baresip.config"))
-            .unwrap()
-            .replace("@@SIP_PORT@@", &sip.to_string())
-            .replace("@@CTRL_PORT@@", &ctrl.to_string());
-        config.push_str(&format!(
+fn start_doctor(pki: &Pki, kamailio_tls: u16) -> Baresip {
+    Baresip::launch(
+        &format!(
             "sip_certificate\t\t{}\nsip_cafile\t\t{}\n",
             pki.client_pem.display(),
             pki.ca.display()
-        ));
-        std::fs::write(dir.path().join("config"), config).unwrap();
-        std::fs::write(
-            dir.path().join("accounts"),
-            format!(
-                "<sip:doctor@127.0.0.1;transport=tls>;auth_pass={DOCTOR_PASSWORD};answermode=manual;\
-                 outbound=\"sip:127.0.0.1:{kamailio_tls};transport=tls\";regint=300;mediaenc=srtp-mand\n"
-            ),
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("contacts"), "").unwrap();
-        let log = dir.path().join("baresip.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new("baresip")
-            .arg("-f")
-            .arg(dir.path())
-            .args(["-n", "127.0.0.1", "-v"])
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("start baresip");
-        let mut peer = Peer { child, log, dir };
-        wait_listening(ctrl, "baresip", &mut peer);
-        let stream = TcpStream::connect(("127.0.0.1", ctrl)).unwrap();
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let reader = stream.try_clone().unwrap();
-        let sink = events.clone();
-        std::thread::spawn(move || read_netstrings(reader, &sink));
-        Self {
-            peer,
-            stream,
-            events,
-        }
-    }
-
-    fn command(&mut self, command: &str, params: &str) {
-        let body =
-            serde_json::json!({"command": command, "params": params, "token": command}).to_string();
-        self.stream
-            .write_all(format!("{}:{},", body.len(), body).as_bytes())
-            .unwrap();
-    }
-
-    fn wait_event(&self, kind: &str, timeout: Duration) -> Option<serde_json::Value> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(e) = self
-                .events
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|e| e["type"] == kind)
-            {
-                return Some(e.clone());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    fn wait_response(&self, token: &str, timeout: Duration) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(e) = self
-                .events
-                .lock()
-                .unwrap()
-                .iter()
-                .rev()
-                .find(|e| e["response"] == true && e["token"] == token)
-            {
-                return e["data"].as_str().map(str::to_string);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.peer.log_text().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-}
-
-fn read_netstrings(mut stream: TcpStream, sink: &Mutex<Vec<serde_json::Value>>) {
-    let mut reader = BufReader::new(&mut stream);
-    loop {
-        let mut len = Vec::new();
-        if reader.read_until(b':', &mut len).unwrap_or(0) == 0 {
-            return;
-        }
-        let Ok(n) = String::from_utf8_lossy(&len[..len.len() - 1])
-            .trim()
-            .parse::<usize>()
-        else {
-            return;
-        };
-        let mut body = vec![0; n + 1];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        if let Ok(v) = serde_json::from_slice(&body[..n]) {
-            sink.lock().unwrap().push(v);
-        }
-    }
+        ),
+        &format!(
+            "<sip:doctor@127.0.0.1;transport=tls>;auth_pass={DOCTOR_PASSWORD};answermode=manual;\
+             outbound=\"sip:127.0.0.1:{kamailio_tls};transport=tls\";regint=300;mediaenc=srtp-mand"
+        ),
+    )
 }
 
 /// One call with the offer narrowed to `suite`.
@@ -291,7 +156,7 @@ async fn call_with_suite(suite: &str) {
         k.peer.log_text()
     );
 
-    let mut doctor = Doctor::start(&pki, k.tls);
+    let mut doctor = start_doctor(&pki, k.tls);
     assert!(
         doctor.wait_log("[1 binding]", Duration::from_secs(10)),
         "baresip did not register over TLS:\n{}\nkamailio:\n{}",
@@ -304,7 +169,7 @@ async fn call_with_suite(suite: &str) {
     assert!(
         established.is_some(),
         "{suite}: events {:?}\nbaresip:\n{}\nkamailio:\n{}",
-        doctor.events.lock().unwrap(),
+        doctor.events(),
         doctor.peer.log_text(),
         k.peer.log_text()
     );

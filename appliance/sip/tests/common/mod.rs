@@ -73,7 +73,7 @@ impl Drop for Peer {
     }
 }
 
-fn wait_tcp(port: u16, what: &str, peer: &mut Peer) {
+pub fn wait_tcp(port: u16, what: &str, peer: &mut Peer) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -174,21 +174,26 @@ impl Baresip {
         extra: &str,
         answermode: &str,
     ) -> Self {
+        Self::launch(
+            "",
+            &format!(
+                "<sip:{user}@127.0.0.1>;auth_pass={password};answermode={answermode};outbound=\"sip:127.0.0.1:{registrar_port}\";regint=300{extra}"
+            ),
+        )
+    }
+
+    /// baresip with `config_extra` lines after the shared config and one `account` line.
+    pub fn launch(config_extra: &str, account: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let sip = free_port(true);
         let ctrl = free_port(false);
-        let config = std::fs::read_to_string(repo_file("tests/peers/sip/baresip.config"))
+        let mut config = std::fs::read_to_string(repo_file("tests/peers/sip/baresip.config"))
             .unwrap()
             .replace("@@SIP_PORT@@", &sip.to_string())
             .replace("@@CTRL_PORT@@", &ctrl.to_string());
+        config.push_str(config_extra);
         std::fs::write(dir.path().join("config"), config).unwrap();
-        std::fs::write(
-            dir.path().join("accounts"),
-            format!(
-                "<sip:{user}@127.0.0.1>;auth_pass={password};answermode={answermode};outbound=\"sip:127.0.0.1:{registrar_port}\";regint=300{extra}\n"
-            ),
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("accounts"), format!("{account}\n")).unwrap();
         std::fs::write(dir.path().join("contacts"), "").unwrap();
         let log = dir.path().join("baresip.log");
         let out = std::fs::File::create(&log).unwrap();
@@ -295,6 +300,18 @@ impl Baresip {
 
     pub fn events(&self) -> Vec<serde_json::Value> {
         self.events.lock().unwrap().clone()
+    }
+
+    /// Waits for `needle` in baresip's log.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.peer.log_text().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 }
 
