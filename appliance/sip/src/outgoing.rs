@@ -17,17 +17,7 @@ const PT_H264: u8 = 96;
 /// both clocks, and H.264 packetization-mode 1 constrained baseline level 3.1 when `video`.
 /// RTCP goes on the port above RTP unless the answer accepts `rtcp-mux`.
 pub fn render_offer(local: &LocalMedia, video: bool) -> String {
-    let family = if local.address.is_ipv4() {
-        "IP4"
-    } else {
-        "IP6"
-    };
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        "v=0\r\no=telecart {} {} IN {family} {}\r\ns=telecart\r\nc=IN {family} {}\r\nt=0 0\r\n",
-        local.session_id, local.version, local.address, local.address
-    );
+    let mut s = crate::sdp::session_header(local);
     let _ = write!(
         s,
         "m=audio {} RTP/AVP {PT_OPUS} {PT_PCMU} {PT_PCMA} {PT_EVENT_48K} {PT_EVENT_8K}\r\n\

@@ -626,20 +626,23 @@ fn hold(d: Direction, on_hold: bool) -> Direction {
     }
 }
 
+/// The session-level lines every SDP of ours starts with (origin, connection, timing).
+pub(crate) fn session_header(local: &LocalMedia) -> String {
+    let family = if local.address.is_ipv4() {
+        "IP4"
+    } else {
+        "IP6"
+    };
+    format!(
+        "v=0\r\no=telecart {} {} IN {family} {}\r\ns=telecart\r\nc=IN {family} {}\r\nt=0 0\r\n",
+        local.session_id, local.version, local.address, local.address
+    )
+}
+
 impl Answer {
     /// Writes the answer SDP; refused m= lines get port 0 in the offered order.
     pub fn render(&self, local: &LocalMedia) -> String {
-        let family = if local.address.is_ipv4() {
-            "IP4"
-        } else {
-            "IP6"
-        };
-        let mut s = String::new();
-        let _ = write!(
-            s,
-            "v=0\r\no=telecart {} {} IN {family} {}\r\ns=telecart\r\nc=IN {family} {}\r\nt=0 0\r\n",
-            local.session_id, local.version, local.address, local.address
-        );
+        let mut s = session_header(local);
         for (index, (kind, proto, fmts)) in self.offered.iter().enumerate() {
             if let Some(a) = self.audio.as_ref().filter(|a| a.index == index) {
                 let c = &a.choice;
