@@ -46,16 +46,39 @@ pub(crate) enum Shown {
 /// costs a few levels; any camera picture is tens of levels away somewhere.
 const SLATE_MAX_MEAN_DIFF: f64 = 8.0;
 
-/// Classifies a decoded luma plane (`stride` bytes a row) against the slate of its size.
-pub(crate) fn classify(luma: &[u8], stride: usize, width: u32, height: u32) -> Shown {
-    let slate = telecart_cart::privacy::slate(width, height);
+/// The slate's luma at one size, made once per size rather than per frame.
+#[derive(Default)]
+pub(crate) struct SlateReference {
+    size: (u32, u32),
+    luma: Vec<u8>,
+}
+
+impl SlateReference {
+    /// Classifies a decoded luma plane (`stride` bytes a row) against the slate of its size.
+    pub(crate) fn classify(
+        &mut self,
+        luma: &[u8],
+        stride: usize,
+        width: u32,
+        height: u32,
+    ) -> Shown {
+        if self.size != (width, height) || self.luma.is_empty() {
+            self.size = (width, height);
+            let slate = telecart_cart::privacy::slate(width, height);
+            self.luma = slate.data[..(width * height) as usize].to_vec();
+        }
+        compare(&self.luma, luma, stride, width, height)
+    }
+}
+
+fn compare(slate: &[u8], luma: &[u8], stride: usize, width: u32, height: u32) -> Shown {
     let (w, h) = (width as usize, height as usize);
     let mut total = 0u64;
     for row in 0..h {
         let Some(line) = luma.get(row * stride..row * stride + w) else {
             return Shown::Picture;
         };
-        let reference = &slate.data[row * w..row * w + w];
+        let reference = &slate[row * w..row * w + w];
         total += line
             .iter()
             .zip(reference)
@@ -399,6 +422,7 @@ fn start_codes(data: &[u8]) -> Vec<usize> {
 fn watch_stream(mut body: impl Read, frames: mpsc::Sender<(Instant, Shown)>) -> anyhow::Result<()> {
     let mut decoder = Decoder::new().context("starting the H.264 decoder")?;
     let mut units = AccessUnits::default();
+    let mut slate = SlateReference::default();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = body
@@ -413,7 +437,7 @@ fn watch_stream(mut body: impl Read, frames: mpsc::Sender<(Instant, Shown)>) -> 
             };
             let (width, height) = picture.dimensions();
             let (stride, _, _) = picture.strides();
-            let shown = classify(picture.y(), stride, width as u32, height as u32);
+            let shown = slate.classify(picture.y(), stride, width as u32, height as u32);
             if frames.send((Instant::now(), shown)).is_err() {
                 return Ok(());
             }
@@ -537,6 +561,8 @@ mod tests {
     #[test]
     fn the_slate_is_the_slate_and_a_picture_is_not() {
         let slate = telecart_cart::privacy::slate(320, 240);
+        let mut reference = SlateReference::default();
+        let mut classify = |l: &[u8], s, w, h| reference.classify(l, s, w, h);
         assert_eq!(classify(&slate.data, 320, 320, 240), Shown::Slate);
         let picture = moving_frame(320, 240, 3, 30);
         assert_eq!(classify(&picture.data, 320, 320, 240), Shown::Picture);
@@ -582,10 +608,11 @@ mod tests {
             let mut units = AccessUnits::default();
             let mut decoder = Decoder::new().unwrap();
             let mut shown = Vec::new();
+            let mut reference = SlateReference::default();
             for piece in stream.chunks(chunk) {
                 for unit in units.push(piece) {
                     if let Some(p) = decoder.decode(&unit).unwrap() {
-                        shown.push(classify(p.y(), p.strides().0, 160, 120));
+                        shown.push(reference.classify(p.y(), p.strides().0, 160, 120));
                     }
                 }
             }
