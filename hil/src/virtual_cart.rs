@@ -1,7 +1,8 @@
-//! The virtual cart: QEMU (TCG) booting Debian's stock kernel with the kernel's own virtual
-//! camera (vivid) and sound card (snd-aloop), an initramfs holding busybox, the cart's
-//! binaries and their shared libraries, and three 9p shares: control (commands in, results
-//! out), the plan's inputs (read-only) and the cart's data (kept across reboots).
+//! The virtual cart: QEMU (KVM where available, else TCG) booting Debian's stock kernel with
+//! the kernel's own virtual camera (vivid) and sound card (snd-aloop), an initramfs holding
+//! busybox, the cart's binaries and their shared libraries, and three 9p shares: control
+//! (commands in, results out), the plan's inputs (read-only) and the cart's data (kept across
+//! reboots).
 //!
 //! The guest's `/init` (`hil/guest/init`) runs each `NNN.cmd` file the runner drops into the
 //! control share and answers with `NNN.out`, `NNN.err` and `NNN.rc`.
@@ -116,11 +117,16 @@ impl VirtualCart {
                 if readonly { ",readonly=on" } else { "" }
             )
         };
+        let accelerator = accelerator();
+        if self.boot == 1 {
+            eprintln!("hil: virtual cart accelerator: {accelerator}");
+        }
         let started = Instant::now();
         let child = Command::new("qemu-system-x86_64")
-            .args(["-accel", "tcg", "-m", "1024", "-smp", "2", "-nographic"])
-            // Every instruction set TCG emulates (AVX2, FMA, F16C): the cart's binaries are
-            // built for x86-64-v3 (.cargo/config.toml), the default qemu64 CPU is older.
+            .args(["-accel", accelerator, "-m", "1024", "-smp", "2", "-nographic"])
+            // The cart's binaries are built for x86-64-v3 (.cargo/config.toml); the default
+            // qemu64 CPU is older. `max` is the host's CPU under KVM, and under TCG every
+            // instruction set TCG emulates (AVX2, FMA, F16C).
             .args(["-cpu", "max"])
             .args(["-no-reboot", "-kernel"])
             .arg(self.spec.kernel_dir.join("vmlinux"))
@@ -431,4 +437,15 @@ mod tests {
             ]
         );
     }
+}
+
+/// KVM when this machine lets us open it (the cart's code runs natively instead of through
+/// TCG's instruction translation), else TCG, which runs anywhere.
+fn accelerator() -> &'static str {
+    let kvm = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if kvm { "kvm" } else { "tcg" }
 }
