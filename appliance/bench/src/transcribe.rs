@@ -325,13 +325,19 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut decoder = Decoder::new(&model, decode.clone(), stop)?;
     let mut ours_ms = Vec::new();
+    let mut partial_ms = Vec::new();
     let mut files = Vec::new();
     let mut utterance_errors = 0.0;
+    let mut partial_errors = 0.0;
     for (n, clip) in clips.iter().enumerate() {
         let started = Instant::now();
         let text = decoder.transcribe(&clip.samples)?;
         ours_ms.push(started.elapsed());
         utterance_errors += wer(&clip.text, &text);
+        let started = Instant::now();
+        let partial = decoder.transcribe_partial(&clip.samples)?;
+        partial_ms.push(started.elapsed());
+        partial_errors += wer(&clip.text, &partial);
         let file = dir.path().join(format!("s{n}.f32"));
         write_f32(&file, &clip.samples)?;
         files.push(file);
@@ -343,11 +349,20 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         clips.len()
     );
     println!(
-        "  ours (Decoder)             {:>8.0} {:>8.0} {:>8.0} {:>6.1}",
+        "  ours, final (full window)  {:>8.0} {:>8.0} {:>8.0} {:>6.1}",
         ours_stats.mean,
         ours_stats.p50,
         ours_stats.p95,
         utterance_errors / clips.len() as f64 * 100.0
+    );
+    let partial_stats = stats(&partial_ms);
+    println!(
+        "  ours, partial (fitted)     {:>8.0} {:>8.0} {:>8.0} {:>6.1}   (window: the audio + 1 s, at least {:?})",
+        partial_stats.mean,
+        partial_stats.p50,
+        partial_stats.p95,
+        partial_errors / clips.len() as f64 * 100.0,
+        decode.partial_window.unwrap_or(Duration::from_secs(30))
     );
     if let Some(p) = &peer {
         let run = run_peer(
@@ -378,10 +393,16 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             peer_wer * 100.0
         );
         println!(
-            "  ratio ours/peer            {:>8} {:>8} {:>8}",
+            "  ratio ours final/peer      {:>8} {:>8} {:>8}",
             ratio(ours_stats.mean, peer_stats.mean),
             ratio(ours_stats.p50, peer_stats.p50),
             ratio(ours_stats.p95, peer_stats.p95)
+        );
+        println!(
+            "  ratio ours partial/peer    {:>8} {:>8} {:>8}",
+            ratio(partial_stats.mean, peer_stats.mean),
+            ratio(partial_stats.p50, peer_stats.p50),
+            ratio(partial_stats.p95, peer_stats.p95)
         );
     }
 
@@ -482,10 +503,11 @@ fn live(
     let s = stats(&latencies);
     println!();
     println!(
-        "live ({:.1} s pushed in real time at 22.05 kHz; {} finals, {} partials; dropped: {} blocks, {} finals, {} captions)",
+        "live ({:.1} s pushed in real time at 22.05 kHz; {} finals, {} partials, {} partials given up for a final; dropped: {} blocks, {} finals, {} captions)",
         wall.as_secs_f64(),
         got.iter().filter(|(_, c)| c.is_final).count(),
         got.iter().filter(|(_, c)| !c.is_final).count(),
+        counters.partials_preempted,
         counters.blocks_dropped,
         counters.finals_dropped,
         counters.captions_dropped

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use whisper_rs::{FullParams, SamplingStrategy, WhisperState};
 
@@ -14,6 +15,14 @@ pub struct DecodeConfig {
     pub threads: u32,
     /// Text Whisper reads as what came before (biases spelling and vocabulary); empty: none.
     pub prompt: String,
+    /// The shortest encoder window a partial is decoded with; `None`: partials get the full
+    /// 30 s window like finals.
+    ///
+    /// Whisper's encoder costs the same for 1 s of speech as for 30 s unless its window
+    /// (`audio_ctx`) is narrowed. A narrow window makes a partial 3x cheaper, but the tiny
+    /// model then misses rare words ("nausea" read as "nothing" at 10 and 15 s windows), so
+    /// finals, which are recorded and shown last, always get the full window.
+    pub partial_window: Option<Duration>,
 }
 
 impl Default for DecodeConfig {
@@ -21,7 +30,72 @@ impl Default for DecodeConfig {
         Self {
             threads: 2,
             prompt: crate::Vocabulary::bundled().prompt(),
+            partial_window: Some(Duration::from_secs(6)),
         }
+    }
+}
+
+/// How much of Whisper's 30 s encoder window one decode uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// The whole window (what Whisper was trained on): the most accurate.
+    Full,
+    /// The audio's length plus a second of margin, but at least this long.
+    Fitted(Duration),
+}
+
+/// Whisper's encoder positions per second of audio (1500 for its 30 s window).
+const ENCODER_POSITIONS_PER_SECOND: f64 = 50.0;
+const FULL_WINDOW_SECONDS: f64 = 30.0;
+
+impl Window {
+    /// whisper.cpp's `audio_ctx` for `samples` 16 kHz samples (0: the model's full window).
+    fn audio_ctx(self, samples: usize) -> i32 {
+        match self {
+            Window::Full => 0,
+            Window::Fitted(min) => {
+                let seconds = (samples as f64 / f64::from(SAMPLE_RATE) + 1.0)
+                    .max(min.as_secs_f64())
+                    .min(FULL_WINDOW_SECONDS);
+                if seconds >= FULL_WINDOW_SECONDS {
+                    0
+                } else {
+                    (seconds * ENCODER_POSITIONS_PER_SECOND).ceil() as i32
+                }
+            }
+        }
+    }
+}
+
+/// Why a decode was cut short: the transcriber stopping, or more urgent work (a final waiting
+/// while a partial decodes).
+#[derive(Debug, Default)]
+pub struct Interrupt {
+    stop: Arc<AtomicBool>,
+    preempt: AtomicBool,
+}
+
+impl Interrupt {
+    /// Interrupted when `stop` is set (shared by every decoder of a transcriber).
+    pub fn new(stop: Arc<AtomicBool>) -> Self {
+        Self {
+            stop,
+            preempt: AtomicBool::new(false),
+        }
+    }
+
+    /// Asks the decode in progress (if any) to give up, until [`Interrupt::clear`].
+    pub fn preempt(&self) {
+        self.preempt.store(true, Ordering::Relaxed);
+    }
+
+    /// Lets decodes run again after [`Interrupt::preempt`].
+    pub fn clear(&self) {
+        self.preempt.store(false, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_set(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) || self.preempt.load(Ordering::Relaxed)
     }
 }
 
@@ -29,7 +103,7 @@ impl Default for DecodeConfig {
 pub struct Decoder {
     state: WhisperState,
     config: DecodeConfig,
-    stop: Arc<AtomicBool>,
+    interrupt: Arc<Interrupt>,
 }
 
 impl std::fmt::Debug for Decoder {
@@ -40,14 +114,14 @@ impl std::fmt::Debug for Decoder {
     }
 }
 
-/// whisper.cpp's abort callback: true once the transcriber is stopping.
-unsafe extern "C" fn abort_when_stopped(user_data: *mut std::ffi::c_void) -> bool {
+/// whisper.cpp's abort callback: true once the decode is interrupted.
+unsafe extern "C" fn abort_when_interrupted(user_data: *mut std::ffi::c_void) -> bool {
     if user_data.is_null() {
         return false;
     }
-    // SAFETY: `user_data` is the `Arc<AtomicBool>` of the decoder running this decode.
-    let stop = unsafe { &*(user_data as *const AtomicBool) };
-    stop.load(Ordering::Relaxed)
+    // SAFETY: `user_data` is the `Arc<Interrupt>` of the decoder running this decode.
+    let interrupt = unsafe { &*(user_data as *const Interrupt) };
+    interrupt.is_set()
 }
 
 /// whisper.cpp returns nothing for less than a second of audio; short words ("yes", "no") are
@@ -70,6 +144,15 @@ impl Decoder {
         config: DecodeConfig,
         stop: Arc<AtomicBool>,
     ) -> Result<Self, TranscribeError> {
+        Self::with_interrupt(model, config, Arc::new(Interrupt::new(stop)))
+    }
+
+    /// A decoder on `model` that gives up a decode when `interrupt` says so.
+    pub fn with_interrupt(
+        model: &WhisperModel,
+        config: DecodeConfig,
+        interrupt: Arc<Interrupt>,
+    ) -> Result<Self, TranscribeError> {
         if !(1..=64).contains(&config.threads) {
             return Err(TranscribeError::Config(format!(
                 "threads must be 1 to 64, got {}",
@@ -82,13 +165,32 @@ impl Decoder {
         Ok(Self {
             state,
             config,
-            stop,
+            interrupt,
         })
     }
 
     /// The text of 16 kHz mono `samples` (at most 30 s are looked at), trimmed; empty for
-    /// silence and noise.
+    /// silence and noise. Decoded with the full window.
     pub fn transcribe(&mut self, samples: &[f32]) -> Result<String, TranscribeError> {
+        self.transcribe_in(samples, Window::Full)
+    }
+
+    /// A partial result's text: like [`Decoder::transcribe`], with the configured narrower
+    /// window ([`DecodeConfig::partial_window`]).
+    pub fn transcribe_partial(&mut self, samples: &[f32]) -> Result<String, TranscribeError> {
+        let window = self
+            .config
+            .partial_window
+            .map_or(Window::Full, Window::Fitted);
+        self.transcribe_in(samples, window)
+    }
+
+    /// The text of `samples` decoded with `window`.
+    pub fn transcribe_in(
+        &mut self,
+        samples: &[f32],
+        window: Window,
+    ) -> Result<String, TranscribeError> {
         let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
         params.set_n_threads(self.config.threads as i32);
         params.set_language(Some("en"));
@@ -112,11 +214,13 @@ impl Decoder {
         // whisper-rs 0.16's `set_abort_callback_safe` hands whisper.cpp a pointer to a boxed
         // trait object but reads it back as the concrete closure (undefined behaviour: it
         // aborted decodes at random here), so the raw callback is used with the flag itself.
-        // SAFETY: the callback only reads an AtomicBool through `user_data`, which points into
-        // `self.stop`'s allocation, alive for the whole synchronous `full` call below.
+        // SAFETY: the callback only reads atomics through `user_data`, which points into
+        // `self.interrupt`'s allocation, alive for the whole synchronous `full` call below.
         unsafe {
-            params.set_abort_callback(Some(abort_when_stopped));
-            params.set_abort_callback_user_data(Arc::as_ptr(&self.stop) as *mut std::ffi::c_void);
+            params.set_abort_callback(Some(abort_when_interrupted));
+            params.set_abort_callback_user_data(
+                Arc::as_ptr(&self.interrupt) as *mut std::ffi::c_void
+            );
         }
 
         let padded;
@@ -133,9 +237,12 @@ impl Decoder {
         if audio.is_empty() {
             return Ok(String::new());
         }
-        self.state
-            .full(params, audio)
-            .map_err(|e| TranscribeError::Whisper(e.to_string()))?;
+        params.set_audio_ctx(window.audio_ctx(audio.len()));
+        let result = self.state.full(params, audio);
+        if self.interrupt.is_set() {
+            return Err(TranscribeError::Interrupted);
+        }
+        result.map_err(|e| TranscribeError::Whisper(e.to_string()))?;
         let mut text = String::new();
         for segment in self.state.as_iter() {
             let piece = segment
@@ -156,6 +263,18 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fitted_window_covers_the_audio_plus_a_second_and_never_exceeds_whispers() {
+        let six = Window::Fitted(Duration::from_secs(6));
+        // Short audio: the minimum window (6 s = 300 encoder positions).
+        assert_eq!(six.audio_ctx(16_000), 300);
+        // 8 s of audio: 9 s of window.
+        assert_eq!(six.audio_ctx(8 * 16_000), 450);
+        // 29.5 s of audio would need more than 30 s: the model's own window.
+        assert_eq!(six.audio_ctx(29 * 16_000 + 8_000), 0);
+        assert_eq!(Window::Full.audio_ctx(16_000), 0);
+    }
 
     #[test]
     fn stock_non_speech_outputs_are_recognised() {

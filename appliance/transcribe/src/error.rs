@@ -43,6 +43,9 @@ pub enum TranscribeError {
     /// whisper.cpp failed on an utterance.
     #[error("whisper: {0}")]
     Whisper(String),
+    /// The decode was given up: the transcriber is stopping, or a final needed the worker.
+    #[error("decode interrupted")]
+    Interrupted,
     /// Reading a file failed.
     #[error("{path}: {message}")]
     Io {

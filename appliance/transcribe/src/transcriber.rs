@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use telecart_core::{AudioFrame, CaptureTime};
 
-use crate::engine::{DecodeConfig, Decoder};
+use crate::engine::{DecodeConfig, Decoder, Interrupt};
 use crate::resample::{MAX_CHANNELS, MonoResampler, downmix};
 use crate::segmenter::{CutterConfig, Segment, UtteranceCutter};
 use crate::{Caption, Side, TranscribeError, Vocabulary, WhisperModel};
@@ -67,6 +67,7 @@ struct Counters {
     blocks_refused: AtomicU64,
     utterances: AtomicU64,
     partials_skipped: AtomicU64,
+    partials_preempted: AtomicU64,
     finals_dropped: AtomicU64,
     captions: AtomicU64,
     captions_dropped: AtomicU64,
@@ -86,6 +87,8 @@ pub struct TranscriberStats {
     pub utterances: u64,
     /// Partials replaced by a newer one before a worker got to them.
     pub partials_skipped: u64,
+    /// Partial decodes given up half-way because a final was waiting for the worker.
+    pub partials_preempted: u64,
     /// Final utterances dropped because the workers were behind.
     pub finals_dropped: u64,
     /// Captions delivered.
@@ -105,6 +108,7 @@ impl Counters {
             blocks_refused: get(&self.blocks_refused),
             utterances: get(&self.utterances),
             partials_skipped: get(&self.partials_skipped),
+            partials_preempted: get(&self.partials_preempted),
             finals_dropped: get(&self.finals_dropped),
             captions: get(&self.captions),
             captions_dropped: get(&self.captions_dropped),
@@ -235,6 +239,9 @@ struct Jobs {
     finals: VecDeque<Segment>,
     /// At most one partial per side: a newer one replaces the older.
     partials: Vec<Segment>,
+    /// The interrupts of workers decoding a partial right now: a final preempts them, since
+    /// waiting for a partial to finish adds its whole decode time to the final's latency.
+    decoding_partials: Vec<Arc<Interrupt>>,
     closed: bool,
 }
 
@@ -265,6 +272,9 @@ impl JobQueue {
                 bump(&self.counters.finals_dropped);
             }
             jobs.finals.push_back(segment);
+            for worker in &jobs.decoding_partials {
+                worker.preempt();
+            }
         } else {
             if let Some(old) = jobs.partials.iter_mut().find(|p| p.side == segment.side) {
                 *old = segment;
@@ -281,9 +291,13 @@ impl JobQueue {
         self.ready.notify_all();
     }
 
-    /// The next job (finals first); `None` when closed and drained or when stopping.
-    fn pop(&self, stop: &AtomicBool) -> Option<Segment> {
+    /// The next job (finals first) for the worker interrupted by `worker`; `None` when closed
+    /// and drained or when stopping. A worker given a partial stays preemptible until
+    /// [`JobQueue::done`].
+    fn pop(&self, stop: &AtomicBool, worker: &Arc<Interrupt>) -> Option<Segment> {
         let mut jobs = self.lock();
+        jobs.decoding_partials.retain(|w| !Arc::ptr_eq(w, worker));
+        worker.clear();
         loop {
             if stop.load(Ordering::Relaxed) {
                 return None;
@@ -292,6 +306,7 @@ impl JobQueue {
                 return Some(f);
             }
             if !jobs.partials.is_empty() {
+                jobs.decoding_partials.push(worker.clone());
                 return Some(jobs.partials.remove(0));
             }
             if jobs.closed {
@@ -353,7 +368,11 @@ impl Transcriber {
         let counters = Arc::new(Counters::default());
         let stop = Arc::new(AtomicBool::new(false));
         let decoders = (0..config.workers)
-            .map(|_| Decoder::new(model, config.decode.clone(), stop.clone()))
+            .map(|_| {
+                let interrupt = Arc::new(Interrupt::new(stop.clone()));
+                Decoder::with_interrupt(model, config.decode.clone(), interrupt.clone())
+                    .map(|decoder| (decoder, interrupt))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let (block_tx, block_rx) =
             std::sync::mpsc::sync_channel::<Block>(config.input_queue_blocks);
@@ -383,7 +402,7 @@ impl Transcriber {
                     .map_err(spawn_error)?,
             );
         }
-        for (n, mut decoder) in decoders.into_iter().enumerate() {
+        for (n, (mut decoder, interrupt)) in decoders.into_iter().enumerate() {
             let queue = queue.clone();
             let counters = counters.clone();
             let stop = stop.clone();
@@ -395,9 +414,15 @@ impl Transcriber {
                 std::thread::Builder::new()
                     .name(format!("transcribe-{n}"))
                     .spawn(move || {
-                        while let Some(segment) = queue.pop(&stop) {
+                        while let Some(segment) = queue.pop(&stop, &interrupt) {
                             let caption = match decode(&mut decoder, &vocabulary, &segment, call_start) {
                                 Ok(c) => c,
+                                Err(TranscribeError::Interrupted) => {
+                                    if !segment.is_final {
+                                        bump(&counters.partials_preempted);
+                                    }
+                                    continue;
+                                }
                                 Err(e) => {
                                     bump(&counters.decode_errors);
                                     tracing::warn!(error = %e, id = segment.id, "utterance not transcribed");
@@ -453,7 +478,11 @@ pub(crate) fn decode(
     call_start: CaptureTime,
 ) -> Result<Caption, TranscribeError> {
     let began = Instant::now();
-    let text = decoder.transcribe(&segment.samples)?;
+    let text = if segment.is_final {
+        decoder.transcribe(&segment.samples)?
+    } else {
+        decoder.transcribe_partial(&segment.samples)?
+    };
     let decode_time = began.elapsed();
     Ok(Caption {
         id: segment.id,
@@ -578,6 +607,7 @@ mod tests {
             counters: counters.clone(),
         };
         let stop = AtomicBool::new(false);
+        let worker = Arc::new(Interrupt::new(Arc::new(AtomicBool::new(false))));
         queue.push(segment(2, Side::Cart, false));
         queue.push(segment(2, Side::Cart, false));
         queue.push(segment(3, Side::Remote, false));
@@ -587,7 +617,7 @@ mod tests {
         queue.push(segment(9, Side::Remote, true));
         let order: Vec<(u64, bool)> = std::iter::from_fn(|| {
             queue.close();
-            queue.pop(&stop).map(|s| (s.id, s.is_final))
+            queue.pop(&stop, &worker).map(|s| (s.id, s.is_final))
         })
         .collect();
         assert_eq!(order, vec![(7, true), (9, true), (4, false)]);
@@ -596,6 +626,35 @@ mod tests {
         // Partial 2 replaced twice (by 2, then 4); partial 3 made stale by final 5.
         assert_eq!(stats.partials_skipped, 3);
         assert_eq!(stats.utterances, 3);
+    }
+
+    #[test]
+    fn a_final_preempts_the_workers_decoding_partials_and_only_them() {
+        let queue = JobQueue {
+            jobs: Mutex::new(Jobs::default()),
+            ready: Condvar::new(),
+            max_finals: 4,
+            counters: Arc::new(Counters::default()),
+        };
+        let stop = AtomicBool::new(false);
+        let shared_stop = Arc::new(AtomicBool::new(false));
+        let on_partial = Arc::new(Interrupt::new(shared_stop.clone()));
+        let on_final = Arc::new(Interrupt::new(shared_stop));
+        queue.push(segment(1, Side::Cart, true));
+        queue.push(segment(2, Side::Remote, false));
+        assert!(queue.pop(&stop, &on_final).is_some_and(|s| s.is_final));
+        assert!(queue.pop(&stop, &on_partial).is_some_and(|s| !s.is_final));
+        queue.push(segment(3, Side::Cart, true));
+        assert!(
+            on_partial.is_set(),
+            "the partial's worker is asked to give up"
+        );
+        assert!(!on_final.is_set(), "a final in progress is never preempted");
+        // The preempted worker takes the waiting final, no longer preemptible.
+        assert!(queue.pop(&stop, &on_partial).is_some_and(|s| s.id == 3));
+        assert!(!on_partial.is_set());
+        queue.push(segment(4, Side::Cart, true));
+        assert!(!on_partial.is_set());
     }
 
     #[test]
