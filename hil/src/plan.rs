@@ -338,14 +338,12 @@ mod tests {
             for runner in ["bin", "share", "data"] {
                 v.insert(runner.into(), "/x".into());
             }
-            v.extend(
-                crate::sip_peer::SipAccounts::new("10.77.0.1".parse().unwrap(), 5060).vars(),
-            );
+            v.extend(crate::sip_peer::SipAccounts::new("10.77.0.1".parse().unwrap(), 5060).vars());
             for entry in std::fs::read_dir(&dir).unwrap() {
                 let path = entry.unwrap().path();
                 let text = std::fs::read_to_string(&path).unwrap();
-                let rendered = substitute(&text, &v)
-                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let rendered =
+                    substitute(&text, &v).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 rendered
                     .parse::<toml::Table>()
                     .unwrap_or_else(|e| panic!("{}: {e}", path.display()));

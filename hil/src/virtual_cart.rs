@@ -98,6 +98,8 @@ pub(crate) struct VirtualCart {
     qemu: Option<Child>,
     boot: u32,
     next_command: u32,
+    /// `kvm` while KVM works, else `tcg`.
+    accelerator: &'static str,
     /// How long each boot took until the guest was ready.
     pub(crate) boot_times: Vec<Duration>,
 }
@@ -122,6 +124,7 @@ impl VirtualCart {
             qemu: None,
             boot: 0,
             next_command: 1,
+            accelerator: accelerator(),
             boot_times: Vec::new(),
         };
         cart.boot()?;
@@ -136,7 +139,25 @@ impl VirtualCart {
         self.spec.work.join(format!("console-{}.log", self.boot))
     }
 
+    /// Boots the cart; if KVM is what fails (QEMU aborts, or KVM stops the guest with an
+    /// internal error, as where KVM is nested), boots again under TCG and stays there.
     fn boot(&mut self) -> anyhow::Result<()> {
+        match self.boot_once() {
+            Err(e) if self.accelerator == "kvm" => {
+                let why = format!("{e:#}");
+                eprintln!(
+                    "\n!!!!!!!! hil: the virtual cart did not boot under KVM ({}); TCG from now on !!!!!!!!\n",
+                    why.lines().take(3).collect::<Vec<_>>().join(" | ")
+                );
+                self.kill();
+                self.accelerator = "tcg";
+                self.boot_once()
+            }
+            other => other,
+        }
+    }
+
+    fn boot_once(&mut self) -> anyhow::Result<()> {
         self.boot += 1;
         let ctl = self.ctl();
         fs::create_dir_all(&ctl)?;
@@ -167,13 +188,19 @@ impl VirtualCart {
                 if readonly { ",readonly=on" } else { "" }
             )
         };
-        let accelerator = accelerator();
-        if self.boot == 1 {
-            eprintln!("hil: virtual cart accelerator: {accelerator}");
-        }
+        let accelerator = self.accelerator;
+        eprintln!("hil: virtual cart boot {}: {accelerator}", self.boot);
         let started = Instant::now();
         let child = Command::new("qemu-system-x86_64")
-            .args(["-accel", accelerator, "-m", "1024", "-smp", "2", "-nographic"])
+            .args([
+                "-accel",
+                accelerator,
+                "-m",
+                "1024",
+                "-smp",
+                "2",
+                "-nographic",
+            ])
             // The cart's binaries are built for x86-64-v3 (.cargo/config.toml); the default
             // qemu64 CPU is older. `max` is the host's CPU under KVM, and under TCG every
             // instruction set TCG emulates (AVX2, FMA, F16C).
@@ -206,6 +233,14 @@ impl VirtualCart {
                     "the virtual cart stopped while booting ({status}); console:\n{}",
                     self.console_tail(30)
                 );
+            }
+            if self.accelerator == "kvm"
+                && started.elapsed().as_millis() % 1000 < 50
+                && fs::read_to_string(self.console_log())
+                    .is_ok_and(|c| c.contains("KVM internal error"))
+            {
+                self.kill();
+                bail!("KVM internal error; console:\n{}", self.console_tail(30));
             }
             if Instant::now() > deadline {
                 self.kill();
@@ -477,6 +512,17 @@ fn run(command: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// KVM when this machine lets us open it (the cart's code runs natively instead of through
+/// TCG's instruction translation), else TCG, which runs anywhere.
+fn accelerator() -> &'static str {
+    let kvm = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if kvm { "kvm" } else { "tcg" }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,15 +543,4 @@ mod tests {
             ]
         );
     }
-}
-
-/// KVM when this machine lets us open it (the cart's code runs natively instead of through
-/// TCG's instruction translation), else TCG, which runs anywhere.
-fn accelerator() -> &'static str {
-    let kvm = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok();
-    if kvm { "kvm" } else { "tcg" }
 }
