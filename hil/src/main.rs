@@ -73,6 +73,9 @@ enum TargetCommand {
         /// Use the binaries already built instead of running cargo build.
         #[arg(long)]
         no_build: bool,
+        /// Give the cart no tap network (the steps with a SIP peer are then skipped).
+        #[arg(long)]
+        without_lan: bool,
         /// The kernel and modules from tests/setup.d/hil.sh (default: $WORK/hil/kernel).
         #[arg(long)]
         kernel_dir: Option<PathBuf>,
@@ -202,6 +205,7 @@ fn run(cli: Cli) -> anyhow::Result<Tally> {
         TargetCommand::Virtual {
             without_camera_driver,
             no_build,
+            without_lan,
             kernel_dir,
             boot_timeout_s,
         } => {
@@ -211,7 +215,11 @@ fn run(cli: Cli) -> anyhow::Result<Tally> {
             // From here on the runner, QEMU and the peers live in a network namespace of
             // their own: the guest reaches the peers, and nothing reaches anything else.
             isolate_network()?;
-            let lan = virtual_cart::create_lan();
+            let lan = if without_lan {
+                Err("left out (--without-lan)".to_string())
+            } else {
+                virtual_cart::create_lan()
+            };
             if let Err(why) = &lan {
                 eprintln!(
                     "\n!!!!!!!! hil: no tap network for the virtual cart ({why}): \
