@@ -381,6 +381,10 @@ fn run_step(
                 ));
                 return;
             }
+            if let Some(missing) = sip_peer::missing_programs() {
+                result.verdict = Verdict::Skip(format!("!!! the SIP peer: {missing} !!!"));
+                return;
+            }
             match sip_peer::SipPeer::start(
                 host.repo,
                 host.sip,

@@ -104,10 +104,8 @@ impl SipPeer {
         accounts: &SipAccounts,
         dir: &Path,
     ) -> anyhow::Result<SipPeer> {
-        for program in ["kamailio", "baresip"] {
-            if which(program).is_none() {
-                bail!("{program} is not installed (apt-get install: .ci/debian-packages.d/sip)");
-            }
+        if let Some(missing) = missing_programs() {
+            bail!("{missing}");
         }
         if dir.exists() {
             std::fs::remove_dir_all(dir)?;
@@ -284,6 +282,20 @@ impl Drop for SipPeer {
         stop(&mut self.baresip);
         stop(&mut self.kamailio);
     }
+}
+
+/// Why the SIP peer cannot run on this machine (a program not installed), if it cannot.
+pub(crate) fn missing_programs() -> Option<String> {
+    let missing: Vec<&str> = ["kamailio", "baresip"]
+        .into_iter()
+        .filter(|p| which(p).is_none())
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "{} not installed (apt-get install: .ci/debian-packages.d/hil)",
+            missing.join(" and ")
+        )
+    })
 }
 
 /// baresip's control socket (`ctrl_tcp`: netstring JSON commands, events and responses).
