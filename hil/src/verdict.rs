@@ -245,6 +245,32 @@ mod tests {
     }
 
     #[test]
+    fn peer_facts_must_be_true_and_say_why_not() {
+        let pass = Pass {
+            peer: Some(PeerPass {
+                facts: vec!["cart_registered".into(), "bye_relayed".into()],
+                ..PeerPass::default()
+            }),
+            ..Pass::default()
+        };
+        let none = BTreeMap::new();
+        let mut good = ran(0, "");
+        good.peer_stats = Some(json!({"cart_registered": true, "bye_relayed": true}));
+        assert_eq!(judge(&pass, &good, &none), Verdict::Pass);
+        let mut unregistered = ran(0, "");
+        unregistered.peer_stats = Some(json!({"cart_registered": false, "bye_relayed": "yes",
+            "notes": ["the cart did not register with Kamailio"]}));
+        assert_eq!(
+            judge(&pass, &unregistered, &none),
+            Verdict::Fail(vec![
+                "peer: cart_registered is not true (the cart did not register with Kamailio)"
+                    .into(),
+                "peer: bye_relayed is not true (the cart did not register with Kamailio)".into(),
+            ])
+        );
+    }
+
+    #[test]
     fn peer_thresholds() {
         let pass = Pass {
             peer: Some(PeerPass {
