@@ -12,6 +12,7 @@
 mod peer;
 mod plan;
 mod report;
+mod sip_peer;
 mod ssh;
 mod target;
 mod verdict;
@@ -72,6 +73,9 @@ enum TargetCommand {
         /// Use the binaries already built instead of running cargo build.
         #[arg(long)]
         no_build: bool,
+        /// Give the cart no tap network (the steps with a SIP peer are then skipped).
+        #[arg(long)]
+        without_lan: bool,
         /// The kernel and modules from tests/setup.d/hil.sh (default: $WORK/hil/kernel).
         #[arg(long)]
         kernel_dir: Option<PathBuf>,
@@ -179,6 +183,15 @@ fn run(cli: Cli) -> anyhow::Result<Tally> {
     vars.insert("bin".into(), paths.bin.clone());
     vars.insert("share".into(), paths.share.clone());
     vars.insert("data".into(), paths.data.clone());
+    // The SIP peers' registrar: on the virtual cart's tap network (the runner's namespace is
+    // its own, so the standard port is free), or on this machine's address for a real cart.
+    let sip_accounts = match &cli.target {
+        TargetCommand::Virtual { .. } => {
+            sip_peer::SipAccounts::new(IpAddr::V4(virtual_cart::LAN_HOST), 5060)
+        }
+        TargetCommand::Ssh { peer_address, .. } => sip_peer::SipAccounts::new(*peer_address, 0),
+    };
+    vars.extend(sip_accounts.vars());
 
     let share = out.join("share");
     render_share(&repo.join("hil/cart"), &share, &vars)?;
@@ -192,6 +205,7 @@ fn run(cli: Cli) -> anyhow::Result<Tally> {
         TargetCommand::Virtual {
             without_camera_driver,
             no_build,
+            without_lan,
             kernel_dir,
             boot_timeout_s,
         } => {
@@ -201,6 +215,17 @@ fn run(cli: Cli) -> anyhow::Result<Tally> {
             // From here on the runner, QEMU and the peers live in a network namespace of
             // their own: the guest reaches the peers, and nothing reaches anything else.
             isolate_network()?;
+            let lan = if without_lan {
+                Err("left out (--without-lan)".to_string())
+            } else {
+                virtual_cart::create_lan()
+            };
+            if let Err(why) = &lan {
+                eprintln!(
+                    "\n!!!!!!!! hil: no tap network for the virtual cart ({why}): \
+                     steps with a SIP peer are SKIPPED !!!!!!!!\n"
+                );
+            }
             let t = Instant::now();
             let cart = virtual_cart::VirtualCart::start(virtual_cart::VirtualCartSpec {
                 kernel_dir: kernel_dir.unwrap_or_else(|| work.join("hil/kernel")),
@@ -209,6 +234,7 @@ fn run(cli: Cli) -> anyhow::Result<Tally> {
                 work: out.clone(),
                 without_camera_driver,
                 boot_timeout: Duration::from_secs(boot_timeout_s),
+                lan,
             })?;
             timings.push(("initramfs + first boot".into(), t.elapsed()));
             println!(
@@ -268,6 +294,7 @@ fn run(cli: Cli) -> anyhow::Result<Tally> {
                 repo: &repo,
                 python: &python,
                 out: &out,
+                sip: &sip_accounts,
             };
             run_step(step, &vars, target.as_mut(), &host, &earlier, &mut result);
         }
@@ -306,12 +333,19 @@ fn run(cli: Cli) -> anyhow::Result<Tally> {
     Ok(tally)
 }
 
-/// Where the host's side of a step lives: the repository (peers), the peers' Python and the
-/// run's directory (peer logs).
+/// Where the host's side of a step lives: the repository (peers), the peers' Python, the
+/// run's directory (peer logs) and the SIP accounts the cart's configuration names.
 struct HostSide<'a> {
     repo: &'a Path,
     python: &'a Path,
     out: &'a Path,
+    sip: &'a sip_peer::SipAccounts,
+}
+
+/// The host peer of a running step.
+enum RunningPeer {
+    Whip(peer::WhipPeer),
+    Sip(sip_peer::SipPeer),
 }
 
 /// Runs one `run` step: its peer, its script, its verdict and, on failure, its diagnosis.
@@ -333,13 +367,36 @@ fn run_step(
         ) {
             Ok(p) => {
                 vars.insert("whip_url".into(), p.whip_url());
-                Some(p)
+                Some(RunningPeer::Whip(p))
             }
             Err(e) => {
                 result.verdict = Verdict::Fail(vec![format!("peer: {e:#}")]);
                 return;
             }
         },
+        Some(PeerKind::Sip) => {
+            if let Err(why) = target.lan_address() {
+                result.verdict = Verdict::Skip(format!(
+                    "!!! the SIP peer needs a network without NAT to the cart: {why} !!!"
+                ));
+                return;
+            }
+            if let Some(missing) = sip_peer::missing_programs() {
+                result.verdict = Verdict::Skip(format!("!!! the SIP peer: {missing} !!!"));
+                return;
+            }
+            match sip_peer::SipPeer::start(
+                host.repo,
+                host.sip,
+                &host.out.join(format!("sip-{}", step.name)),
+            ) {
+                Ok(p) => Some(RunningPeer::Sip(p)),
+                Err(e) => {
+                    result.verdict = Verdict::Fail(vec![format!("peer: {e:#}")]);
+                    return;
+                }
+            }
+        }
         None => None,
     };
     let script = step.run.as_deref().unwrap_or_default();
@@ -350,12 +407,16 @@ fn run_step(
             ..Outcome::default()
         },
     };
-    if let Some(peer) = peer {
-        match peer.stats() {
-            Ok(stats) => outcome.peer_stats = Some(stats),
-            Err(e) => eprintln!("hil: {}: peer statistics: {e:#}", step.name),
+    match peer {
+        Some(RunningPeer::Whip(peer)) => {
+            match peer.stats() {
+                Ok(stats) => outcome.peer_stats = Some(stats),
+                Err(e) => eprintln!("hil: {}: peer statistics: {e:#}", step.name),
+            }
+            peer.stop();
         }
-        peer.stop();
+        Some(RunningPeer::Sip(peer)) => outcome.peer_stats = Some(peer.finish()),
+        None => {}
     }
     let mut pass = step.pass.clone();
     let contains: Result<Vec<String>, String> = pass

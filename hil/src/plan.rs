@@ -58,6 +58,9 @@ pub(crate) enum Action {
 pub(crate) enum PeerKind {
     /// `tests/peers/whip_aiortc.py`: a WHIP endpoint that decodes what it receives.
     Whip,
+    /// Kamailio (registrar and proxy) and baresip (a video phone) on an address the cart
+    /// reaches without NAT: baresip calls the cart once it has registered.
+    Sip,
 }
 
 /// One step of the plan.
@@ -115,7 +118,7 @@ pub(crate) struct Pass {
     pub(crate) peer: Option<PeerPass>,
 }
 
-/// Thresholds on what the WHIP peer decoded (its `/stats`).
+/// Thresholds on what the peer decoded (the WHIP peer's `/stats`, the SIP peer's statistics).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PeerPass {
@@ -129,6 +132,10 @@ pub(crate) struct PeerPass {
     pub(crate) min_audio_frames: Option<u64>,
     /// RMS of all decoded audio (full scale 1.0), at least: silence is ~0.
     pub(crate) min_audio_rms: Option<f64>,
+    /// Yes/no facts the peer must report as true (the SIP peer's `cart_registered`,
+    /// `call_established`, `bye_relayed`, `call_closed`).
+    #[serde(default)]
+    pub(crate) facts: Vec<String>,
 }
 
 /// The target kinds a plan has variables for.
@@ -302,7 +309,16 @@ mod tests {
         let plan = Plan::parse(include_str!("../plan.toml")).unwrap();
         for kind in TARGET_KINDS {
             let mut v = plan.vars[kind].clone();
-            for runner in ["bin", "share", "data", "whip_url"] {
+            for runner in [
+                "bin",
+                "share",
+                "data",
+                "whip_url",
+                "sip_registrar",
+                "sip_user",
+                "sip_password",
+                "sip_caller",
+            ] {
                 v.insert(runner.into(), "x".into());
             }
             for step in &plan.steps {
@@ -314,14 +330,65 @@ mod tests {
     }
 
     #[test]
-    fn unavailable_features_skip_with_their_note_unless_forced() {
+    fn the_carts_configs_render_for_both_targets() {
         let plan = Plan::parse(include_str!("../plan.toml")).unwrap();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cart");
+        for kind in TARGET_KINDS {
+            let mut v = plan.vars[kind].clone();
+            for runner in ["bin", "share", "data"] {
+                v.insert(runner.into(), "/x".into());
+            }
+            v.extend(crate::sip_peer::SipAccounts::new("10.77.0.1".parse().unwrap(), 5060).vars());
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let text = std::fs::read_to_string(&path).unwrap();
+                let rendered =
+                    substitute(&text, &v).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                rendered
+                    .parse::<toml::Table>()
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
+        }
+    }
+
+    #[test]
+    fn unavailable_features_skip_with_their_note_unless_forced() {
+        let text = r#"
+            [plan]
+            name = "p"
+            [features.sip]
+            available = false
+            note = "SIP endpoint not on main"
+            [features.camera]
+            available = true
+            [[step]]
+            name = "call"
+            what = "a call"
+            requires = "sip"
+            [[step]]
+            name = "camera"
+            what = "frames"
+            requires = "camera"
+            run = "true"
+        "#;
+        let plan = Plan::parse(text).unwrap();
         let call = plan.steps.iter().find(|s| s.name == "call").unwrap();
         let reason = plan.skip_reason(call, &[]).unwrap();
-        assert!(reason.starts_with("requires sip: SIP endpoint"), "{reason}");
+        assert_eq!(reason, "requires sip: SIP endpoint not on main");
         assert_eq!(plan.skip_reason(call, &["sip".into()]), None);
         let camera = plan.steps.iter().find(|s| s.name == "camera").unwrap();
         assert_eq!(plan.skip_reason(camera, &[]), None);
+    }
+
+    #[test]
+    fn the_shipped_call_step_asks_for_the_sip_peer() {
+        let plan = Plan::parse(include_str!("../plan.toml")).unwrap();
+        let call = plan.steps.iter().find(|s| s.name == "call").unwrap();
+        assert_eq!(call.peer, Some(PeerKind::Sip));
+        let peer = call.pass.peer.as_ref().unwrap();
+        for fact in ["cart_registered", "call_established", "bye_relayed"] {
+            assert!(peer.facts.iter().any(|f| f == fact), "{fact} not checked");
+        }
     }
 
     #[test]

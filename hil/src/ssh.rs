@@ -121,6 +121,11 @@ impl Target for SshCart {
         self.peer_address
     }
 
+    fn lan_address(&self) -> Result<IpAddr, String> {
+        // A real cart and this machine are on the hospital's network: no NAT between them.
+        Ok(self.peer_address)
+    }
+
     fn finish(&mut self) -> anyhow::Result<()> {
         Ok(())
     }

@@ -27,6 +27,10 @@ pub(crate) trait Target {
     /// The host address the cart reaches the runner's peers on: they listen there and
     /// offer it as their ICE candidate.
     fn peer_address(&self) -> IpAddr;
+    /// The host's address on a network where the cart's own addresses are reachable, without
+    /// NAT (SIP carries addresses in Contact and SDP): the SIP peers listen there. `Err` says
+    /// why there is none.
+    fn lan_address(&self) -> Result<IpAddr, String>;
     /// Shuts the cart down or disconnects (the virtual cart powers off).
     fn finish(&mut self) -> anyhow::Result<()>;
 }

@@ -107,7 +107,8 @@ fn non_empty_lines(text: &str) -> impl Iterator<Item = &str> {
         .filter(|l| !l.trim().is_empty())
 }
 
-/// Checks the WHIP peer's `/stats` (tests/peers/README.md) against the thresholds.
+/// Checks the peer's statistics (the WHIP peer's `/stats`, tests/peers/README.md; the SIP
+/// peer's, hil/src/sip_peer.rs) against the thresholds.
 fn judge_peer(want: &PeerPass, stats: &Value) -> Vec<String> {
     let mut out = Vec::new();
     let number = |key: &str| stats.get(key).and_then(Value::as_f64).unwrap_or(0.0);
@@ -141,6 +142,23 @@ fn judge_peer(want: &PeerPass, stats: &Value) -> Vec<String> {
             out.push(format!(
                 "peer's decoded audio RMS is {got:.4}, expected at least {min} (silence?)"
             ));
+        }
+    }
+    for fact in &want.facts {
+        if stats.get(fact).and_then(Value::as_bool) != Some(true) {
+            let why = stats
+                .get("notes")
+                .and_then(Value::as_array)
+                .map(|notes| {
+                    notes
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
+                .filter(|n| !n.is_empty())
+                .map_or_else(String::new, |n| format!(" ({n})"));
+            out.push(format!("peer: {fact} is not true{why}"));
         }
     }
     out
@@ -227,6 +245,32 @@ mod tests {
     }
 
     #[test]
+    fn peer_facts_must_be_true_and_say_why_not() {
+        let pass = Pass {
+            peer: Some(PeerPass {
+                facts: vec!["cart_registered".into(), "bye_relayed".into()],
+                ..PeerPass::default()
+            }),
+            ..Pass::default()
+        };
+        let none = BTreeMap::new();
+        let mut good = ran(0, "");
+        good.peer_stats = Some(json!({"cart_registered": true, "bye_relayed": true}));
+        assert_eq!(judge(&pass, &good, &none), Verdict::Pass);
+        let mut unregistered = ran(0, "");
+        unregistered.peer_stats = Some(json!({"cart_registered": false, "bye_relayed": "yes",
+            "notes": ["the cart did not register with Kamailio"]}));
+        assert_eq!(
+            judge(&pass, &unregistered, &none),
+            Verdict::Fail(vec![
+                "peer: cart_registered is not true (the cart did not register with Kamailio)"
+                    .into(),
+                "peer: bye_relayed is not true (the cart did not register with Kamailio)".into(),
+            ])
+        );
+    }
+
+    #[test]
     fn peer_thresholds() {
         let pass = Pass {
             peer: Some(PeerPass {
@@ -235,6 +279,7 @@ mod tests {
                 height: Some(480),
                 min_audio_frames: Some(100),
                 min_audio_rms: Some(0.01),
+                facts: vec!["call_established".into()],
             }),
             ..Pass::default()
         };
@@ -242,14 +287,14 @@ mod tests {
         let mut good = ran(0, "");
         good.peer_stats = Some(
             json!({"video_frames_decoded": 90, "width": 640, "height": 480,
-            "audio_frames_decoded": 400, "audio_rms_total": 0.08}),
+            "audio_frames_decoded": 400, "audio_rms_total": 0.08, "call_established": true}),
         );
         assert_eq!(judge(&pass, &good, &none), Verdict::Pass);
         let mut silent_and_small = ran(0, "");
         silent_and_small.peer_stats = Some(json!({"video_frames_decoded": 3, "width": 320,
             "height": 240, "audio_frames_decoded": 400, "audio_rms_total": 0.0}));
         match judge(&pass, &silent_and_small, &none) {
-            Verdict::Fail(why) => assert_eq!(why.len(), 4, "{why:?}"),
+            Verdict::Fail(why) => assert_eq!(why.len(), 5, "{why:?}"),
             other => panic!("{other:?}"),
         }
         let no_stats = ran(0, "");

@@ -23,6 +23,43 @@ use std::time::{Duration, Instant};
 /// interface.
 pub(crate) const PEER_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 
+/// The virtual cart's second network: a tap device in the runner's namespace, bridged to
+/// nothing, with the host on [`LAN_HOST`] and the cart on [`LAN_CART`]. It is what a ward's
+/// network is to a real cart: no NAT, so the addresses SIP puts in Contact and SDP are
+/// reachable both ways (through QEMU's user-mode NAT they are not: docs/hil.md, "Network").
+pub(crate) const LAN_TAP: &str = "hil-lan0";
+/// The host's end of the tap network (the SIP peers listen here).
+pub(crate) const LAN_HOST: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+/// The cart's address on it (eth1 in the guest, set by `/init` from `hil.lan=`).
+pub(crate) const LAN_CART: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+/// The MAC of the cart's tap NIC: `/init` finds the interface by it.
+const LAN_MAC: &str = "52:54:00:77:00:02";
+
+/// Creates the tap network's host side ([`LAN_TAP`], [`LAN_HOST`]/24). Run inside the
+/// runner's own network namespace (root): it vanishes with it. `Err` says why not (no
+/// /dev/net/tun, no CAP_NET_ADMIN); the steps that need it are then skipped with that reason.
+pub(crate) fn create_lan() -> Result<(), String> {
+    let address = format!("{LAN_HOST}/24");
+    for args in [
+        vec!["tuntap", "add", "dev", LAN_TAP, "mode", "tap"],
+        vec!["addr", "add", address.as_str(), "dev", LAN_TAP],
+        vec!["link", "set", LAN_TAP, "up"],
+    ] {
+        let out = Command::new("ip")
+            .args(&args)
+            .output()
+            .map_err(|e| format!("ip: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "`ip {}` failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The guest's paths, as the plan sees them.
 pub(crate) fn paths() -> CartPaths {
     CartPaths {
@@ -49,6 +86,9 @@ pub(crate) struct VirtualCartSpec {
     pub(crate) without_camera_driver: bool,
     /// Longest a boot may take until the guest says it is ready.
     pub(crate) boot_timeout: Duration,
+    /// The tap network ([`create_lan`]): `Ok` gives the cart a second NIC on it; `Err` is why
+    /// there is none.
+    pub(crate) lan: Result<(), String>,
 }
 
 /// A running virtual cart.
@@ -58,6 +98,8 @@ pub(crate) struct VirtualCart {
     qemu: Option<Child>,
     boot: u32,
     next_command: u32,
+    /// `kvm` while KVM works, else `tcg`.
+    accelerator: &'static str,
     /// How long each boot took until the guest was ready.
     pub(crate) boot_times: Vec<Duration>,
 }
@@ -82,6 +124,7 @@ impl VirtualCart {
             qemu: None,
             boot: 0,
             next_command: 1,
+            accelerator: accelerator(),
             boot_times: Vec::new(),
         };
         cart.boot()?;
@@ -96,7 +139,25 @@ impl VirtualCart {
         self.spec.work.join(format!("console-{}.log", self.boot))
     }
 
+    /// Boots the cart; if KVM is what fails (QEMU aborts, or KVM stops the guest with an
+    /// internal error, as where KVM is nested), boots again under TCG and stays there.
     fn boot(&mut self) -> anyhow::Result<()> {
+        match self.boot_once() {
+            Err(e) if self.accelerator == "kvm" => {
+                let why = format!("{e:#}");
+                eprintln!(
+                    "\n!!!!!!!! hil: the virtual cart did not boot under KVM ({}); TCG from now on !!!!!!!!\n",
+                    why.lines().take(3).collect::<Vec<_>>().join(" | ")
+                );
+                self.kill();
+                self.accelerator = "tcg";
+                self.boot_once()
+            }
+            other => other,
+        }
+    }
+
+    fn boot_once(&mut self) -> anyhow::Result<()> {
         self.boot += 1;
         let ctl = self.ctl();
         fs::create_dir_all(&ctl)?;
@@ -110,6 +171,16 @@ impl VirtualCart {
         if self.spec.without_camera_driver {
             append.push_str(" hil.no_vivid");
         }
+        let mut lan_nic: Vec<String> = Vec::new();
+        if self.spec.lan.is_ok() {
+            append.push_str(&format!(" hil.lan={LAN_CART}/24,{LAN_MAC}"));
+            lan_nic = vec![
+                "-netdev".into(),
+                format!("tap,id=n1,ifname={LAN_TAP},script=no,downscript=no"),
+                "-device".into(),
+                format!("virtio-net-pci,netdev=n1,mac={LAN_MAC},romfile="),
+            ];
+        }
         let share = |path: &Path, tag: &str, readonly: bool| {
             format!(
                 "local,path={},mount_tag={tag},security_model=none{}",
@@ -117,13 +188,19 @@ impl VirtualCart {
                 if readonly { ",readonly=on" } else { "" }
             )
         };
-        let accelerator = accelerator();
-        if self.boot == 1 {
-            eprintln!("hil: virtual cart accelerator: {accelerator}");
-        }
+        let accelerator = self.accelerator;
+        eprintln!("hil: virtual cart boot {}: {accelerator}", self.boot);
         let started = Instant::now();
         let child = Command::new("qemu-system-x86_64")
-            .args(["-accel", accelerator, "-m", "1024", "-smp", "2", "-nographic"])
+            .args([
+                "-accel",
+                accelerator,
+                "-m",
+                "1024",
+                "-smp",
+                "2",
+                "-nographic",
+            ])
             // The cart's binaries are built for x86-64-v3 (.cargo/config.toml); the default
             // qemu64 CPU is older. `max` is the host's CPU under KVM, and under TCG every
             // instruction set TCG emulates (AVX2, FMA, F16C).
@@ -135,6 +212,7 @@ impl VirtualCart {
             .args(["-append", &append])
             .args(["-netdev", "user,id=n0"])
             .args(["-device", "virtio-net-pci,netdev=n0,romfile="])
+            .args(&lan_nic)
             .args(["-virtfs", &share(&ctl, "ctl0", false)])
             .args(["-virtfs", &share(&self.spec.share, "share0", true)])
             .args([
@@ -155,6 +233,14 @@ impl VirtualCart {
                     "the virtual cart stopped while booting ({status}); console:\n{}",
                     self.console_tail(30)
                 );
+            }
+            if self.accelerator == "kvm"
+                && started.elapsed().as_millis() % 1000 < 50
+                && fs::read_to_string(self.console_log())
+                    .is_ok_and(|c| c.contains("KVM internal error"))
+            {
+                self.kill();
+                bail!("KVM internal error; console:\n{}", self.console_tail(30));
             }
             if Instant::now() > deadline {
                 self.kill();
@@ -281,6 +367,13 @@ impl Target for VirtualCart {
         IpAddr::V4(PEER_ADDRESS)
     }
 
+    fn lan_address(&self) -> Result<IpAddr, String> {
+        match &self.spec.lan {
+            Ok(()) => Ok(IpAddr::V4(LAN_HOST)),
+            Err(why) => Err(format!("no tap network for the virtual cart: {why}")),
+        }
+    }
+
     fn finish(&mut self) -> anyhow::Result<()> {
         self.power_off(Duration::from_secs(60))
     }
@@ -330,6 +423,8 @@ fn build_initramfs(spec: &VirtualCartSpec, out: &Path) -> anyhow::Result<()> {
         .arg(root.join("usr/share")))?;
     let aplay = which("aplay").context("aplay (apt-get install alsa-utils)")?;
     fs::copy(&aplay, root.join("usr/bin/aplay"))?;
+    // The same program records when called arecord (the call step records the speaker).
+    std::os::unix::fs::symlink("aplay", root.join("usr/bin/arecord"))?;
     copy_libraries(&aplay, &root)?;
     for binary in &spec.cart_binaries {
         let name = binary
@@ -417,6 +512,17 @@ fn run(command: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// KVM when this machine lets us open it (the cart's code runs natively instead of through
+/// TCG's instruction translation), else TCG, which runs anywhere.
+fn accelerator() -> &'static str {
+    let kvm = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if kvm { "kvm" } else { "tcg" }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,15 +543,4 @@ mod tests {
             ]
         );
     }
-}
-
-/// KVM when this machine lets us open it (the cart's code runs natively instead of through
-/// TCG's instruction translation), else TCG, which runs anywhere.
-fn accelerator() -> &'static str {
-    let kvm = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok();
-    if kvm { "kvm" } else { "tcg" }
 }
