@@ -171,7 +171,21 @@ async function pageCall({ ws, user, password, domain, target, seconds, timeout, 
       mediaConstraints: { audio: true, video: true },
       pcConfig: { iceServers: [] },
       eventHandlers: {
-        sending: () => { t.invite = performance.now(); },
+        // `sdp` (local offer) fires as the INVITE goes out, after ICE gathering; `sending`
+        // fires before the offer is even made.
+        sending: () => { t.sending = performance.now(); },
+        sdp: (e) => { if (e.originator === "local" && e.type === "offer") t.invite = performance.now(); },
+        peerconnection: (e) => {
+          // A softphone plays what it receives: so does this one (Chromium measures the
+          // energy of played audio).
+          e.peerconnection.addEventListener("track", (ev) => {
+            if (ev.track.kind !== "audio") return;
+            const el = document.createElement("audio");
+            el.autoplay = true;
+            el.srcObject = ev.streams[0] || new MediaStream([ev.track]);
+            document.body.appendChild(el);
+          });
+        },
         accepted: () => { t.ok = performance.now(); },
         confirmed: () => { window.progress("confirmed"); },
         failed: (e) => resolve({ originator: e.originator, cause: e.cause, failed: true }),
@@ -216,6 +230,7 @@ async function pageCall({ ws, user, password, domain, target, seconds, timeout, 
   }
   Object.assign(rec, s);
   rec.inviteTo200Ms = t.ok && t.invite ? t.ok - t.invite : null;
+  rec.callTo200Ms = t.ok && t.sending ? t.ok - t.sending : null;
   rec.inviteToFirstFrameMs = t.frame && t.invite ? t.frame - t.invite : null;
   if (early) {
     rec.end = early;

@@ -323,18 +323,20 @@ fn jssip_in_chromium_calls_the_cart_over_websocket_and_str0m_answers() {
     let calls = verdict["calls"].as_array().unwrap();
     for c in calls {
         println!(
-            "BENCH sip softphone call {} ({}): INVITE->200 OK at the cart {:?} ms, at JsSIP {:.1} ms; \
-             INVITE->first decoded frame in Chromium {:.0} ms; {} frames decoded ({}), \
-             {} audio packets ({}) from the cart; ended by {}",
+            "BENCH sip softphone call {} ({}): INVITE->200 OK at the cart {:?} ms, at JsSIP {:.1} ms \
+             (call() to 200 OK {:.0} ms); INVITE->first decoded frame in Chromium {:.0} ms; \
+             {} frames decoded ({}), {} audio packets ({}, energy {}) from the cart; ended by {}",
             c["call"],
             c["mode"],
             answered_ms.get(c["call"].as_u64().unwrap() as usize - 1),
             c["inviteTo200Ms"].as_f64().unwrap_or(f64::NAN),
+            c["callTo200Ms"].as_f64().unwrap_or(f64::NAN),
             c["inviteToFirstFrameMs"].as_f64().unwrap_or(f64::NAN),
             c["framesDecoded"],
             c["videoCodec"],
             c["audioPacketsReceived"],
             c["audioCodec"],
+            c["totalAudioEnergy"],
             c["end"]
         );
     }
@@ -356,6 +358,10 @@ fn jssip_in_chromium_calls_the_cart_over_websocket_and_str0m_answers() {
             "Chromium received the cart's audio: {c}"
         );
         assert_eq!(c["audioCodec"], "audio/opus", "{c}");
+        assert!(
+            c["totalAudioEnergy"].as_f64().unwrap_or(0.0) > 0.0,
+            "the cart's microphone is heard, not silence: {c}"
+        );
     }
     assert_eq!(calls[0]["end"]["originator"], "local", "{}", calls[0]);
     assert!(
@@ -392,6 +398,7 @@ fn jssip_in_chromium_calls_the_cart_over_websocket_and_str0m_answers() {
         })
         .collect();
     assert_eq!(starts.len(), 2, "{starts:?}");
+    let mut reasons = Vec::new();
     for (session, protocol, remote) in &starts {
         assert_eq!(protocol, "sip");
         assert_eq!(remote, "sip:doctor@127.0.0.1");
@@ -403,5 +410,8 @@ fn jssip_in_chromium_calls_the_cart_over_websocket_and_str0m_answers() {
         });
         assert!(end.is_some(), "no end for {session:?}: {records:?}");
         println!("session {session:?}: ended {end:?}");
+        reasons.extend(end);
     }
+    // JsSIP's BYE ended the first (not the closing of its peer connection), the cart the second.
+    assert_eq!(reasons, ["bye", "hangup"]);
 }

@@ -140,6 +140,10 @@ pub trait CartPort: Send + Sync + 'static {
 
 // ---- Browser softphones: WebRTC media answered by the cart's WebRTC stack ----
 
+/// How long the cart waits for the caller's BYE after its WebRTC media ended before it sends
+/// its own.
+const WEBRTC_BYE_GRACE: Duration = Duration::from_secs(2);
+
 /// An incoming call's WebRTC offer, for [`CartPort::answer_webrtc`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WebRtcRequest {
@@ -1565,11 +1569,17 @@ async fn answer_webrtc(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, offer:
                 }
             }
         };
+        tokio::pin!(ended_here);
         tokio::select! {
             why = ended => {
-                let _ = events.send(LoopEvent::WebRtcEnded { call_id, why });
+                // A softphone hanging up closes its peer connection as it sends BYE, and the
+                // close often arrives first: give that BYE a moment before sending ours.
+                let bye = tokio::time::timeout(WEBRTC_BYE_GRACE, &mut ended_here).await;
+                if bye.is_err() {
+                    let _ = events.send(LoopEvent::WebRtcEnded { call_id, why });
+                }
             }
-            () = ended_here => hang_up(),
+            () = &mut ended_here => hang_up(),
         }
     });
 }
