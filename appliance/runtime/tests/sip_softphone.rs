@@ -81,11 +81,21 @@ fn free_port() -> u16 {
     }
 }
 
-/// A child killed by its pid when dropped.
+/// A child stopped by its pid when dropped: SIGTERM first, which Kamailio needs to take its
+/// worker processes down with it (a SIGKILLed Kamailio leaves them running), then SIGKILL.
 struct Killed(Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if self.0.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
