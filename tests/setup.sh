@@ -20,6 +20,7 @@ mkdir -p "$WORK"
 
 # Pins. Bump deliberately.
 PLAYWRIGHT_CORE_VERSION='1.65.1'
+JSSIP_VERSION='3.13.8'
 WHIP_NPM_DEPS=(express@4 cors colors@1.4.0 debug async websocket body-parser)
 
 export DEBIAN_FRONTEND=noninteractive
@@ -86,6 +87,17 @@ else
         "playwright-core@$PLAYWRIGHT_CORE_VERSION") >"$WORK/npm-node.log" 2>&1 \
         || { tail -20 "$WORK/npm-node.log"; echo "setup: npm playwright-core failed" >&2; exit 1; }
     step node "installed playwright-core"
+fi
+# JsSIP: the browser softphone (SIP over WebSocket) that calls the cart in Chromium
+# (appliance/runtime/tests/sip_softphone.rs, tests/peers/sip_softphone.mjs).
+if [ "$(node -p "try{require('$NODEDIR/node_modules/jssip/package.json').version}catch(e){''}" 2>/dev/null)" = "$JSSIP_VERSION" ]; then
+    step node "jssip $JSSIP_VERSION present in $NODEDIR"
+else
+    step node "installing jssip@$JSSIP_VERSION into $NODEDIR"
+    (cd "$NODEDIR" && npm install --no-audit --no-fund --ignore-scripts --loglevel=error \
+        --save-exact "jssip@$JSSIP_VERSION") >>"$WORK/npm-node.log" 2>&1 \
+        || { tail -20 "$WORK/npm-node.log"; echo "setup: npm jssip failed" >&2; exit 1; }
+    step node "installed jssip $JSSIP_VERSION"
 fi
 
 # --- simple-whip-server ----------------------------------------------------

@@ -92,8 +92,7 @@ pub async fn run(
         captions,
     });
     let sip = sip::start(
-        &state.config.sip,
-        &state.config.audio,
+        &state.config,
         pipeline.clone(),
         cart.clone(),
         state.calls.clone(),

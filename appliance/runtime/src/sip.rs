@@ -11,11 +11,13 @@ use std::time::Instant;
 
 use telecart_audio::JitterSettings;
 use telecart_cart::machine::{CallId, RejectReason};
+use telecart_core::Config;
 use telecart_core::config::{AudioConfig, BoardConfig, SipConfig};
 use telecart_core::media::AudioCodec;
 use telecart_core::{AudioFrame, EncodedVideo};
 use telecart_sip::{
     CallDirection, CallRecord, CartPort, MediaPort, RemoteAudioSink, RingVerdict, SipEndpoint,
+    WebRtcAnswering, WebRtcLeg, WebRtcRequest,
 };
 use telecart_store::{RecordBody, SessionId};
 use telecart_transcribe::Side;
@@ -167,6 +169,21 @@ pub struct SipCart {
     overlay: Option<Arc<CaptionOverlay>>,
     /// Answered calls by the cart's call id.
     sessions: Mutex<BTreeMap<u64, AnsweredCall>>,
+    /// The WebRTC stack for browser softphones (None: their offers get 488).
+    webrtc: Option<Arc<SipWebRtc>>,
+    /// WebRTC legs by the cart's call id: their session and the WebRTC call's id.
+    webrtc_legs: Arc<Mutex<BTreeMap<u64, (SessionId, String)>>>,
+}
+
+/// What a SIP call with WebRTC media (a browser softphone) is answered with: the same
+/// pipeline, WebRTC settings, speaker path and captions as the console's browser calls.
+pub struct SipWebRtc {
+    /// The pipeline.
+    pub pipeline: Arc<Pipeline>,
+    /// `[webrtc]`, `[video]`, `[audio]`, `[audio_processing]` as configured.
+    pub config: Config,
+    /// Captions of what the caller says.
+    pub captions: Option<Arc<Captioner>>,
 }
 
 /// An answered SIP call: its session, when it came up, and its ask for burned captions
@@ -191,8 +208,65 @@ impl SipCart {
             calls,
             overlay,
             sessions: Mutex::new(BTreeMap::new()),
+            webrtc: None,
+            webrtc_legs: Arc::default(),
         }
     }
+
+    /// Answers WebRTC offers (browser softphones) on the cart's WebRTC stack through `webrtc`;
+    /// needs the [`Calls`] registry given to [`Self::new`].
+    pub fn with_webrtc(mut self, webrtc: SipWebRtc) -> Self {
+        self.webrtc = Some(Arc::new(webrtc));
+        self
+    }
+}
+
+/// The speaker for a WebRTC leg: Opus through the jitter buffer, as for a console call.
+fn webrtc_speaker(w: &SipWebRtc) -> Option<SpeakerOutput> {
+    let a = &w.config.audio;
+    let device = match telecart_devices::open_speaker(a) {
+        Ok(Some(d)) => d,
+        Ok(None) => return None,
+        Err(e) => {
+            warn!(error = %e, "SIP call: cannot open the speaker; the caller is not heard");
+            return None;
+        }
+    };
+    let options = SpeakerOptions {
+        sample_rate: a.sample_rate,
+        channels: a.channels,
+        codec: AudioCodec::Opus,
+        jitter: JitterSettings {
+            min_delay_ms: w.config.audio_processing.jitter_min_ms,
+            max_delay_ms: w.config.audio_processing.jitter_max_ms,
+        },
+        far_end: Some(w.pipeline.far_end.clone()),
+    };
+    SpeakerOutput::start_with(device, options)
+        .map_err(|e| warn!(error = %e, "SIP call: speaker thread"))
+        .ok()
+}
+
+/// The SIP status for a WebRTC offer the stack would not answer.
+fn webrtc_refusal(e: &crate::webrtc::call::CallError) -> u16 {
+    use crate::webrtc::call::CallError;
+    match e {
+        CallError::Busy => 486,
+        CallError::Local(_) => 500,
+        _ => 488,
+    }
+}
+
+/// What str0m's statistics say about the call, for the session log (as for browser calls).
+fn webrtc_quality(summary: &crate::webrtc::CallStats) -> Option<RecordBody> {
+    let (rtt_ms, mos) = (summary.rtt_ms?, summary.mos?);
+    Some(RecordBody::CallQuality {
+        rtt_ms,
+        jitter_ms: summary.jitter_ms.unwrap_or(0.0),
+        loss_pct: summary.loss.unwrap_or(0.0) * 100.0,
+        mos,
+        bitrate_kbps: summary.bwe_bps.map_or(0, |b| (b / 1000) as u32),
+    })
 }
 
 fn quality(record: &CallRecord) -> Option<RecordBody> {
@@ -226,10 +300,78 @@ impl CartPort for SipCart {
         (call.0, Box::pin(verdict))
     }
 
+    fn answer_webrtc(&self, call: Option<u64>, request: WebRtcRequest) -> WebRtcAnswering {
+        let (Some(webrtc), Some(calls), Some(call)) =
+            (self.webrtc.clone(), self.calls.clone(), call)
+        else {
+            return Box::pin(async { Err((488, "WebRTC media is not answered here".into())) });
+        };
+        let legs = self.webrtc_legs.clone();
+        Box::pin(async move {
+            let w = &webrtc.config.webrtc;
+            let bind = w.bind_address.unwrap_or(request.local_ip);
+            let ports = (w.port_min != 0).then_some((w.port_min, w.port_max));
+            let media = crate::webrtc::session::MediaSources {
+                video: webrtc.pipeline.video.clone(),
+                audio: webrtc.pipeline.audio.clone(),
+                encoder: webrtc.pipeline.encoder.clone(),
+                max_bitrate_bps: webrtc.config.video.max_bitrate_kbps * 1000,
+            };
+            let speaker = webrtc_speaker(&webrtc);
+            if let (Some(captions), Some(speaker)) = (&webrtc.captions, &speaker) {
+                captions.feed(Side::Remote, &speaker.remote_tap());
+            }
+            let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
+            let hooks = crate::webrtc::call::CallHooks {
+                incoming: None,
+                on_end: Some(Box::new(move || {
+                    let _ = ended_tx.send(());
+                })),
+                follow_network_towards: None,
+            };
+            let session = SessionId::random().unwrap_or(SessionId::NONE);
+            let (id, answer) = calls
+                .answer_in_session(
+                    media,
+                    &request.offer,
+                    bind,
+                    ports,
+                    speaker,
+                    hooks,
+                    Some(session),
+                )
+                .await
+                .map_err(|e| (webrtc_refusal(&e), e.to_string()))?;
+            info!(call = %id, remote = %request.remote, "SIP call: WebRTC media answered");
+            lock(&legs).insert(call, (session, id.clone()));
+            let ended = {
+                let (calls, id) = (calls.clone(), id.clone());
+                Box::pin(async move {
+                    let _ = ended_rx.await;
+                    calls
+                        .stats(&id)
+                        .map_or_else(|| "ended".to_string(), |s| s.state)
+                })
+            };
+            let hang_up = Box::new(move || {
+                calls.hang_up(&id);
+            });
+            Ok(WebRtcLeg {
+                answer,
+                ended,
+                hang_up,
+            })
+        })
+    }
+
     fn connected(&self, call: Option<u64>, record: &CallRecord) -> u64 {
         let call = call.map_or_else(|| self.cart.new_call_id(), CallId);
         self.cart.sip_connected(call);
-        let session = SessionId::random().unwrap_or(SessionId::NONE);
+        let leg = lock(&self.webrtc_legs).get(&call.0).cloned();
+        let session = leg
+            .as_ref()
+            .map(|(s, _)| *s)
+            .unwrap_or_else(|| SessionId::random().unwrap_or(SessionId::NONE));
         if let Some(log) = &self.log {
             let direction = match record.direction {
                 CallDirection::Inbound => "inbound",
@@ -244,7 +386,8 @@ impl CartPort for SipCart {
                 warn!(error = %e, "SIP call: session start not recorded");
             }
         }
-        if let Some(calls) = &self.calls {
+        // A WebRTC leg is in the registry already (captions find its session there).
+        if let Some(calls) = self.calls.as_ref().filter(|_| leg.is_none()) {
             calls.other_call_started(session);
         }
         let burn_in = self.overlay.as_ref().map(|o| o.require());
@@ -264,6 +407,7 @@ impl CartPort for SipCart {
             let why = format!("the call to {} ended: {}", record.remote, record.reason);
             info!(%why, "SIP call not answered");
         }
+        let leg = call.and_then(|c| lock(&self.webrtc_legs).remove(&c));
         let Some(AnsweredCall {
             session, started, ..
         }) = call.and_then(|c| lock(&self.sessions).remove(&c))
@@ -276,7 +420,10 @@ impl CartPort for SipCart {
         let Some(log) = self.log.clone() else {
             return;
         };
-        let quality = quality(record);
+        let quality = match (&leg, &self.calls) {
+            (Some((_, id)), Some(calls)) => calls.stats(id).as_ref().and_then(webrtc_quality),
+            _ => quality(record),
+        };
         let end = RecordBody::SessionEnd {
             reason: record.reason.clone(),
             duration_ms: started.elapsed().as_millis() as u64,
@@ -305,13 +452,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Registers with the PBX and answers calls as `[sip]` says; `None` when SIP
 /// is off or cannot start (logged: WebRTC and the console go on without it).
 pub async fn start(
-    config: &SipConfig,
-    audio: &AudioConfig,
+    all: &Config,
     pipeline: Arc<Pipeline>,
     cart: Arc<CartController>,
     calls: Arc<Calls>,
     captions: Option<Arc<Captioner>>,
 ) -> Option<SipEndpoint> {
+    let (config, audio) = (&all.sip, &all.audio);
     if !config.enabled {
         return None;
     }
@@ -326,13 +473,19 @@ pub async fn start(
         None => config.password.clone(),
     };
     let overlay = pipeline.captions_overlay.clone();
+    let webrtc = SipWebRtc {
+        pipeline: pipeline.clone(),
+        config: all.clone(),
+        captions: captions.clone(),
+    };
     let media = Arc::new(SipMedia {
         pipeline,
         cart: cart.clone(),
         audio: audio.clone(),
         captions,
     });
-    let port: Arc<dyn CartPort> = Arc::new(SipCart::new(cart.clone(), Some(calls), Some(overlay)));
+    let port: Arc<dyn CartPort> =
+        Arc::new(SipCart::new(cart.clone(), Some(calls), Some(overlay)).with_webrtc(webrtc));
     match telecart_sip::start_with(config.clone(), password, media, Some(port)).await {
         Ok(endpoint) => {
             info!("SIP endpoint started");

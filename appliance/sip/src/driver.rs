@@ -130,7 +130,53 @@ pub trait CartPort: Send + Sync + 'static {
     fn connected(&self, call: Option<u64>, record: &CallRecord) -> u64;
     /// The call ended, or never came up (`None`: the outgoing call before its answer).
     fn ended(&self, call: Option<u64>, record: &CallRecord);
+    /// Answers an incoming call whose offer is WebRTC media (ICE + DTLS-SRTP, a browser
+    /// softphone) on the cart's WebRTC stack, when the cart has decided to answer call `call`.
+    /// The default has no WebRTC stack and refuses with 488.
+    fn answer_webrtc(&self, _call: Option<u64>, _request: WebRtcRequest) -> WebRtcAnswering {
+        Box::pin(async { Err((488, "this endpoint has no WebRTC media".to_string())) })
+    }
 }
+
+// ---- Browser softphones: WebRTC media answered by the cart's WebRTC stack ----
+
+/// How long the cart waits for the caller's BYE after its WebRTC media ended before it sends
+/// its own.
+const WEBRTC_BYE_GRACE: Duration = Duration::from_secs(2);
+
+/// An incoming call's WebRTC offer, for [`CartPort::answer_webrtc`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebRtcRequest {
+    /// The offer, as the INVITE carried it.
+    pub offer: String,
+    /// The caller (From, without tags).
+    pub remote: String,
+    /// The address the SIP endpoint uses towards the registrar: where to offer media when the
+    /// cart's WebRTC configuration names none.
+    pub local_ip: IpAddr,
+}
+
+/// A WebRTC call the cart's WebRTC stack answered for a SIP dialog.
+pub struct WebRtcLeg {
+    /// The SDP answer for the 200 OK, with its ICE candidates (SIP phones do not trickle).
+    pub answer: String,
+    /// Resolves with the reason when the WebRTC call ends by itself (ICE or DTLS failure,
+    /// consent lost); the driver then sends BYE.
+    pub ended: Pin<Box<dyn Future<Output = String> + Send>>,
+    /// Ends the WebRTC call (BYE from the caller, the cart hanging up).
+    pub hang_up: Box<dyn FnOnce() + Send>,
+}
+
+impl std::fmt::Debug for WebRtcLeg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebRtcLeg")
+            .field("answer", &self.answer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// [`CartPort::answer_webrtc`]'s outcome: the leg, or the SIP status and reason to refuse with.
+pub type WebRtcAnswering = Pin<Box<dyn Future<Output = Result<WebRtcLeg, (u16, String)>> + Send>>;
 
 /// What a status page shows about SIP.
 #[derive(Clone, Debug, PartialEq)]
@@ -415,6 +461,7 @@ pub async fn start_with(
         state_tx,
         status: status_tx,
         aor_domain: domain,
+        webrtc_offers: std::sync::Mutex::default(),
     });
     info!(%local_addr, registrar = %primary, "sip: endpoint up");
 
@@ -477,6 +524,8 @@ enum LoopEvent {
     },
     /// A session refresh we sent for this Call-ID was answered 2xx.
     Refreshed { call_id: String },
+    /// The WebRTC media of the call with this Call-ID ended by itself (ICE, DTLS).
+    WebRtcEnded { call_id: String, why: String },
     /// Our INVITE with this Call-ID got its final response (or failed).
     Dialed {
         call_id: String,
@@ -502,6 +551,8 @@ struct Context {
     state_tx: DialogStateSender,
     status: watch::Sender<SipStatus>,
     aor_domain: String,
+    /// WebRTC offers of ringing calls by Call-ID, answered by the cart's WebRTC stack.
+    webrtc_offers: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Context {
@@ -1176,6 +1227,44 @@ async fn on_invite(
         return;
     }
     let body = String::from_utf8_lossy(tx.original.body()).to_string();
+    let webrtc = match crate::webrtc_offer::check(&body) {
+        Ok(Some(_)) if ctx.cart.is_none() => {
+            Err("WebRTC media needs the cart's WebRTC stack".into())
+        }
+        Ok(found) => Ok(found.is_some()),
+        Err(e) => Err(e.to_string()),
+    };
+    let webrtc = match webrtc {
+        Ok(w) => w,
+        Err(why) => {
+            info!(%why, "sip: WebRTC offer refused");
+            reject_count(ctx);
+            let _ = tx
+                .reply_with(
+                    StatusCode::NotAcceptableHere,
+                    vec![Header::Other(
+                        "Warning".into(),
+                        format!("304 telecart \"{why}\""),
+                    )],
+                    None,
+                )
+                .await;
+            return;
+        }
+    };
+    if webrtc {
+        // The WebRTC leg keeps the peer alive through ICE consent (RFC 7675); the cart sends
+        // no SDP refreshes on it, so it never takes the refresher's part.
+        let timer_answer = match timer_answer {
+            TimerAnswer::Timer {
+                refresher: session_timer::Refresher::Uas,
+                ..
+            } => TimerAnswer::None,
+            other => other,
+        };
+        let media = InviteMedia::WebRtc { offer: body };
+        return ring_invite(ctx, call, tx, decision, from, received, timer_answer, media).await;
+    }
     let offer = match SessionDescription::parse(&body) {
         Ok(o) => o,
         Err(e) => {
@@ -1228,6 +1317,40 @@ async fn on_invite(
             return;
         }
     };
+    let media = InviteMedia::Rtp {
+        offer,
+        answer,
+        sockets,
+    };
+    ring_invite(ctx, call, tx, decision, from, received, timer_answer, media).await;
+}
+
+/// What an admitted INVITE's media is answered with.
+// One per INVITE, moved once: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+enum InviteMedia {
+    /// Plain RTP or SDES-SRTP: negotiated here, sent from these sockets.
+    Rtp {
+        offer: SessionDescription,
+        answer: sdp::Answer,
+        sockets: CallSockets,
+    },
+    /// WebRTC media (ICE + DTLS-SRTP): the cart's WebRTC stack answers this offer.
+    WebRtc { offer: String },
+}
+
+/// Creates the dialog of an INVITE the policy admitted and rings the cart (or the policy).
+#[allow(clippy::too_many_arguments)]
+async fn ring_invite(
+    ctx: &Arc<Context>,
+    call: &mut Option<ActiveCall>,
+    mut tx: rsipstack::transaction::transaction::Transaction,
+    decision: Decision,
+    from: String,
+    received: Instant,
+    timer_answer: TimerAnswer,
+    media: InviteMedia,
+) {
     let dialog = match ctx.dialogs.get_or_create_server_invite(
         &tx,
         ctx.state_tx.clone(),
@@ -1263,10 +1386,22 @@ async fn on_invite(
         }
     });
     let session_id = rand::random::<u32>() as u64;
+    let port = |s: &(UdpSocket, UdpSocket)| s.0.local_addr().map(|a| a.port()).unwrap_or(0);
+    let (offer, answer, sockets) = match media {
+        InviteMedia::Rtp {
+            offer,
+            answer,
+            sockets,
+        } => (Some(offer), Some(answer), Some(sockets)),
+        InviteMedia::WebRtc { offer } => {
+            lock(&ctx.webrtc_offers).insert(id.call_id.clone(), offer);
+            (None, None, None)
+        }
+    };
     let local = LocalMedia {
         address: ctx.local_ip,
-        audio_port: sockets.audio.0.local_addr().map(|a| a.port()).unwrap_or(0),
-        video_port: sockets.video.0.local_addr().map(|a| a.port()).unwrap_or(0),
+        audio_port: sockets.as_ref().map_or(0, |s| port(&s.audio)),
+        video_port: sockets.as_ref().map_or(0, |s| port(&s.video)),
         session_id,
         version: 1,
         on_hold: false,
@@ -1278,12 +1413,12 @@ async fn on_invite(
     *call = Some(ActiveCall {
         id,
         dialog,
-        offer: Some(offer),
+        offer,
         local,
         control: None,
         pending: Some(pending),
-        answer: Some(answer),
-        sockets: Some(sockets),
+        answer,
+        sockets,
         received,
         direction: CallDirection::Inbound,
         remote: addr_spec(&from),
@@ -1304,6 +1439,7 @@ async fn drive_pending(ctx: &Arc<Context>, call: &mut Option<ActiveCall>) {
             }
             PendingAction::Reject { status } => {
                 let _ = c.dialog.reject(Some(status_code(status)), None);
+                lock(&ctx.webrtc_offers).remove(&c.id.call_id);
                 reject_count(ctx);
                 if let Some(cart) = &ctx.cart {
                     cart.ended(c.cart_call, &c.record(ctx, &status.to_string()));
@@ -1314,6 +1450,11 @@ async fn drive_pending(ctx: &Arc<Context>, call: &mut Option<ActiveCall>) {
                 return;
             }
             PendingAction::Answer { muted } => {
+                let webrtc_offer = lock(&ctx.webrtc_offers).remove(&c.id.call_id);
+                if let Some(offer) = webrtc_offer {
+                    answer_webrtc(ctx, call, offer).await;
+                    return;
+                }
                 let Some(answer) = c.answer.as_ref() else {
                     return;
                 };
@@ -1355,6 +1496,96 @@ async fn drive_pending(ctx: &Arc<Context>, call: &mut Option<ActiveCall>) {
     }
 }
 
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The ringing call is answered and its offer is WebRTC: the cart's WebRTC stack answers it,
+/// its SDP (candidates included) goes in the 200 OK, and a task ties the two ends together.
+async fn answer_webrtc(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, offer: String) {
+    let Some(c) = call.as_mut() else { return };
+    let Some(cart) = ctx.cart.clone() else { return };
+    let request = WebRtcRequest {
+        offer,
+        remote: c.remote.clone(),
+        local_ip: ctx.local_ip,
+    };
+    let leg = match cart.answer_webrtc(c.cart_call, request).await {
+        Ok(leg) => leg,
+        Err((status, why)) => {
+            info!(status, %why, "sip: the WebRTC stack refused the offer");
+            // The stack's reject takes a reason phrase, not headers: the reason goes there.
+            let phrase = why.replace(['\r', '\n'], " ");
+            let _ = c.dialog.reject(Some(status_code(status)), Some(phrase));
+            reject_count(ctx);
+            cart.ended(c.cart_call, &c.record(ctx, &status.to_string()));
+            ctx.dialogs.remove_dialog(&c.id);
+            ctx.status.send_modify(|s| s.call = None);
+            *call = None;
+            return;
+        }
+    };
+    let mut headers = sdp_header();
+    if let Some(se) = c.timer_answer.session_expires_header() {
+        headers.push(Header::Other("Session-Expires".into(), se));
+        if matches!(c.timer_answer, TimerAnswer::Timer { require: true, .. }) {
+            headers.push(Header::Other("Require".into(), "timer".into()));
+        }
+    }
+    let WebRtcLeg {
+        answer,
+        ended,
+        hang_up,
+    } = leg;
+    if let Err(e) = c.dialog.accept(Some(headers), Some(answer.into_bytes())) {
+        warn!(error = %e, "sip: cannot answer");
+        hang_up();
+        cart.ended(c.cart_call, &c.record(ctx, "failed"));
+        *call = None;
+        return;
+    }
+    c.answered = Some(Instant::now());
+    c.timer = SessionTimer::for_answer(&c.timer_answer, Instant::now());
+    c.pending = None;
+    cart.connected(c.cart_call, &c.record(ctx, ""));
+    let ms = c.received.elapsed().as_secs_f64() * 1000.0;
+    info!(ms, "sip: answered (WebRTC media)");
+    ctx.status.send_modify(|s| {
+        s.calls_answered += 1;
+        s.last_answer_ms = Some(ms);
+        if let Some((_, state)) = s.call.as_mut() {
+            *state = "answered";
+        }
+    });
+    let (ctl_tx, mut ctl_rx) = mpsc::channel(16);
+    c.control = Some(ctl_tx);
+    let events = ctx.events.clone();
+    let call_id = c.id.call_id.clone();
+    tokio::spawn(async move {
+        // DTMF and mute have no meaning on this leg (RFC 4733 events would ride the WebRTC
+        // audio; the cart mutes its microphone for every call alike): only the end counts.
+        let ended_here = async {
+            while let Some(control) = ctl_rx.recv().await {
+                if matches!(control, CallControl::End) {
+                    break;
+                }
+            }
+        };
+        tokio::pin!(ended_here);
+        tokio::select! {
+            why = ended => {
+                // A softphone hanging up closes its peer connection as it sends BYE, and the
+                // close often arrives first: give that BYE a moment before sending ours.
+                let bye = tokio::time::timeout(WEBRTC_BYE_GRACE, &mut ended_here).await;
+                if bye.is_err() {
+                    let _ = events.send(LoopEvent::WebRtcEnded { call_id, why });
+                }
+            }
+            () = &mut ended_here => hang_up(),
+        }
+    });
+}
+
 fn start_media(ctx: &Arc<Context>, c: &mut ActiveCall, muted: bool) {
     let Some(answer) = c.answer.as_ref() else {
         return;
@@ -1370,6 +1601,7 @@ fn start_media(ctx: &Arc<Context>, c: &mut ActiveCall, muted: bool) {
 /// Ends `c`: stops its media, tells the peer when `send_bye` (BYE, 480 while ringing, CANCEL
 /// while dialling), and tells the cart why.
 async fn end_call(ctx: &Arc<Context>, c: ActiveCall, send_bye: bool, reason: &str) {
+    lock(&ctx.webrtc_offers).remove(&c.id.call_id);
     if let Some(ctl) = &c.control {
         let _ = ctl.send(CallControl::End).await;
     }
@@ -1508,6 +1740,15 @@ async fn on_loop_event(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, event:
             match verdict {
                 Ok(()) => p.admit(),
                 Err(status) => p.refuse(status),
+            }
+        }
+        LoopEvent::WebRtcEnded { call_id, why } => {
+            let ours = call
+                .as_ref()
+                .is_some_and(|c| c.id.call_id == call_id && c.answered.is_some());
+            if let Some(c) = call.take_if(|_| ours) {
+                info!(%call_id, %why, "sip: the WebRTC media ended: BYE");
+                end_call(ctx, c, true, &format!("webrtc: {why}")).await;
             }
         }
         LoopEvent::Refreshed { call_id } => {

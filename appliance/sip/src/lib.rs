@@ -15,6 +15,7 @@ pub mod registration;
 pub mod sdp;
 pub mod session_timer;
 pub mod srtp;
+pub mod webrtc_offer;
 
 #[cfg(feature = "driver")]
 mod audio;
@@ -24,6 +25,6 @@ mod driver;
 #[cfg(feature = "driver")]
 pub use driver::{
     CallDirection, CallRecord, CartPort, MediaPort, RingVerdict, SipCommand, SipEndpoint, SipError,
-    SipStatus, run, start, start_with,
+    SipStatus, WebRtcAnswering, WebRtcLeg, WebRtcRequest, run, start, start_with,
 };
 pub use media::RemoteAudioSink;

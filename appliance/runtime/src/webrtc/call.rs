@@ -106,6 +106,24 @@ impl Calls {
         speaker: Option<super::speaker::SpeakerOutput>,
         hooks: CallHooks,
     ) -> Result<(String, String), CallError> {
+        self.answer_in_session(media, offer, bind, ports, speaker, hooks, None)
+            .await
+    }
+
+    /// [`Self::answer`] for a call whose session-log records someone else writes (a SIP
+    /// dialog with WebRTC media: `SipCart` records it like every SIP call) under `session`;
+    /// `None`: the registry records the call itself, as a browser call.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn answer_in_session(
+        &self,
+        media: MediaSources,
+        offer: &str,
+        bind: IpAddr,
+        ports: Option<(u16, u16)>,
+        speaker: Option<super::speaker::SpeakerOutput>,
+        hooks: CallHooks,
+        recorded_elsewhere: Option<SessionId>,
+    ) -> Result<(String, String), CallError> {
         self.forget_ended();
         if self.active() >= MAX_CALLS {
             return Err(CallError::Busy);
@@ -150,7 +168,8 @@ impl Calls {
         };
         let task_stats = stats.clone();
         let task_id = id.clone();
-        let record = self.log.clone().map(|log| {
+        let log = self.log.clone().filter(|_| recorded_elsewhere.is_none());
+        let record = log.map(|log| {
             let session = SessionId::random().unwrap_or(SessionId::NONE);
             let _ = log.append(
                 session,
@@ -162,7 +181,9 @@ impl Calls {
             );
             (log, session)
         });
-        let session = record.as_ref().map_or(SessionId::NONE, |(_, s)| *s);
+        let session = recorded_elsewhere
+            .or(record.as_ref().map(|(_, s)| *s))
+            .unwrap_or(SessionId::NONE);
         let on_end = hooks.on_end;
         if let Some(peer) = hooks.follow_network_towards {
             tokio::spawn(follow_network(
