@@ -51,13 +51,15 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     } else {
         Side::Cart
     };
+    let defaults = DecodeConfig::default();
     let decode = DecodeConfig {
         threads: args.threads,
         prompt: if args.no_prompt {
             String::new()
         } else {
-            DecodeConfig::default().prompt
+            defaults.prompt.clone()
         },
+        ..defaults
     };
     if !args.json {
         eprintln!(

@@ -4,7 +4,9 @@
 //! buffer are asked for with the `*_near` calls, and what the device granted is
 //! kept and reported: frames carry the granted rate and channel count. Xruns
 //! (EPIPE) and suspends (ESTRPIPE) are recovered in place, without closing the
-//! stream, and counted.
+//! stream, and counted. A capture stream that fails otherwise (EIO when a driver stops
+//! it, as snd-aloop does when its playback side reopens with other parameters) is
+//! restarted for the next read.
 
 use std::ffi::CString;
 
@@ -199,6 +201,8 @@ pub(crate) trait PcmIo {
     fn readi(&self, buf: &mut [i16]) -> alsa::Result<usize>;
     fn writei(&self, buf: &[i16]) -> alsa::Result<usize>;
     fn recover(&self, err: alsa::Error) -> alsa::Result<()>;
+    /// Stops the stream, discarding what it holds, and starts it again.
+    fn restart(&self) -> alsa::Result<()>;
 }
 
 impl PcmIo for PCM {
@@ -213,13 +217,43 @@ impl PcmIo for PCM {
     fn recover(&self, err: alsa::Error) -> alsa::Result<()> {
         self.try_recover(err, true)
     }
+
+    fn restart(&self) -> alsa::Result<()> {
+        // Dropping an already stopped stream fails harmlessly; prepare is what matters.
+        let _ = self.drop();
+        self.prepare()?;
+        self.start()
+    }
 }
 
-/// Xrun and suspend counters.
+/// Xrun, suspend and restart counters.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Counters {
     pub(crate) xruns: u64,
     pub(crate) suspends: u64,
+    pub(crate) restarts: u64,
+}
+
+/// Fills `buf` like [`read_full`]; when that fails, the stream is restarted so that the
+/// next call can succeed, and the failure is returned (this period is lost).
+pub(crate) fn read_or_restart<P: PcmIo>(
+    pcm: &P,
+    buf: &mut [i16],
+    channels: usize,
+    counters: &mut Counters,
+) -> alsa::Result<()> {
+    let failure = match read_full(pcm, buf, channels, counters) {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    match pcm.restart() {
+        Ok(()) => {
+            counters.restarts += 1;
+            tracing::warn!(error = %failure, restarts = counters.restarts, "ALSA capture restarted");
+        }
+        Err(e) => tracing::debug!(error = %e, "ALSA capture could not be restarted"),
+    }
+    Err(failure)
 }
 
 /// Handles an error of a transfer: recovers from xruns (EPIPE) and suspends
@@ -343,13 +377,18 @@ impl AlsaCapture {
     pub fn suspends(&self) -> u64 {
         self.counters.suspends
     }
+
+    /// Times the stream was restarted after a read failed.
+    pub fn restarts(&self) -> u64 {
+        self.counters.restarts
+    }
 }
 
 impl AudioCapture for AlsaCapture {
     fn read(&mut self) -> Result<AudioFrame, DeviceError> {
         let channels = self.granted.channels as usize;
         let mut samples = vec![0i16; self.granted.period_frames * channels];
-        read_full(&self.pcm, &mut samples, channels, &mut self.counters)
+        read_or_restart(&self.pcm, &mut samples, channels, &mut self.counters)
             .map_err(|e| DeviceError::alsa(&self.settings.device, &e))?;
         // The first sample of the period was captured `period + still queued`
         // frames ago.
@@ -477,6 +516,7 @@ mod tests {
         script: RefCell<VecDeque<Result<usize, i32>>>,
         recovered: RefCell<Vec<i32>>,
         recover_fails: bool,
+        restarted: RefCell<u32>,
     }
 
     impl FakePcm {
@@ -511,6 +551,11 @@ mod tests {
             self.recovered.borrow_mut().push(err.errno());
             if self.recover_fails { Err(err) } else { Ok(()) }
         }
+
+        fn restart(&self) -> alsa::Result<()> {
+            *self.restarted.borrow_mut() += 1;
+            Ok(())
+        }
     }
 
     #[test]
@@ -533,7 +578,8 @@ mod tests {
             counters,
             Counters {
                 xruns: 0,
-                suspends: 1
+                suspends: 1,
+                restarts: 0
             }
         );
     }
@@ -553,6 +599,18 @@ mod tests {
         let err = read_full(&pcm, &mut [0; 4], 1, &mut counters).unwrap_err();
         assert_eq!(err.errno(), libc::ENODEV);
         assert!(pcm.recovered.borrow().is_empty());
+    }
+
+    #[test]
+    fn a_stopped_capture_stream_is_restarted_for_the_next_read() {
+        // snd-aloop stops the capture side (EIO) when its playback side reopens.
+        let pcm = FakePcm::new(&[Ok(1), Err(libc::EIO), Ok(4)]);
+        let mut counters = Counters::default();
+        let err = read_or_restart(&pcm, &mut [0; 4], 1, &mut counters).unwrap_err();
+        assert_eq!(err.errno(), libc::EIO);
+        assert_eq!((*pcm.restarted.borrow(), counters.restarts), (1, 1));
+        read_or_restart(&pcm, &mut [0; 4], 1, &mut counters).unwrap();
+        assert_eq!(counters.restarts, 1);
     }
 
     #[test]
