@@ -78,6 +78,9 @@ impl OfferedKeys {
 
 /// The offer of an outgoing call (RFC 3264 §5): audio Opus, PCMU, PCMA with telephone-event at
 /// both clocks, and H.264 packetization-mode 1 constrained baseline level 3.1 when `video`.
+/// Video is offered on `RTP/AVP` (`RTP/SAVP`) with `a=rtcp-fb` lines, not on `RTP/AVPF`:
+/// baresip 1.0 answers an `RTP/SAVPF` video stream with port 0, and most desk phones speak AVP
+/// only; the cart honours PLI and FIR either way.
 /// RTCP goes on the port above RTP unless the answer accepts `rtcp-mux`. With `keys` from
 /// [`OfferedKeys::generate`], each stream carries its `a=crypto` lines, on `RTP/SAVP(F)` when
 /// SRTP is mandatory and `RTP/AVP(F)` when it is optional (best-effort SRTP, which peers that
@@ -99,7 +102,7 @@ pub fn render_offer(local: &LocalMedia, video: bool, keys: &OfferedKeys) -> Stri
     if video {
         let _ = write!(
             s,
-            "m=video {} RTP/{secure}AVPF {PT_H264}\r\na=rtpmap:{PT_H264} H264/90000\r\n\
+            "m=video {} RTP/{secure}AVP {PT_H264}\r\na=rtpmap:{PT_H264} H264/90000\r\n\
              a=fmtp:{PT_H264} packetization-mode=1;profile-level-id=42e01f\r\n\
              a=rtcp-fb:{PT_H264} nack pli\r\na=rtcp-fb:{PT_H264} ccm fir\r\n\
              a=rtcp-mux\r\n{}a=sendrecv\r\n",
@@ -258,7 +261,7 @@ mod tests {
         let keys = OfferedKeys::generate(SipSrtp::Mandatory).unwrap();
         let offer = render_offer(&local(), true, &keys);
         assert!(offer.contains("m=audio 40000 RTP/SAVP 111 0 8 110 101\r\n"), "{offer}");
-        assert!(offer.contains("m=video 40002 RTP/SAVPF 96\r\n"), "{offer}");
+        assert!(offer.contains("m=video 40002 RTP/SAVP 96\r\n"), "{offer}");
         let parsed = SessionDescription::parse(&offer).unwrap();
         let mut all = Vec::new();
         for m in &parsed.media {
@@ -283,7 +286,7 @@ mod tests {
         // Optional: the same keys on RTP/AVP(F).
         let optional = render_offer(&local(), true, &OfferedKeys::generate(SipSrtp::Optional).unwrap());
         assert!(optional.contains("m=audio 40000 RTP/AVP "), "{optional}");
-        assert!(optional.contains("m=video 40002 RTP/AVPF 96"), "{optional}");
+        assert!(optional.contains("m=video 40002 RTP/AVP 96"), "{optional}");
         assert_eq!(optional.matches("a=crypto:").count(), 4);
         let off = render_offer(&local(), true, &OfferedKeys::generate(SipSrtp::Off).unwrap());
         assert!(!off.contains("crypto") && !off.contains("SAVP"), "{off}");
@@ -298,7 +301,7 @@ mod tests {
         let audio = settled.audio.as_ref().unwrap();
         let video = settled.video.as_ref().unwrap();
         assert_eq!(audio.proto, "RTP/SAVP");
-        assert_eq!(video.proto, "RTP/SAVPF");
+        assert_eq!(video.proto, "RTP/SAVP");
         let (ours, theirs) = (audio.srtp.as_ref().unwrap(), peer.audio.as_ref().unwrap().srtp.as_ref().unwrap());
         // The peer took our first line: AES_CM_128_HMAC_SHA1_80, tag 1.
         assert_eq!((ours.tag, ours.suite()), (1, CryptoSuite::AesCm128HmacSha1_80));
