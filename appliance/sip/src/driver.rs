@@ -629,14 +629,25 @@ async fn register_loop(
                     };
                     let started = Instant::now();
                     ctx.current_registrar.store(registrar, Ordering::Relaxed);
-                    if let Some(uri) = flow_contact(
-                        &endpoint,
-                        &registrars[registrar],
-                        &ctx.config.user,
-                        ctx.config.transport,
+                    let flow = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        flow_contact(
+                            &endpoint,
+                            &registrars[registrar],
+                            &ctx.config.user,
+                            ctx.config.transport,
+                        ),
                     )
                     .await
-                    {
+                    .ok()
+                    .flatten();
+                    // A stream transport with no connection to the registrar (refused, or no
+                    // answer in 5 s): the REGISTER cannot go out, and waiting for its
+                    // transaction to time out (32 s) would only delay failover.
+                    let unreachable = flow.is_none()
+                        && expires > 0
+                        && transport_param(ctx.config.transport).is_some();
+                    if let Some(uri) = flow {
                         if ctx.contact() != uri {
                             debug!(contact = %uri, "sip: contact follows the registered flow");
                         }
@@ -647,7 +658,11 @@ async fn register_loop(
                         });
                         ctx.set_contact(uri);
                     }
-                    let mut result = if own_digest[registrar] {
+                    let mut result = if unreachable {
+                        Err(rsipstack::Error::EndpointError(
+                            "no connection to the registrar".into(),
+                        ))
+                    } else if own_digest[registrar] {
                         register_own_digest(session, &registrars[registrar], expires, &credential)
                             .await
                     } else {
@@ -700,7 +715,9 @@ async fn register_loop(
                         };
                     });
                 }
-                RegistrarAction::KeepAlive { registrar } if transport_param(ctx.config.transport).is_some() => {
+                RegistrarAction::KeepAlive { registrar }
+                    if transport_param(ctx.config.transport).is_some() =>
+                {
                     // A stream flow is kept open by the stack; what the keep-alive checks is
                     // that it is still the flow the binding names (RFC 5626 §4.4.1). The
                     // registrar gone (connection refused) or a new connection: register again.
@@ -1566,7 +1583,11 @@ fn answer_challenge(
     };
     let mut challenges: Vec<crate::digest::Challenge> = Vec::new();
     let mut last_error = format!("no {name}");
-    for h in resp.headers.iter().filter(|h| h.name().eq_ignore_ascii_case(name)) {
+    for h in resp
+        .headers
+        .iter()
+        .filter(|h| h.name().eq_ignore_ascii_case(name))
+    {
         match crate::digest::Challenge::parse(h.value().trim()) {
             Ok(c) => challenges.push(c),
             Err(e) => last_error = format!("{name}: {e}"),
@@ -1632,7 +1653,10 @@ async fn on_loop_event(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, event:
                     match answer_challenge(&resp, &ctx.credential, "INVITE", &uri) {
                         Ok(header) => {
                             let auth = |h: &Header| {
-                                matches!(h, Header::Authorization(_) | Header::ProxyAuthorization(_))
+                                matches!(
+                                    h,
+                                    Header::Authorization(_) | Header::ProxyAuthorization(_)
+                                )
                             };
                             let headers = dialing.option.headers.get_or_insert_with(Vec::new);
                             headers.retain(|h| !auth(h));

@@ -70,7 +70,12 @@ impl OfferedKeys {
     fn lines(keys: &[(u32, MasterKey)]) -> String {
         let mut s = String::new();
         for (tag, key) in keys {
-            let _ = write!(s, "a=crypto:{tag} {} {}\r\n", key.suite(), key.inline().as_str());
+            let _ = write!(
+                s,
+                "a=crypto:{tag} {} {}\r\n",
+                key.suite(),
+                key.inline().as_str()
+            );
         }
         s
     }
@@ -260,7 +265,10 @@ mod tests {
     fn mandatory_offers_savp_with_a_key_per_suite_and_stream() {
         let keys = OfferedKeys::generate(SipSrtp::Mandatory).unwrap();
         let offer = render_offer(&local(), true, &keys);
-        assert!(offer.contains("m=audio 40000 RTP/SAVP 111 0 8 110 101\r\n"), "{offer}");
+        assert!(
+            offer.contains("m=audio 40000 RTP/SAVP 111 0 8 110 101\r\n"),
+            "{offer}"
+        );
         assert!(offer.contains("m=video 40002 RTP/SAVP 96\r\n"), "{offer}");
         let parsed = SessionDescription::parse(&offer).unwrap();
         let mut all = Vec::new();
@@ -284,11 +292,19 @@ mod tests {
             assert!(all[i + 1..].iter().all(|o| o != k));
         }
         // Optional: the same keys on RTP/AVP(F).
-        let optional = render_offer(&local(), true, &OfferedKeys::generate(SipSrtp::Optional).unwrap());
+        let optional = render_offer(
+            &local(),
+            true,
+            &OfferedKeys::generate(SipSrtp::Optional).unwrap(),
+        );
         assert!(optional.contains("m=audio 40000 RTP/AVP "), "{optional}");
         assert!(optional.contains("m=video 40002 RTP/AVP 96"), "{optional}");
         assert_eq!(optional.matches("a=crypto:").count(), 4);
-        let off = render_offer(&local(), true, &OfferedKeys::generate(SipSrtp::Off).unwrap());
+        let off = render_offer(
+            &local(),
+            true,
+            &OfferedKeys::generate(SipSrtp::Off).unwrap(),
+        );
         assert!(!off.contains("crypto") && !off.contains("SAVP"), "{off}");
     }
 
@@ -302,13 +318,22 @@ mod tests {
         let video = settled.video.as_ref().unwrap();
         assert_eq!(audio.proto, "RTP/SAVP");
         assert_eq!(video.proto, "RTP/SAVP");
-        let (ours, theirs) = (audio.srtp.as_ref().unwrap(), peer.audio.as_ref().unwrap().srtp.as_ref().unwrap());
+        let (ours, theirs) = (
+            audio.srtp.as_ref().unwrap(),
+            peer.audio.as_ref().unwrap().srtp.as_ref().unwrap(),
+        );
         // The peer took our first line: AES_CM_128_HMAC_SHA1_80, tag 1.
-        assert_eq!((ours.tag, ours.suite()), (1, CryptoSuite::AesCm128HmacSha1_80));
+        assert_eq!(
+            (ours.tag, ours.suite()),
+            (1, CryptoSuite::AesCm128HmacSha1_80)
+        );
         // Mirror images: what we send with, they receive with, and the other way.
         assert_eq!(ours.local, theirs.remote);
         assert_eq!(ours.remote, theirs.local);
-        assert_eq!(video.srtp.as_ref().unwrap().local, peer.video.as_ref().unwrap().srtp.as_ref().unwrap().remote);
+        assert_eq!(
+            video.srtp.as_ref().unwrap().local,
+            peer.video.as_ref().unwrap().srtp.as_ref().unwrap().remote
+        );
 
         // A peer preferring GCM answers tag 2: we settle on GCM with our GCM key.
         let gcm_only: String = offer
@@ -324,7 +349,11 @@ mod tests {
 
         // Media sessions built from both sides' keys open each other's packets.
         let mut a = crate::srtp::SrtpSession::new(&ours).unwrap();
-        let theirs = SdesKeys { tag: ours.tag, local: ours.remote.clone(), remote: ours.local.clone() };
+        let theirs = SdesKeys {
+            tag: ours.tag,
+            local: ours.remote.clone(),
+            remote: ours.local.clone(),
+        };
         let mut b = crate::srtp::SrtpSession::new(&theirs).unwrap();
         let rtp = [0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7, 1, 2, 3, 4];
         let protected = a.protect_rtp(&rtp).unwrap();
@@ -356,7 +385,9 @@ mod tests {
             );
             assert_eq!(
                 settle(&answer, true, &mandatory),
-                Err(SdpError::NoUsableKey("the answer's a=crypto matches no offered tag and suite"))
+                Err(SdpError::NoUsableKey(
+                    "the answer's a=crypto matches no offered tag and suite"
+                ))
             );
             // RTP/SAVP in the answer demands a key even when we only hoped for one.
             assert!(settle(&answer, true, &optional).is_err());

@@ -541,7 +541,11 @@ mod tests {
             Some(RegistrarAction::KeepAlive { registrar: 0 })
         );
         r.flow_lost(t1);
-        assert_eq!(r.poll_action(t1), register(0, 300), "at once, not at refresh");
+        assert_eq!(
+            r.poll_action(t1),
+            register(0, 300),
+            "at once, not at refresh"
+        );
         r.handle_outcome(t1, RegisterOutcome::Unreachable);
         // The old binding still counts while the primary is retried.
         assert!(matches!(

@@ -586,10 +586,7 @@ async fn the_cart_answers_a_sha256_proxy_challenge_to_its_invite() {
     if !have("kamailio") || !have("baresip") {
         return;
     }
-    let doctor = Baresip::launch(
-        "",
-        "<sip:doctor@127.0.0.1>;answermode=auto;regint=0",
-    );
+    let doctor = Baresip::launch("", "<sip:doctor@127.0.0.1>;answermode=auto;regint=0");
     let dir = tempfile::tempdir().unwrap();
     let (udp, tcp) = (free_port(false), free_port(false));
     let lookup = "\tif (!lookup(\"location\")) {";
@@ -614,16 +611,21 @@ async fn the_cart_answers_a_sha256_proxy_challenge_to_its_invite() {
         .replace("@@EXTRA_LISTEN@@", "")
         .replace("@@EXTRA_MODULES@@", "")
         .replace("@@EXTRA_ROUTES@@", "");
-    let mut k = spawn_kamailio(dir, &cfg);
-    wait_tcp(tcp, "kamailio", &mut k);
+    let mut peer = spawn_kamailio(dir, &cfg);
+    wait_tcp(tcp, "kamailio", &mut peer);
+    let k = Kamailio { udp, tcp, peer };
 
     let media = PipelineMedia::start();
-    let ep = telecart_sip::start(sip_config(udp, "udp", &[]), CART_PASSWORD.into(), media.clone())
-        .await
-        .unwrap();
+    let ep = telecart_sip::start(
+        sip_config(udp, "udp", &[]),
+        CART_PASSWORD.into(),
+        media.clone(),
+    )
+    .await
+    .unwrap();
     let mut status = ep.status.clone();
     let s = registered(&mut status, Duration::from_secs(10)).await;
-    assert_eq!(s.registration, "registered", "{s:?}\n{}", k.log_text());
+    assert_eq!(s.registration, "registered", "{s:?}\n{}", k.peer.log_text());
     let dialed = Instant::now();
     ep.commands
         .send(SipCommand::Call("sip:doctor@127.0.0.1".into()))
@@ -633,7 +635,7 @@ async fn the_cart_answers_a_sha256_proxy_challenge_to_its_invite() {
         status.borrow().call.as_ref().map(|c| c.1) == Some("answered")
     })
     .await;
-    let klog = k.log_text();
+    let klog = k.peer.log_text();
     assert!(
         answered,
         "{:?}\nkamailio:\n{klog}\nbaresip:\n{}",
@@ -645,7 +647,11 @@ async fn the_cart_answers_a_sha256_proxy_challenge_to_its_invite() {
         dialed.elapsed().as_secs_f64() * 1000.0
     );
     // One INVITE challenged, one relayed with our SHA-256 credentials.
-    assert_eq!(klog.matches("request INVITE sip:doctor@").count(), 2, "{klog}");
+    assert_eq!(
+        klog.matches("request INVITE sip:doctor@").count(),
+        2,
+        "{klog}"
+    );
     assert!(klog.contains("static route INVITE to doctor"), "{klog}");
     assert!(
         doctor
@@ -657,7 +663,10 @@ async fn the_cart_answers_a_sha256_proxy_challenge_to_its_invite() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let m = status.borrow().media.clone();
     assert!(m.audio_packets_received > 30, "{m:?}");
-    assert_eq!(m.srtp_auth_failures, 0, "optional SRTP, answered in the clear: {m:?}");
+    assert_eq!(
+        m.srtp_auth_failures, 0,
+        "optional SRTP, answered in the clear: {m:?}"
+    );
     let (hz, _) = media.played_frequency(1.0).expect("audio from baresip");
     assert!((430.0..450.0).contains(&hz), "heard {hz} Hz");
     ep.commands.send(SipCommand::HangUp).await.unwrap();
@@ -666,7 +675,7 @@ async fn the_cart_answers_a_sha256_proxy_challenge_to_its_invite() {
             .wait_event("CALL_CLOSED", Duration::from_secs(5))
             .is_some(),
         "the cart's BYE did not reach baresip:\n{}",
-        k.log_text()
+        k.peer.log_text()
     );
     ep.shutdown().await;
     drop(k);

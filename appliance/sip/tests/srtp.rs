@@ -80,6 +80,12 @@ struct KamailioTls {
     peer: Peer,
 }
 
+impl Drop for KamailioTls {
+    fn drop(&mut self) {
+        self.peer.terminate();
+    }
+}
+
 /// Kamailio from `kamailio-srtp.cfg`, offers narrowed to `suite`.
 fn start_kamailio(pki: &Pki, suite: &str) -> KamailioTls {
     let dir = tempfile::tempdir().unwrap();
@@ -200,7 +206,8 @@ async fn call_with_suite(suite: &str, cart_transport: &str) {
     let klog = k.peer.log_text();
     assert!(klog.contains("INVITE from doctor over tls"), "{klog}");
     assert!(
-        klog.contains("REGISTER ok cart1 from 127.0.0.1:") && klog.contains(&format!("proto {cart_transport}")),
+        klog.contains("REGISTER ok cart1 from 127.0.0.1:")
+            && klog.contains(&format!("proto {cart_transport}")),
         "{klog}"
     );
     // baresip reports the suite it settled on for each stream.
@@ -296,7 +303,6 @@ async fn assert_srtp_media_both_ways(
         .wait_response("callstat", Duration::from_secs(3))
         .unwrap_or_default();
     println!("{suite}: baresip callstat:\n{stat}");
-
 }
 
 /// After the call: baresip decrypted every SRTP packet of the cart and decoded its H.264.
