@@ -1,10 +1,12 @@
-//! SDES-SRTP with a real peer: baresip (`mediaenc=srtp-mand`, libre's SRTP) calls the cart
-//! through Kamailio, baresip's leg over TLS (the cart's over UDP, see below). baresip 1.0
-//! offers a single suite, AES_CM_128_HMAC_SHA1_80 (it answers GCM but never offers it), so the
-//! GCM suites meet libsrtp instead (`libsrtp.rs`). Kamailio (`tests/peers/sip/kamailio-srtp.cfg`)
-//! can narrow an offer to one suite for peers that offer several. Checked: the call is answered with RTP/SAVP
-//! and a key of ours, baresip's tone is heard at the cart after decryption, the cart's audio
-//! and H.264 are decrypted and decoded by baresip, and no datagram fails authentication.
+//! SDES-SRTP with a real peer: baresip (`mediaenc=srtp-mand`, libre's SRTP) and the cart call
+//! each other through Kamailio, baresip's leg over TLS, the cart's over UDP or TLS. baresip 1.0
+//! offers a single suite, AES_CM_128_HMAC_SHA1_80, but answers the others: with the cart as
+//! the offerer, Kamailio (`tests/peers/sip/kamailio-srtp.cfg`) narrows the cart's offer to one
+//! suite and baresip answers it, which is how AEAD_AES_128_GCM meets baresip; every suite also
+//! meets libsrtp below. Checked: the call is set up with RTP/SAVP and keys both ways, baresip's
+//! tone is heard at the cart after decryption, the cart's audio and H.264 are decrypted and
+//! decoded by baresip, no datagram fails authentication but baresip's clear RTCP APP packets,
+//! and BYE from either side ends the call.
 
 #![allow(clippy::unwrap_used)]
 
