@@ -1,10 +1,11 @@
 //! Any digest challenge through the parser and, when it parses, into an answer; any
-//! Session-Expires/Min-SE pair through the RFC 4028 decision and a timer: errors, never a panic.
+//! Session-Expires/Min-SE pair through the RFC 4028 decision and a timer, any SDP as the
+//! answer to the cart's own offer (with and without SDES keys): errors, never a panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::time::{Duration, Instant};
 use telecart_sip::digest::Challenge;
-use telecart_sip::outgoing;
+use telecart_sip::outgoing::{self, OfferedKeys, SipSrtp};
 use telecart_sip::session_timer::{self, SessionTimer, TimerRequest};
 
 fuzz_target!(|data: &[u8]| {
@@ -26,5 +27,10 @@ fuzz_target!(|data: &[u8]| {
             let _ = timer.poll_timeout();
         }
     }
-    let _ = outgoing::settle(&text, true);
+    // An answer to each kind of offer of ours: plain, best-effort and mandatory SDES-SRTP.
+    for mode in [SipSrtp::Off, SipSrtp::Optional, SipSrtp::Mandatory] {
+        if let Ok(keys) = OfferedKeys::generate(mode) {
+            let _ = outgoing::settle(&text, true, &keys);
+        }
+    }
 });

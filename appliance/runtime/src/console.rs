@@ -36,6 +36,8 @@ pub struct ConsoleState {
     pub cart: Arc<crate::cart::CartController>,
     /// Live captions (None: disabled, or no usable model; see the log).
     pub captions: Option<Arc<crate::captions::Captioner>>,
+    /// The SIP endpoint's numbers for `/metrics` (empty while SIP is off).
+    pub sip: crate::metrics::SipMetrics,
 }
 
 /// The console's routes, with the token check when a token is configured.
@@ -186,6 +188,7 @@ async fn metrics_text(State(state): State<Arc<ConsoleState>>) -> Response {
         &state.log,
         &state.cart.view(),
         state.started,
+        &state.sip,
     ) {
         Ok(text) => {
             let calls =

@@ -90,6 +90,7 @@ pub async fn run(
         calls,
         cart: cart.clone(),
         captions,
+        sip: metrics::SipMetrics::default(),
     });
     let sip = sip::start(
         &state.config,
@@ -97,6 +98,11 @@ pub async fn run(
         cart.clone(),
         state.calls.clone(),
         state.captions.clone(),
+        telecart_audio::JitterSettings {
+            min_delay_ms: state.config.audio_processing.jitter_min_ms,
+            max_delay_ms: state.config.audio_processing.jitter_max_ms,
+        },
+        state.sip.clone(),
     )
     .await;
     on_listening(addr, cart.clone());

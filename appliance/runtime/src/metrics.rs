@@ -7,7 +7,63 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use telecart_audio::JitterStats;
+use telecart_sip::SipStatus;
+use tokio::sync::watch;
+
+/// What `/metrics` shows of the SIP endpoint: its status (registration, counters, the current
+/// call's RTP/RTCP numbers) and the current call's jitter buffer. One handle is shared by the
+/// console and the SIP endpoint's speakers; empty (no SIP series) until SIP starts.
+#[derive(Clone, Debug, Default)]
+pub struct SipMetrics(Arc<Mutex<SipMetricsInner>>);
+
+#[derive(Debug, Default)]
+struct SipMetricsInner {
+    status: Option<watch::Receiver<SipStatus>>,
+    jitter: Option<JitterStats>,
+}
+
+impl SipMetrics {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SipMetricsInner> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The running endpoint's status (`SipEndpoint::status`).
+    pub fn watch(&self, status: watch::Receiver<SipStatus>) {
+        self.lock().status = Some(status);
+    }
+
+    /// The current call's jitter buffer: set by its speaker, cleared when the speaker goes.
+    pub fn jitter(&self) -> SipJitterPublisher {
+        SipJitterPublisher(self.clone())
+    }
+
+    fn snapshot(&self) -> Option<(SipStatus, Option<JitterStats>)> {
+        let inner = self.lock();
+        let status = inner.status.as_ref()?.borrow().clone();
+        Some((status, inner.jitter))
+    }
+}
+
+/// Publishes one SIP call's jitter-buffer counters to [`SipMetrics`]; dropping it (the call's
+/// speaker ends) takes them off `/metrics`.
+#[derive(Debug)]
+pub struct SipJitterPublisher(SipMetrics);
+
+impl SipJitterPublisher {
+    /// The latest counters of the call's jitter buffer.
+    pub fn publish(&self, stats: JitterStats) {
+        self.0.lock().jitter = Some(stats);
+    }
+}
+
+impl Drop for SipJitterPublisher {
+    fn drop(&mut self) {
+        self.0.lock().jitter = None;
+    }
+}
 
 #[derive(Debug)]
 struct Scrape {
@@ -19,6 +75,7 @@ struct Scrape {
     raw_audio_dropped: u64,
     log: telecart_store::sync::SyncStatus,
     cart: crate::cart::CartView,
+    sip: Option<(SipStatus, Option<JitterStats>)>,
 }
 
 fn counter(
@@ -39,6 +96,181 @@ fn gauge(
 ) -> Result<(), std::fmt::Error> {
     let g = ConstGauge::new(v);
     g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+/// The SIP endpoint's series: registration and call counts always, and while a call is up
+/// its quality under the names browser calls use, prefixed `sip_` (`telecart_sip_call_rtt_seconds`
+/// beside `telecart_call_rtt_seconds`): a SIP call has no call id of the console's, and the
+/// prefix keeps the two families apart in one scrape.
+fn encode_sip(
+    e: &mut DescriptorEncoder,
+    status: &SipStatus,
+    jitter: Option<&JitterStats>,
+) -> Result<(), std::fmt::Error> {
+    gauge(
+        e,
+        "sip_registered",
+        "1 while the SIP endpoint is registered.",
+        f64::from(u8::from(status.registration == "registered")),
+    )?;
+    counter(
+        e,
+        "sip_registrations",
+        "Successful SIP registrations since start.",
+        status.registrations,
+    )?;
+    counter(
+        e,
+        "sip_calls_answered",
+        "SIP calls answered (incoming) or answered by the far end (the call button).",
+        status.calls_answered,
+    )?;
+    counter(
+        e,
+        "sip_calls_rejected",
+        "SIP calls refused (policy, busy, no common codec).",
+        status.calls_rejected,
+    )?;
+    let up = matches!(status.call, Some((_, "answered" | "held")));
+    gauge(
+        e,
+        "sip_calls_active",
+        "SIP calls in progress (answered or held).",
+        f64::from(u8::from(up)),
+    )?;
+    if !up {
+        return Ok(());
+    }
+    let m = &status.media;
+    let expected = m.audio_packets_received + m.audio_packets_lost;
+    let received_loss = if expected == 0 {
+        0.0
+    } else {
+        m.audio_packets_lost as f64 / expected as f64
+    };
+    if let Some(rtt_ms) = m.rtt_ms {
+        gauge(
+            e,
+            "sip_call_rtt_seconds",
+            "Round-trip time (RTCP).",
+            rtt_ms / 1e3,
+        )?;
+        // The same E-model, on the same inputs, as the call's `call_quality` record.
+        let mos = telecart_webrtc::quality::mos(telecart_webrtc::quality::QualitySample {
+            rtt_ms,
+            jitter_ms: m.audio_jitter_ms,
+            loss: received_loss,
+        });
+        gauge(
+            e,
+            "sip_call_mos",
+            "MOS estimate (1 to 4.5) from RTT, the caller's audio jitter and loss.",
+            mos,
+        )?;
+    }
+    let gauges = [
+        (
+            "sip_call_jitter_seconds",
+            "Interarrival jitter of the far end's audio (RFC 3550).",
+            m.audio_jitter_ms / 1e3,
+        ),
+        (
+            "sip_call_loss_ratio",
+            "Fraction of our packets the far end reports lost (RTCP).",
+            m.remote_fraction_lost,
+        ),
+        (
+            "sip_call_received_loss_ratio",
+            "Fraction of the far end's audio packets that never arrived.",
+            received_loss,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        gauge(e, name, help, value)?;
+    }
+    let counts = [
+        (
+            "sip_call_audio_packets_sent",
+            "Audio RTP packets sent in the call.",
+            m.audio_packets_sent,
+        ),
+        (
+            "sip_call_audio_packets_received",
+            "Audio RTP packets received in the call.",
+            m.audio_packets_received,
+        ),
+        (
+            "sip_call_audio_packets_lost",
+            "Audio RTP packets missing (sequence gaps).",
+            m.audio_packets_lost,
+        ),
+        (
+            "sip_call_video_frames_sent",
+            "Video frames sent in the call.",
+            m.video_frames_sent,
+        ),
+        (
+            "sip_call_video_packets_received",
+            "Video RTP packets received in the call.",
+            m.video_packets_received,
+        ),
+        (
+            "sip_call_rtcp_received",
+            "RTCP packets read (after SRTCP authentication).",
+            m.rtcp_received,
+        ),
+        (
+            "sip_call_keyframe_requests",
+            "Key-frame requests (PLI, FIR, SIP INFO) received.",
+            m.keyframe_requests,
+        ),
+        (
+            "sip_call_wrong_source",
+            "Datagrams from other than the negotiated address, dropped.",
+            m.wrong_source,
+        ),
+        (
+            "sip_call_srtp_auth_failures",
+            "SRTP/SRTCP datagrams that did not authenticate, dropped.",
+            m.srtp_auth_failures,
+        ),
+        (
+            "sip_call_srtp_replayed",
+            "SRTP/SRTCP replays, dropped.",
+            m.srtp_replayed,
+        ),
+    ];
+    // Gauges, as for browser calls: each call starts again from zero.
+    for (name, help, value) in counts {
+        gauge(e, name, help, value as f64)?;
+    }
+    if let Some(j) = jitter {
+        gauge(
+            e,
+            "sip_call_playout_delay_seconds",
+            "Caller's audio held in the jitter buffer ahead of the speaker.",
+            j.playout_delay_ms / 1e3,
+        )?;
+        gauge(
+            e,
+            "sip_call_playout_target_seconds",
+            "Delay the jitter buffer aims at ([audio_processing] jitter_min_ms..jitter_max_ms).",
+            j.target_delay_ms / 1e3,
+        )?;
+        gauge(
+            e,
+            "sip_call_playout_late_packets",
+            "Caller's audio packets that came after their turn to play.",
+            j.late as f64,
+        )?;
+        gauge(
+            e,
+            "sip_call_playout_lost_packets",
+            "Caller's audio packets missing at their turn to play (concealed).",
+            j.lost as f64,
+        )?;
+    }
+    Ok(())
 }
 
 impl Collector for Scrape {
@@ -242,6 +474,9 @@ impl Collector for Scrape {
             "Far-end camera commands refused for flooding.",
             c.ptz_dropped,
         )?;
+        if let Some((status, jitter)) = &self.sip {
+            encode_sip(&mut e, status, jitter.as_ref())?;
+        }
         if let telecart_board::battery::BatteryStatus::Reading(r) = &c.battery {
             gauge(
                 &mut e,
@@ -267,6 +502,7 @@ pub fn render(
     log: &crate::SessionLog,
     cart_view: &crate::cart::CartView,
     started: Instant,
+    sip: &SipMetrics,
 ) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::with_prefix_and_labels(
         "telecart",
@@ -285,8 +521,104 @@ pub fn render(
         raw_audio_dropped: pipeline.raw_audio.counters().dropped(),
         log: log.status(),
         cart: cart_view.clone(),
+        sip: sip.snapshot(),
     }));
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::registry::Registry;
+
+    #[derive(Debug)]
+    struct SipOnly(Option<(SipStatus, Option<JitterStats>)>);
+
+    impl Collector for SipOnly {
+        fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            if let Some((status, jitter)) = &self.0 {
+                encode_sip(&mut e, status, jitter.as_ref())?;
+            }
+            Ok(())
+        }
+    }
+
+    fn scrape(sip: &SipMetrics) -> String {
+        let mut registry = Registry::with_prefix_and_labels(
+            "telecart",
+            [(
+                std::borrow::Cow::Borrowed("cart"),
+                std::borrow::Cow::Borrowed("c1"),
+            )]
+            .into_iter(),
+        );
+        registry.register_collector(Box::new(SipOnly(sip.snapshot())));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        out
+    }
+
+    #[test]
+    fn sip_series_follow_the_endpoint_and_the_calls_speaker() {
+        let metrics = SipMetrics::default();
+        assert!(!scrape(&metrics).contains("sip_"), "no SIP, no series");
+        let (tx, rx) = watch::channel(SipStatus {
+            registration: "registered",
+            registrations: 1,
+            ..SipStatus::default()
+        });
+        metrics.watch(rx);
+        let text = scrape(&metrics);
+        assert!(
+            text.contains("telecart_sip_registered{cart=\"c1\"} 1.0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("telecart_sip_calls_active{cart=\"c1\"} 0.0\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("sip_call_"),
+            "no call, no call series: {text}"
+        );
+
+        tx.send_modify(|s| {
+            s.call = Some(("sip:doctor@h".into(), "answered"));
+            s.media.audio_packets_received = 95;
+            s.media.audio_packets_lost = 5;
+            s.media.audio_packets_sent = 120;
+            s.media.audio_jitter_ms = 4.0;
+            s.media.rtt_ms = Some(30.0);
+        });
+        let publisher = metrics.jitter();
+        publisher.publish(JitterStats {
+            lost: 2,
+            playout_delay_ms: 60.0,
+            target_delay_ms: 40.0,
+            ..JitterStats::default()
+        });
+        let text = scrape(&metrics);
+        for line in [
+            "telecart_sip_calls_active{cart=\"c1\"} 1.0\n",
+            "telecart_sip_call_audio_packets_received{cart=\"c1\"} 95.0\n",
+            "telecart_sip_call_audio_packets_sent{cart=\"c1\"} 120.0\n",
+            "telecart_sip_call_received_loss_ratio{cart=\"c1\"} 0.05\n",
+            "telecart_sip_call_rtt_seconds{cart=\"c1\"} 0.03\n",
+            "telecart_sip_call_jitter_seconds{cart=\"c1\"} 0.004\n",
+            "telecart_sip_call_playout_delay_seconds{cart=\"c1\"} 0.06\n",
+            "telecart_sip_call_playout_target_seconds{cart=\"c1\"} 0.04\n",
+            "telecart_sip_call_playout_lost_packets{cart=\"c1\"} 2.0\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in\n{text}");
+        }
+        assert!(
+            text.contains("telecart_sip_call_mos{cart=\"c1\"} "),
+            "{text}"
+        );
+        // The call's speaker gone: its jitter buffer leaves the scrape.
+        drop(publisher);
+        assert!(!scrape(&metrics).contains("sip_call_playout"));
+    }
 }

@@ -27,6 +27,7 @@ use tracing::{info, warn};
 use crate::bus::Subscriber;
 use crate::captions::Captioner;
 use crate::cart::CartController;
+use crate::metrics::{SipJitterPublisher, SipMetrics};
 use crate::overlay::{BurnInGuard, CaptionOverlay};
 use crate::webrtc::call::Calls;
 use crate::webrtc::speaker::{SpeakerOptions, SpeakerOutput};
@@ -39,6 +40,10 @@ pub struct SipMedia {
     audio: AudioConfig,
     /// Captions of what the caller says (their audio's 16 kHz tap).
     captions: Option<Arc<Captioner>>,
+    /// `[audio_processing]`'s jitter-buffer limits, as for browser calls.
+    jitter: JitterSettings,
+    /// Where the call's jitter-buffer counters go for `/metrics`.
+    metrics: SipMetrics,
 }
 
 /// One SIP call's audio on the speaker: the same [`SpeakerOutput`] (adaptive jitter buffer,
@@ -47,27 +52,37 @@ pub struct SipMedia {
 /// frees the device.
 pub struct SipSpeaker {
     output: SpeakerOutput,
+    /// The jitter buffer's counters for `/metrics`, while the call lasts.
+    metrics: Option<SipJitterPublisher>,
 }
 
 impl SipSpeaker {
-    /// Opens `speaker` for packets in `codec`; `far_end` is the microphone's echo-canceller
-    /// reference.
+    /// Opens `speaker` for packets in `codec` through a jitter buffer held within `jitter`;
+    /// `far_end` is the microphone's echo-canceller reference.
     pub fn start(
         speaker: Box<dyn telecart_devices::AudioPlayback>,
         audio: &AudioConfig,
         codec: AudioCodec,
         far_end: Option<telecart_audio::FarEndReference>,
+        jitter: JitterSettings,
     ) -> std::io::Result<Self> {
         let options = SpeakerOptions {
             sample_rate: audio.sample_rate,
             channels: audio.channels,
             codec,
-            jitter: JitterSettings::default(),
+            jitter,
             far_end,
         };
         Ok(Self {
             output: SpeakerOutput::start_with(speaker, options)?,
+            metrics: None,
         })
+    }
+
+    /// Publishes the jitter buffer's counters to `/metrics` as packets arrive.
+    pub fn with_metrics(mut self, publisher: SipJitterPublisher) -> Self {
+        self.metrics = Some(publisher);
+        self
     }
 
     /// The speaker thread's handle (jitter counters, the remote party's 16 kHz tap).
@@ -80,6 +95,9 @@ impl RemoteAudioSink for SipSpeaker {
     fn packet(&mut self, sequence: u16, timestamp: u32, payload: &[u8]) {
         // A full queue drops the packet (counted by the output): the call must not wait.
         let _ = self.output.packet(sequence, timestamp, payload.to_vec());
+        if let Some(m) = &self.metrics {
+            m.publish(self.output.jitter_stats());
+        }
     }
 }
 
@@ -119,8 +137,9 @@ impl MediaPort for SipMedia {
             }
         };
         let far_end = Some(self.pipeline.far_end.clone());
-        match SipSpeaker::start(device, &self.audio, codec, far_end) {
+        match SipSpeaker::start(device, &self.audio, codec, far_end, self.jitter) {
             Ok(s) => {
+                let s = s.with_metrics(self.metrics.jitter());
                 if let Some(captions) = &self.captions {
                     captions.feed(Side::Remote, &s.output().remote_tap());
                 }
@@ -451,12 +470,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Registers with the PBX and answers calls as `[sip]` says; `None` when SIP
 /// is off or cannot start (logged: WebRTC and the console go on without it).
+/// Calls play through a jitter buffer held within `jitter` and report to `metrics`.
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     all: &Config,
     pipeline: Arc<Pipeline>,
     cart: Arc<CartController>,
     calls: Arc<Calls>,
     captions: Option<Arc<Captioner>>,
+    jitter: JitterSettings,
+    metrics: SipMetrics,
 ) -> Option<SipEndpoint> {
     let (config, audio) = (&all.sip, &all.audio);
     if !config.enabled {
@@ -483,12 +506,15 @@ pub async fn start(
         cart: cart.clone(),
         audio: audio.clone(),
         captions,
+        jitter,
+        metrics: metrics.clone(),
     });
     let port: Arc<dyn CartPort> =
         Arc::new(SipCart::new(cart.clone(), Some(calls), Some(overlay)).with_webrtc(webrtc));
     match telecart_sip::start_with(config.clone(), password, media, Some(port)).await {
         Ok(endpoint) => {
             info!("SIP endpoint started");
+            metrics.watch(endpoint.status.clone());
             cart.attach_sip(endpoint.commands.clone());
             Some(endpoint)
         }
@@ -804,8 +830,14 @@ mod playback_tests {
             channels: 2,
             ..AudioConfig::default()
         };
-        let mut speaker =
-            SipSpeaker::start(Box::new(rec.clone()), &audio, AudioCodec::Pcmu, None).unwrap();
+        let mut speaker = SipSpeaker::start(
+            Box::new(rec.clone()),
+            &audio,
+            AudioCodec::Pcmu,
+            None,
+            JitterSettings::default(),
+        )
+        .unwrap();
         let mut session = pcmu_session(Instant::now());
         let from: SocketAddr = PEER.parse().unwrap();
         let stream = peer_stream(1, 0.0);

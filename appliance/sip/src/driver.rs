@@ -530,7 +530,17 @@ enum LoopEvent {
     Dialed {
         call_id: String,
         result: Result<(DialogId, Option<rsipstack::sip::Response>), String>,
+        dialing: Box<Dialing>,
     },
+}
+
+/// The cart's own INVITE in flight: what to send again when it is challenged, and the SRTP
+/// keys its offer carried (the answer's `a=crypto` picks one of them).
+struct Dialing {
+    option: InviteOption,
+    keys: crate::outgoing::OfferedKeys,
+    /// Challenges answered so far: one, and one more for a stale nonce.
+    challenges: u8,
 }
 
 struct Context {
@@ -670,14 +680,25 @@ async fn register_loop(
                     };
                     let started = Instant::now();
                     ctx.current_registrar.store(registrar, Ordering::Relaxed);
-                    if let Some(uri) = flow_contact(
-                        &endpoint,
-                        &registrars[registrar],
-                        &ctx.config.user,
-                        ctx.config.transport,
+                    let flow = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        flow_contact(
+                            &endpoint,
+                            &registrars[registrar],
+                            &ctx.config.user,
+                            ctx.config.transport,
+                        ),
                     )
                     .await
-                    {
+                    .ok()
+                    .flatten();
+                    // A stream transport with no connection to the registrar (refused, or no
+                    // answer in 5 s): the REGISTER cannot go out, and waiting for its
+                    // transaction to time out (32 s) would only delay failover.
+                    let unreachable = flow.is_none()
+                        && expires > 0
+                        && transport_param(ctx.config.transport).is_some();
+                    if let Some(uri) = flow {
                         if ctx.contact() != uri {
                             debug!(contact = %uri, "sip: contact follows the registered flow");
                         }
@@ -688,7 +709,11 @@ async fn register_loop(
                         });
                         ctx.set_contact(uri);
                     }
-                    let mut result = if own_digest[registrar] {
+                    let mut result = if unreachable {
+                        Err(rsipstack::Error::EndpointError(
+                            "no connection to the registrar".into(),
+                        ))
+                    } else if own_digest[registrar] {
                         register_own_digest(session, &registrars[registrar], expires, &credential)
                             .await
                     } else {
@@ -740,6 +765,29 @@ async fn register_loop(
                             RegistrationStatus::Stopped => "stopped",
                         };
                     });
+                }
+                RegistrarAction::KeepAlive { registrar }
+                    if transport_param(ctx.config.transport).is_some() =>
+                {
+                    // A stream flow is kept open by the stack; what the keep-alive checks is
+                    // that it is still the flow the binding names (RFC 5626 §4.4.1). The
+                    // registrar gone (connection refused) or a new connection: register again.
+                    let flow = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        flow_contact(
+                            &endpoint,
+                            &registrars[registrar],
+                            &ctx.config.user,
+                            ctx.config.transport,
+                        ),
+                    )
+                    .await
+                    .ok()
+                    .flatten();
+                    if flow.as_ref() != Some(&ctx.contact()) {
+                        info!(registrar = %registrars[registrar], "sip: the flow to the registrar is gone: registering again");
+                        machine.flow_lost(Instant::now());
+                    }
                 }
                 RegistrarAction::KeepAlive { registrar } => {
                     // CRLF keep-alive (RFC 5626 §3.5.1) on the flow to the registrar.
@@ -1677,7 +1725,13 @@ async fn place_call(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, uri: &str
         version: 1,
         on_hold: false,
     };
-    let offer = crate::outgoing::render_offer(&local, true);
+    let keys = match crate::outgoing::OfferedKeys::generate(ctx.config.srtp) {
+        Ok(k) => k,
+        Err(e) => return outgoing_failed(ctx, uri, &format!("SRTP keys: {e}")),
+    };
+    let offer = crate::outgoing::render_offer(&local, true, &keys);
+    // No stack credential: a 401/407 comes back to us and `crate::digest` answers it (MD5 or
+    // RFC 8760 SHA-256, which rsipstack 0.7.14 cannot parse).
     let option = InviteOption {
         caller,
         callee,
@@ -1685,25 +1739,18 @@ async fn place_call(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, uri: &str
         content_type: Some("application/sdp".into()),
         offer: Some(offer.into_bytes()),
         contact: ctx.contact(),
-        credential: Some(ctx.credential.clone()),
         ..Default::default()
     };
-    let (dialog, outcome) = match ctx.dialogs.do_invite_async(option, ctx.state_tx.clone()) {
-        Ok(d) => d,
-        Err(e) => return outgoing_failed(ctx, uri, &format!("INVITE: {e}")),
+    let dialing = Dialing {
+        option,
+        keys,
+        challenges: 0,
     };
-    let id = dialog.id();
-    info!(%uri, call_id = %id.call_id, "sip: calling");
-    let events = ctx.events.clone();
-    let call_id = id.call_id.clone();
-    tokio::spawn(async move {
-        let result = match outcome.await {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        let _ = events.send(LoopEvent::Dialed { call_id, result });
-    });
+    let (dialog, id) = match dial(ctx, dialing) {
+        Ok(d) => d,
+        Err(e) => return outgoing_failed(ctx, uri, &e),
+    };
+    info!(%uri, call_id = %id.call_id, srtp = ?ctx.config.srtp, "sip: calling");
     ctx.status.send_modify(|s| {
         s.call = Some((uri.to_string(), "dialing"));
         s.dtmf_received.clear();
@@ -1725,6 +1772,72 @@ async fn place_call(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, uri: &str
         timer_answer: TimerAnswer::None,
         timer: None,
     });
+}
+
+/// Sends (or sends again) the cart's INVITE; its outcome comes back as [`LoopEvent::Dialed`].
+fn dial(ctx: &Arc<Context>, dialing: Dialing) -> Result<(InviteDialog, DialogId), String> {
+    let (dialog, outcome) = ctx
+        .dialogs
+        .do_invite_async(dialing.option.clone(), ctx.state_tx.clone())
+        .map_err(|e| format!("INVITE: {e}"))?;
+    let id = dialog.id();
+    let events = ctx.events.clone();
+    let call_id = id.call_id.clone();
+    tokio::spawn(async move {
+        let result = match outcome.await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let _ = events.send(LoopEvent::Dialed {
+            call_id,
+            result,
+            dialing: Box::new(dialing),
+        });
+    });
+    Ok((dialog, id))
+}
+
+/// The credentials answering a 401 (`WWW-Authenticate` → `Authorization`) or 407
+/// (`Proxy-Authenticate` → `Proxy-Authorization`) to `method uri`, with [`crate::digest`].
+/// Of several challenges (RFC 8760 §2.4: one per algorithm) SHA-256 is taken before MD5.
+fn answer_challenge(
+    resp: &rsipstack::sip::Response,
+    credential: &Credential,
+    method: &str,
+    uri: &str,
+) -> Result<Header, String> {
+    let proxy = u16::from(resp.status_code.clone()) == 407;
+    let name = if proxy {
+        "Proxy-Authenticate"
+    } else {
+        "WWW-Authenticate"
+    };
+    let mut challenges: Vec<crate::digest::Challenge> = Vec::new();
+    let mut last_error = format!("no {name}");
+    for h in resp
+        .headers
+        .iter()
+        .filter(|h| h.name().eq_ignore_ascii_case(name))
+    {
+        match crate::digest::Challenge::parse(h.value().trim()) {
+            Ok(c) => challenges.push(c),
+            Err(e) => last_error = format!("{name}: {e}"),
+        }
+    }
+    challenges.sort_by_key(|c| c.algorithm != crate::digest::DigestAlgorithm::Sha256);
+    let challenge = challenges.into_iter().next().ok_or(last_error)?;
+    let user = credential
+        .auth_username
+        .as_deref()
+        .unwrap_or(&credential.username);
+    let cnonce = format!("{:016x}", rand::random::<u64>());
+    let value = challenge.answer(user, &credential.password, method, uri, &cnonce, 1);
+    Ok(if proxy {
+        Header::ProxyAuthorization(value.into())
+    } else {
+        Header::Authorization(value.into())
+    })
 }
 
 async fn on_loop_event(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, event: LoopEvent) {
@@ -1760,7 +1873,11 @@ async fn on_loop_event(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, event:
                 t.refreshed(Instant::now());
             }
         }
-        LoopEvent::Dialed { call_id, result } => {
+        LoopEvent::Dialed {
+            call_id,
+            result,
+            mut dialing,
+        } => {
             let ours = call
                 .as_ref()
                 .is_some_and(|c| c.dialing() && c.id.call_id == call_id);
@@ -1769,6 +1886,43 @@ async fn on_loop_event(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, event:
             }
             let Some(mut c) = call.take() else { return };
             let response = match result {
+                Ok((_, Some(resp)))
+                    if matches!(u16::from(resp.status_code.clone()), 401 | 407)
+                        && dialing.challenges < 2 =>
+                {
+                    let uri = dialing.option.callee.to_string();
+                    match answer_challenge(&resp, &ctx.credential, "INVITE", &uri) {
+                        Ok(header) => {
+                            let auth = |h: &Header| {
+                                matches!(
+                                    h,
+                                    Header::Authorization(_) | Header::ProxyAuthorization(_)
+                                )
+                            };
+                            let headers = dialing.option.headers.get_or_insert_with(Vec::new);
+                            headers.retain(|h| !auth(h));
+                            headers.push(header);
+                            dialing.challenges += 1;
+                            match dial(ctx, *dialing) {
+                                Ok((dialog, id)) => {
+                                    debug!(call_id = %id.call_id, "sip: INVITE sent with credentials");
+                                    c.id = id;
+                                    c.dialog = dialog;
+                                    *call = Some(c);
+                                }
+                                Err(e) => {
+                                    info!(uri = %c.remote, reason = %e, "sip: call not answered");
+                                    end_call(ctx, c, false, &e).await;
+                                }
+                            }
+                            return;
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "sip: cannot answer the INVITE's challenge");
+                            Err(format!("{}: {e}", u16::from(resp.status_code.clone())))
+                        }
+                    }
+                }
                 Ok((id, Some(resp))) => {
                     let code = u16::from(resp.status_code.clone());
                     if (200..300).contains(&code) {
@@ -1790,7 +1944,7 @@ async fn on_loop_event(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, event:
                 }
             };
             let body = String::from_utf8_lossy(resp.body()).to_string();
-            match crate::outgoing::settle(&body, true) {
+            match crate::outgoing::settle(&body, true, &dialing.keys) {
                 Ok(answer) => {
                     let ms = c.received.elapsed().as_secs_f64() * 1000.0;
                     info!(uri = %c.remote, ms, "sip: call answered");
@@ -1810,8 +1964,9 @@ async fn on_loop_event(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, event:
                     *call = Some(c);
                 }
                 Err(e) => {
-                    // Answered with nothing we can send or play: hang up at once.
-                    warn!(error = %e, "sip: the answer is unusable");
+                    // Answered with nothing we can send or play, or in the clear when SRTP
+                    // is mandatory: hang up at once.
+                    warn!(uri = %c.remote, error = %e, "sip: the answer is unusable: hanging up");
                     c.answered = Some(Instant::now());
                     end_call(ctx, c, true, "488").await;
                 }

@@ -343,6 +343,21 @@ impl Registrar {
         };
     }
 
+    /// The flow to the registrar in use is gone (RFC 5626 §4.4.1): its stream connection
+    /// closed and could not be opened again, or came back as a new connection the binding
+    /// does not name. Registers again at once instead of at the next refresh, keeping the old
+    /// binding meanwhile; if the registrar is dead those attempts fail fast and the usual
+    /// backoff and failover follow. Ignored unless bound.
+    pub fn flow_lost(&mut self, now: Instant) {
+        if let Phase::Bound { expires_at, .. } = self.phase {
+            self.held_until = Some((self.current, expires_at));
+            self.phase = Phase::Due {
+                at: now,
+                reason: WakeReason::Retry,
+            };
+        }
+    }
+
     fn expire_held(&mut self, now: Instant) {
         if let Some((_, until)) = self.held_until
             && until <= now
@@ -510,6 +525,51 @@ mod tests {
             r.status(t2 + secs(601)),
             RegistrationStatus::Registered { registrar: 1, .. }
         ));
+    }
+
+    #[test]
+    fn a_lost_flow_registers_again_at_once_and_a_dead_primary_fails_over() {
+        let t0 = Instant::now();
+        let mut r = Registrar::new(config(2), t0);
+        assert_eq!(r.poll_action(t0), register(0, 300));
+        r.handle_outcome(t0, RegisterOutcome::Registered { granted_secs: 300 });
+        // Not before it is noticed: nothing until the keep-alive.
+        assert_eq!(r.poll_action(t0 + secs(1)), None);
+        let t1 = t0 + secs(25);
+        assert_eq!(
+            r.poll_action(t1),
+            Some(RegistrarAction::KeepAlive { registrar: 0 })
+        );
+        r.flow_lost(t1);
+        assert_eq!(
+            r.poll_action(t1),
+            register(0, 300),
+            "at once, not at refresh"
+        );
+        r.handle_outcome(t1, RegisterOutcome::Unreachable);
+        // The old binding still counts while the primary is retried.
+        assert!(matches!(
+            r.status(t1),
+            RegistrationStatus::Registered { registrar: 0, .. }
+        ));
+        let (t2, reason) = r.poll_timeout().unwrap();
+        assert_eq!((t2 - t1, reason), (secs(1), WakeReason::Retry));
+        assert_eq!(r.poll_action(t2), register(0, 300));
+        r.handle_outcome(t2, RegisterOutcome::Unreachable);
+        let (t3, _) = r.poll_timeout().unwrap();
+        assert_eq!(t3 - t1, secs(3), "1 s then 2 s of backoff");
+        assert_eq!(r.poll_action(t3), register(1, 300), "failed over");
+        r.handle_outcome(t3, RegisterOutcome::Registered { granted_secs: 300 });
+        assert!(matches!(
+            r.status(t3),
+            RegistrationStatus::Registered { registrar: 1, .. }
+        ));
+        // While not bound a lost flow changes nothing.
+        let mut idle = Registrar::new(config(2), t0);
+        idle.flow_lost(t0);
+        assert_eq!(idle.poll_action(t0), register(0, 300));
+        idle.flow_lost(t0);
+        assert_eq!(idle.poll_action(t0), None, "in flight");
     }
 
     #[test]

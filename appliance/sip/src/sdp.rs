@@ -35,6 +35,9 @@ pub enum SdpError {
     /// No media stream with a codec the cart speaks (488 Not Acceptable Here).
     #[error("no common codec")]
     NoCommonCodec,
+    /// An answer left a stream unencrypted that had to be SRTP (the cart's own calls).
+    #[error("no usable SDES key: {0}")]
+    NoUsableKey(&'static str),
 }
 
 /// Media direction attribute.

@@ -575,3 +575,108 @@ async fn sip_calls_go_through_the_carts_state_machine_and_session_log() {
         assert!(end.is_some(), "no end for {session:?}: {records:?}");
     }
 }
+
+/// The call button through a proxy that challenges INVITEs with RFC 8760 `algorithm=SHA-256`
+/// (rsipstack 0.7.14 cannot parse it; the driver answers with `crate::digest`). baresip 1.0
+/// cannot register with SHA-256 ("Function not implemented"), so Kamailio routes `doctor` to it
+/// statically instead of through its location table. Also a live check of `srtp = "optional"`:
+/// baresip without `mediaenc` answers the best-effort offer in the clear, and the call goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cart_answers_a_sha256_proxy_challenge_to_its_invite() {
+    if !have("kamailio") || !have("baresip") {
+        return;
+    }
+    let doctor = Baresip::launch("", "<sip:doctor@127.0.0.1>;answermode=auto;regint=0");
+    let dir = tempfile::tempdir().unwrap();
+    let (udp, tcp) = (free_port(false), free_port(false));
+    let lookup = "\tif (!lookup(\"location\")) {";
+    let template = std::fs::read_to_string(repo_file("tests/peers/sip/kamailio.cfg")).unwrap();
+    assert!(template.contains(lookup), "kamailio.cfg changed: no lookup");
+    let users: String = users()
+        .iter()
+        .map(|(u, p)| format!("\t$sht(users=>{u}) = \"{p}\";\n"))
+        .collect();
+    let cfg = template
+        .replace(
+            lookup,
+            &format!(
+                "\tif ($rU == \"doctor\") {{\n\t\t$du = \"sip:127.0.0.1:{}\";\n\t\txlog(\"L_INFO\", \"static route $rm to doctor\\n\");\n\t\tt_relay();\n\t\texit;\n\t}}\n{lookup}",
+                doctor.sip
+            ),
+        )
+        .replace("@@UDP_PORT@@", &udp.to_string())
+        .replace("@@TCP_PORT@@", &tcp.to_string())
+        .replace("@@ALGORITHM@@", "SHA-256")
+        .replace("@@USERS@@", &users)
+        .replace("@@EXTRA_LISTEN@@", "")
+        .replace("@@EXTRA_MODULES@@", "")
+        .replace("@@EXTRA_ROUTES@@", "");
+    let mut peer = spawn_kamailio(dir, &cfg);
+    wait_tcp(tcp, "kamailio", &mut peer);
+    let k = Kamailio { udp, tcp, peer };
+
+    let media = PipelineMedia::start();
+    let ep = telecart_sip::start(
+        sip_config(udp, "udp", &[]),
+        CART_PASSWORD.into(),
+        media.clone(),
+    )
+    .await
+    .unwrap();
+    let mut status = ep.status.clone();
+    let s = registered(&mut status, Duration::from_secs(10)).await;
+    assert_eq!(s.registration, "registered", "{s:?}\n{}", k.peer.log_text());
+    let dialed = Instant::now();
+    ep.commands
+        .send(SipCommand::Call("sip:doctor@127.0.0.1".into()))
+        .await
+        .unwrap();
+    let answered = wait_until(Duration::from_secs(10), || {
+        status.borrow().call.as_ref().map(|c| c.1) == Some("answered")
+    })
+    .await;
+    let klog = k.peer.log_text();
+    assert!(
+        answered,
+        "{:?}\nkamailio:\n{klog}\nbaresip:\n{}",
+        status.borrow(),
+        doctor.peer.log_text()
+    );
+    println!(
+        "SHA-256 407 answered: call button to 200 OK {:.0} ms",
+        dialed.elapsed().as_secs_f64() * 1000.0
+    );
+    // One INVITE challenged, one relayed with our SHA-256 credentials.
+    assert_eq!(
+        klog.matches("request INVITE sip:doctor@").count(),
+        2,
+        "{klog}"
+    );
+    assert!(klog.contains("static route INVITE to doctor"), "{klog}");
+    assert!(
+        doctor
+            .wait_event("CALL_ESTABLISHED", Duration::from_secs(5))
+            .is_some(),
+        "{:?}",
+        doctor.events()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let m = status.borrow().media.clone();
+    assert!(m.audio_packets_received > 30, "{m:?}");
+    assert_eq!(
+        m.srtp_auth_failures, 0,
+        "optional SRTP, answered in the clear: {m:?}"
+    );
+    let (hz, _) = media.played_frequency(1.0).expect("audio from baresip");
+    assert!((430.0..450.0).contains(&hz), "heard {hz} Hz");
+    ep.commands.send(SipCommand::HangUp).await.unwrap();
+    assert!(
+        doctor
+            .wait_event("CALL_CLOSED", Duration::from_secs(5))
+            .is_some(),
+        "the cart's BYE did not reach baresip:\n{}",
+        k.peer.log_text()
+    );
+    ep.shutdown().await;
+    drop(k);
+}

@@ -1,10 +1,12 @@
-//! SDES-SRTP with a real peer: baresip (`mediaenc=srtp-mand`, libre's SRTP) calls the cart
-//! through Kamailio, baresip's leg over TLS (the cart's over UDP, see below). baresip 1.0
-//! offers a single suite, AES_CM_128_HMAC_SHA1_80 (it answers GCM but never offers it), so the
-//! GCM suites meet libsrtp instead (`libsrtp.rs`). Kamailio (`tests/peers/sip/kamailio-srtp.cfg`)
-//! can narrow an offer to one suite for peers that offer several. Checked: the call is answered with RTP/SAVP
-//! and a key of ours, baresip's tone is heard at the cart after decryption, the cart's audio
-//! and H.264 are decrypted and decoded by baresip, and no datagram fails authentication.
+//! SDES-SRTP with a real peer: baresip (`mediaenc=srtp-mand`, libre's SRTP) and the cart call
+//! each other through Kamailio, baresip's leg over TLS, the cart's over UDP or TLS. baresip 1.0
+//! offers a single suite, AES_CM_128_HMAC_SHA1_80, but answers the others: with the cart as
+//! the offerer, Kamailio (`tests/peers/sip/kamailio-srtp.cfg`) narrows the cart's offer to one
+//! suite and baresip answers it, which is how AEAD_AES_128_GCM meets baresip; every suite also
+//! meets libsrtp below. Checked: the call is set up with RTP/SAVP and keys both ways, baresip's
+//! tone is heard at the cart after decryption, the cart's audio and H.264 are decrypted and
+//! decoded by baresip, no datagram fails authentication but baresip's clear RTCP APP packets,
+//! and BYE from either side ends the call.
 
 #![allow(clippy::unwrap_used)]
 
@@ -18,8 +20,9 @@ use telecart_sip::SipCommand;
 
 const CART_PASSWORD: &str = "cart-secret-1";
 const DOCTOR_PASSWORD: &str = "doctor-secret-2";
-const SUITES: [&str; 4] = [
+const SUITES: [&str; 5] = [
     "AES_CM_128_HMAC_SHA1_80",
+    "AES_256_CM_HMAC_SHA1_80",
     "AES_CM_128_HMAC_SHA1_32",
     "AEAD_AES_128_GCM",
     "AEAD_AES_256_GCM",
@@ -79,6 +82,12 @@ struct KamailioTls {
     peer: Peer,
 }
 
+impl Drop for KamailioTls {
+    fn drop(&mut self) {
+        self.peer.terminate();
+    }
+}
+
 /// Kamailio from `kamailio-srtp.cfg`, offers narrowed to `suite`.
 fn start_kamailio(pki: &Pki, suite: &str) -> KamailioTls {
     let dir = tempfile::tempdir().unwrap();
@@ -121,6 +130,11 @@ fn start_kamailio(pki: &Pki, suite: &str) -> KamailioTls {
 
 /// baresip as the doctor, registered and calling over TLS, SRTP mandatory.
 fn start_doctor(pki: &Pki, kamailio_tls: u16) -> Baresip {
+    start_doctor_answering(pki, kamailio_tls, "manual")
+}
+
+/// [`start_doctor`] with baresip's `answermode` (`auto`: it answers the cart's calls itself).
+fn start_doctor_answering(pki: &Pki, kamailio_tls: u16, answermode: &str) -> Baresip {
     Baresip::launch(
         &format!(
             "sip_certificate\t\t{}\nsip_cafile\t\t{}\n",
@@ -128,21 +142,35 @@ fn start_doctor(pki: &Pki, kamailio_tls: u16) -> Baresip {
             pki.ca.display()
         ),
         &format!(
-            "<sip:doctor@127.0.0.1;transport=tls>;auth_pass={DOCTOR_PASSWORD};answermode=manual;\
+            "<sip:doctor@127.0.0.1;transport=tls>;auth_pass={DOCTOR_PASSWORD};answermode={answermode};\
              outbound=\"sip:127.0.0.1:{kamailio_tls};transport=tls\";regint=300;mediaenc=srtp-mand"
         ),
     )
 }
 
-/// One call with the offer narrowed to `suite`.
-async fn call_with_suite(suite: &str) {
+/// The cart's configuration for Kamailio `k`, registered over `transport` (`udp` or `tls`,
+/// trusting only the test CA).
+fn cart_config(
+    k: &KamailioTls,
+    pki: &Pki,
+    transport: &str,
+    allowed: &[&str],
+) -> telecart_core::config::SipConfig {
+    let port = if transport == "tls" { k.tls } else { k.udp };
+    let mut config = sip_config(port, transport, allowed);
+    if transport == "tls" {
+        config.ca_cert = Some(pki.ca.clone());
+    }
+    config
+}
+
+/// baresip calls the cart with the offer narrowed to `suite`; the cart registered over
+/// `cart_transport`.
+async fn call_with_suite(suite: &str, cart_transport: &str) {
     let pki = make_pki();
     let k = start_kamailio(&pki, suite);
     let media = PipelineMedia::start();
-    // The cart registers over UDP: registered over TLS its Contact is still its UDP address
-    // (docs/sip.md, "Contact for stream transports"), which Kamailio will not reach from the
-    // TLS socket the binding came in on. baresip's leg, where the keys travel, is TLS.
-    let config = sip_config(k.udp, "udp", &["doctor@127.0.0.1"]);
+    let config = cart_config(&k, &pki, cart_transport, &["doctor@127.0.0.1"]);
     let ep = telecart_sip::start(config, CART_PASSWORD.into(), media.clone())
         .await
         .unwrap();
@@ -179,6 +207,11 @@ async fn call_with_suite(suite: &str) {
     );
     let klog = k.peer.log_text();
     assert!(klog.contains("INVITE from doctor over tls"), "{klog}");
+    assert!(
+        klog.contains("REGISTER ok cart1 from 127.0.0.1:")
+            && klog.contains(&format!("proto {cart_transport}")),
+        "{klog}"
+    );
     // baresip reports the suite it settled on for each stream.
     assert!(
         doctor.wait_log(
@@ -189,6 +222,46 @@ async fn call_with_suite(suite: &str) {
         doctor.peer.log_text()
     );
 
+    assert_srtp_media_both_ways(suite, &status, &media, &mut doctor).await;
+
+    // The doctor's keypad: baresip sends RFC 4733 events (telephone-event/8000 beside Opus).
+    doctor.command("sndcode", "5");
+    let heard = wait_until(Duration::from_secs(3), || {
+        status.borrow().dtmf_received.contains('5')
+    })
+    .await;
+    println!(
+        "{suite}: DTMF at the cart: {:?}",
+        status.borrow().dtmf_received
+    );
+    assert!(
+        heard,
+        "{suite}: baresip's DTMF 5 did not arrive: {:?}",
+        status.borrow()
+    );
+
+    doctor.command("hangup", "");
+    let closed = doctor.wait_event("CALL_CLOSED", Duration::from_secs(5));
+    assert!(closed.is_some(), "{suite}: baresip did not hang up");
+    assert!(
+        wait_until(Duration::from_secs(3), || status.borrow().call.is_none()).await,
+        "{suite}: the caller's BYE did not end the cart's call: {:?}\n{}",
+        status.borrow(),
+        k.peer.log_text()
+    );
+    assert_baresip_opened_and_decoded(suite, &doctor);
+    ep.shutdown().await;
+}
+
+/// Media of an SRTP call that is up, checked at both ends after 6 s: baresip's tone decrypted
+/// and heard at the cart, the cart's audio and video sent, SRTCP authenticated, nothing
+/// replayed, nothing but baresip's clear-text RTCP APP packets refused.
+async fn assert_srtp_media_both_ways(
+    suite: &str,
+    status: &tokio::sync::watch::Receiver<telecart_sip::SipStatus>,
+    media: &PipelineMedia,
+    doctor: &mut Baresip,
+) {
     // Long enough for baresip's first RTCP reports (every 5 s).
     tokio::time::sleep(Duration::from_secs(6)).await;
     let s = status.borrow().clone();
@@ -206,7 +279,11 @@ async fn call_with_suite(suite: &str) {
     );
     assert!(m.audio_packets_received > 100, "{suite}: {s:?}");
     assert!(m.audio_packets_sent > 100, "{suite}: {s:?}");
-    assert!(m.video_frames_sent > 20, "{suite}: {s:?}");
+    assert!(
+        m.video_frames_sent > 20,
+        "{suite}: {s:?}\nbaresip:\n{}",
+        doctor.peer.log_text()
+    );
     // baresip sends an RTCP APP packet ("PING"/"PONG", 16 bytes) in the clear as each
     // stream starts; on a protected stream the cart refuses and counts it. Nothing else fails.
     assert!(m.srtp_auth_failures <= 2, "{suite}: {s:?}");
@@ -228,31 +305,10 @@ async fn call_with_suite(suite: &str) {
         .wait_response("callstat", Duration::from_secs(3))
         .unwrap_or_default();
     println!("{suite}: baresip callstat:\n{stat}");
+}
 
-    // The doctor's keypad: baresip sends RFC 4733 events (telephone-event/8000 beside Opus).
-    doctor.command("sndcode", "5");
-    let heard = wait_until(Duration::from_secs(3), || {
-        status.borrow().dtmf_received.contains('5')
-    })
-    .await;
-    println!(
-        "{suite}: DTMF at the cart: {:?}",
-        status.borrow().dtmf_received
-    );
-    assert!(
-        heard,
-        "{suite}: baresip's DTMF 5 did not arrive: {:?}",
-        status.borrow()
-    );
-
-    doctor.command("hangup", "");
-    let closed = doctor.wait_event("CALL_CLOSED", Duration::from_secs(5));
-    assert!(closed.is_some(), "{suite}: baresip did not hang up");
-    if !wait_until(Duration::from_secs(3), || status.borrow().call.is_none()).await {
-        // docs/sip.md: the caller's BYE through Kamailio does not end the cart's call yet.
-        eprintln!("\n!!!!!!!! KNOWN GAP: the caller's BYE did not end the cart's call !!!!!!!!\n");
-        ep.commands.send(SipCommand::HangUp).await.unwrap();
-    }
+/// After the call: baresip decrypted every SRTP packet of the cart and decoded its H.264.
+fn assert_baresip_opened_and_decoded(suite: &str, doctor: &Baresip) {
     let log = doctor.peer.log_text();
     // libre logs each SRTP/SRTCP datagram it cannot authenticate or decrypt.
     let srtp_errors: Vec<&str> = log
@@ -276,7 +332,6 @@ async fn call_with_suite(suite: &str) {
         stats.contains("lost_fragments:0") && !stats.contains("keyframes:0"),
         "{suite}: baresip did not decode the cart's H.264: {stats:?}\n{log}"
     );
-    ep.shutdown().await;
 }
 
 fn peers_present() -> bool {
@@ -293,7 +348,127 @@ fn peers_present() -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_srtp_mandatory_aes_cm_128_hmac_sha1_80_over_tls() {
     if peers_present() {
-        call_with_suite("AES_CM_128_HMAC_SHA1_80").await;
+        call_with_suite("AES_CM_128_HMAC_SHA1_80", "udp").await;
+    }
+}
+
+/// Both legs over TLS: the cart registered on Kamailio's TLS listener gets baresip's INVITE
+/// (and the keys in it) down that connection, media is SDES-SRTP, the caller's BYE ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_the_cart_registered_over_tls_with_srtp() {
+    if peers_present() {
+        call_with_suite("AES_CM_128_HMAC_SHA1_80", "tls").await;
+    }
+}
+
+/// The call button with `srtp = "mandatory"`: the cart's INVITE offers RTP/SAVP(F) with an
+/// AES_CM_128_HMAC_SHA1_80 and an AEAD_AES_128_GCM key per stream, Kamailio narrows it to
+/// `suite`, baresip (`srtp-mand`, auto-answer) answers that line with its key; media both ways
+/// decrypted, then the cart hangs up (BYE through Kamailio's Record-Route).
+async fn cart_calls_with_suite(suite: &str, cart_transport: &str) {
+    let pki = make_pki();
+    let k = start_kamailio(&pki, suite);
+    let media = PipelineMedia::start();
+    let mut config = cart_config(&k, &pki, cart_transport, &[]);
+    config.srtp = telecart_core::config::SipSrtp::Mandatory;
+    let ep = telecart_sip::start(config, CART_PASSWORD.into(), media.clone())
+        .await
+        .unwrap();
+    let status = ep.status.clone();
+    assert!(
+        wait_until(Duration::from_secs(10), || status.borrow().registration
+            == "registered")
+        .await,
+        "{:?}\n{}",
+        status.borrow(),
+        k.peer.log_text()
+    );
+    let mut doctor = start_doctor_answering(&pki, k.tls, "auto");
+    assert!(
+        doctor.wait_log("[1 binding]", Duration::from_secs(10)),
+        "baresip did not register over TLS:\n{}\nkamailio:\n{}",
+        doctor.peer.log_text(),
+        k.peer.log_text()
+    );
+    let dialed = Instant::now();
+    ep.commands
+        .send(SipCommand::Call("sip:doctor@127.0.0.1".into()))
+        .await
+        .unwrap();
+    let answered = wait_until(Duration::from_secs(10), || {
+        status.borrow().call.as_ref().map(|c| c.1) == Some("answered")
+    })
+    .await;
+    assert!(
+        answered,
+        "{suite}: {:?}\nbaresip:\n{}\nkamailio:\n{}",
+        status.borrow(),
+        doctor.peer.log_text(),
+        k.peer.log_text()
+    );
+    println!(
+        "{suite} (cart over {cart_transport}): the cart's call answered in {:.0} ms",
+        dialed.elapsed().as_secs_f64() * 1000.0
+    );
+    assert!(
+        doctor
+            .wait_event("CALL_ESTABLISHED", Duration::from_secs(5))
+            .is_some(),
+        "{:?}",
+        doctor.events()
+    );
+    let klog = k.peer.log_text();
+    assert!(
+        klog.contains(&format!("INVITE from cart1 over {cart_transport}")),
+        "{klog}"
+    );
+    assert!(
+        doctor.wait_log(
+            &format!("SRTP is Enabled (cryptosuite={suite})"),
+            Duration::from_secs(5)
+        ),
+        "{suite}: baresip did not enable SRTP with it:\n{}",
+        doctor.peer.log_text()
+    );
+    assert_srtp_media_both_ways(suite, &status, &media, &mut doctor).await;
+
+    ep.commands.send(SipCommand::HangUp).await.unwrap();
+    assert!(
+        doctor
+            .wait_event("CALL_CLOSED", Duration::from_secs(5))
+            .is_some(),
+        "{suite}: the cart's BYE did not reach baresip:\n{}",
+        k.peer.log_text()
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || status.borrow().call.is_none()).await,
+        "{:?}",
+        status.borrow()
+    );
+    assert_baresip_opened_and_decoded(suite, &doctor);
+    ep.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cart_dials_baresip_with_srtp_mandatory_aes_cm_128_hmac_sha1_80() {
+    if peers_present() {
+        cart_calls_with_suite("AES_CM_128_HMAC_SHA1_80", "udp").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cart_dials_baresip_with_srtp_mandatory_aead_aes_128_gcm() {
+    if peers_present() {
+        cart_calls_with_suite("AEAD_AES_128_GCM", "udp").await;
+    }
+}
+
+/// The call button with the cart registered over TLS: the INVITE, its keys and the BYE go down
+/// the registered TLS connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cart_dials_baresip_over_tls_with_srtp() {
+    if peers_present() {
+        cart_calls_with_suite("AES_CM_128_HMAC_SHA1_80", "tls").await;
     }
 }
 

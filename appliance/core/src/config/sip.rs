@@ -44,6 +44,8 @@ pub struct SipConfig {
     pub rtp_port_max: u16,
     /// The URI the call button dials; empty: the button does not place SIP calls.
     pub call_uri: String,
+    /// SDES-SRTP (RFC 4568) in the offers of the cart's own calls.
+    pub srtp: SipSrtp,
     /// Who is answered, rung or refused.
     pub policy: SipPolicyConfig,
 }
@@ -62,6 +64,18 @@ pub enum SipTransport {
     Ws,
     /// WebSocket over TLS.
     Wss,
+}
+
+/// How the cart's own calls (the call button) ask for SDES-SRTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SipSrtp {
+    /// Offer `RTP/SAVP(F)` with keys: a peer that cannot encrypt cannot take the call.
+    Mandatory,
+    /// Offer `RTP/AVP(F)` with keys (best-effort SRTP): encrypted when the peer answers a key.
+    Optional,
+    /// Plain RTP, no keys.
+    Off,
 }
 
 /// `[sip.policy]`: what happens to an incoming call, by caller.
@@ -110,6 +124,7 @@ impl Default for SipConfig {
             rtp_port_min: 0,
             rtp_port_max: 0,
             call_uri: String::new(),
+            srtp: SipSrtp::Optional,
             policy: SipPolicyConfig::default(),
         }
     }

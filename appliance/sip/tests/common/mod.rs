@@ -66,6 +66,28 @@ impl Peer {
     }
 }
 
+impl Peer {
+    /// SIGTERM to the pid we started, then a wait: Kamailio's main process then stops its
+    /// children (SIGKILL alone leaves them running, holding the ports and connections).
+    pub fn terminate(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        self.peer.terminate();
+    }
+}
+
 impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.child.kill();
