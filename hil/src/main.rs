@@ -283,7 +283,8 @@ fn run(cli: Cli) -> anyhow::Result<Tally> {
             outcome: None,
             diagnosis: None,
         };
-        if let Some(why) = plan.skip_reason(step, &cli.common.feature) {
+        let emulated_cpu = target.emulated_cpu();
+        if let Some(why) = plan.skip_reason(step, &cli.common.feature, emulated_cpu.as_deref()) {
             result.verdict = Verdict::Skip(why);
         } else if step.action == Action::Reboot {
             if let Err(e) = target.reboot(step.timeout()) {

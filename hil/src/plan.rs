@@ -39,6 +39,10 @@ pub(crate) struct Feature {
     /// Why it is not available, shown with the SKIP.
     #[serde(default)]
     pub(crate) note: String,
+    /// The feature needs the cart's CPU at its own speed: on a target whose CPU is emulated
+    /// (the virtual cart without KVM) its steps are skipped with the target's reason.
+    #[serde(default)]
+    pub(crate) needs_native_cpu: bool,
 }
 
 /// What a step does.
@@ -220,17 +224,27 @@ impl Plan {
         out
     }
 
-    /// The reason a step is skipped, if its feature is not available (and not forced on).
-    pub(crate) fn skip_reason(&self, step: &Step, forced: &[String]) -> Option<String> {
+    /// The reason a step is skipped, if its feature is not available (and not forced on),
+    /// or needs a native CPU where `emulated_cpu` says why the target's is not.
+    pub(crate) fn skip_reason(
+        &self,
+        step: &Step,
+        forced: &[String],
+        emulated_cpu: Option<&str>,
+    ) -> Option<String> {
         let feature = step.requires.as_ref()?;
         if forced.iter().any(|f| f == feature) {
             return None;
         }
         let f = self.features.get(feature)?;
-        if f.available {
-            None
-        } else {
-            Some(format!("requires {feature}: {}", f.note))
+        if !f.available {
+            return Some(format!("requires {feature}: {}", f.note));
+        }
+        match emulated_cpu {
+            Some(why) if f.needs_native_cpu => Some(format!(
+                "requires {feature} at the cart's own CPU speed: {why}"
+            )),
+            _ => None,
         }
     }
 }
@@ -373,11 +387,11 @@ mod tests {
         "#;
         let plan = Plan::parse(text).unwrap();
         let call = plan.steps.iter().find(|s| s.name == "call").unwrap();
-        let reason = plan.skip_reason(call, &[]).unwrap();
+        let reason = plan.skip_reason(call, &[], None).unwrap();
         assert_eq!(reason, "requires sip: SIP endpoint not on main");
-        assert_eq!(plan.skip_reason(call, &["sip".into()]), None);
+        assert_eq!(plan.skip_reason(call, &["sip".into()], None), None);
         let camera = plan.steps.iter().find(|s| s.name == "camera").unwrap();
-        assert_eq!(plan.skip_reason(camera, &[]), None);
+        assert_eq!(plan.skip_reason(camera, &[], None), None);
     }
 
     #[test]

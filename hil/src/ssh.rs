@@ -126,6 +126,10 @@ impl Target for SshCart {
         Ok(self.peer_address)
     }
 
+    fn emulated_cpu(&self) -> Option<String> {
+        None
+    }
+
     fn finish(&mut self) -> anyhow::Result<()> {
         Ok(())
     }

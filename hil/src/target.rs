@@ -31,6 +31,8 @@ pub(crate) trait Target {
     /// NAT (SIP carries addresses in Contact and SDP): the SIP peers listen there. `Err` says
     /// why there is none.
     fn lan_address(&self) -> Result<IpAddr, String>;
+    /// Why the cart's CPU runs slower than the real one (emulated), if it does.
+    fn emulated_cpu(&self) -> Option<String>;
     /// Shuts the cart down or disconnects (the virtual cart powers off).
     fn finish(&mut self) -> anyhow::Result<()>;
 }

@@ -160,6 +160,10 @@ impl VirtualCart {
     fn boot_once(&mut self) -> anyhow::Result<()> {
         self.boot += 1;
         let ctl = self.ctl();
+        // A reused --out holds an earlier run's answers, which would be read as this boot's.
+        if ctl.exists() {
+            fs::remove_dir_all(&ctl)?;
+        }
         fs::create_dir_all(&ctl)?;
         let console = fs::File::create(self.console_log())?;
         // no_timer_check: on a busy host the emulated timer can miss the kernel's IO-APIC
@@ -372,6 +376,14 @@ impl Target for VirtualCart {
             Ok(()) => Ok(IpAddr::V4(LAN_HOST)),
             Err(why) => Err(format!("no tap network for the virtual cart: {why}")),
         }
+    }
+
+    fn emulated_cpu(&self) -> Option<String> {
+        (self.accelerator == "tcg").then(|| {
+            "the virtual cart runs under TCG (KVM is not usable on this host), where a whisper \
+             tiny.en decode of 12 s of speech did not finish in 390 s (2026-11-25)"
+                .to_string()
+        })
     }
 
     fn finish(&mut self) -> anyhow::Result<()> {

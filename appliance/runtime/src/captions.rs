@@ -13,7 +13,9 @@ use serde::Serialize;
 use telecart_core::AudioFrame;
 use telecart_core::config::CaptionsConfig;
 use telecart_store::RecordBody;
-use telecart_transcribe::{AudioInput, Side, Transcriber, TranscriberConfig, WhisperModel};
+use telecart_transcribe::{
+    AudioInput, Side, Transcriber, TranscriberConfig, TranscriberStats, WhisperModel,
+};
 use tracing::{info, warn};
 
 use crate::SessionLog;
@@ -32,6 +34,9 @@ pub struct CaptionStatus {
     pub sent: u64,
     /// Final captions recorded in the session log.
     pub recorded: u64,
+    /// What the transcriber did and dropped (utterances cut, partials given up, finals
+    /// dropped when behind, decode errors).
+    pub transcriber: Option<TranscriberStats>,
 }
 
 /// The running captioner. Dropping it ends the transcriber once the feeders stop.
@@ -143,6 +148,7 @@ impl Captioner {
             error: None,
             sent: self.sent.load(Ordering::Relaxed),
             recorded: self.recorded.load(Ordering::Relaxed),
+            transcriber: Some(self.input.stats()),
         }
     }
 }

@@ -75,7 +75,7 @@ struct Counters {
 }
 
 /// A snapshot of the transcriber's counters (for metrics).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct TranscriberStats {
     /// Audio blocks accepted.
     pub blocks: u64,
