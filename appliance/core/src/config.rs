@@ -13,7 +13,7 @@ mod store;
 
 pub use audio_processing::{AudioProcessingConfig, NoiseSuppressorChoice};
 pub use board::{BoardConfig, BoardKind, MAX_PRESETS, PresetPosition, PtzSection};
-pub use captions::{BurnIn, CaptionsConfig};
+pub use captions::{BurnIn, CaptionsConfig, FinalWindow};
 pub use sip::{OtherCallers, SipConfig, SipPolicyConfig, SipSrtp, SipTransport};
 pub use store::{StoreConfig, SyncConfig, valid_device_id};
 

@@ -11,10 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use telecart_core::AudioFrame;
-use telecart_core::config::CaptionsConfig;
+use telecart_core::config::{CaptionsConfig, FinalWindow};
 use telecart_store::RecordBody;
 use telecart_transcribe::{
-    AudioInput, Side, Transcriber, TranscriberConfig, TranscriberStats, WhisperModel,
+    AudioInput, MIN_FITTED_WINDOW, Side, Transcriber, TranscriberConfig, TranscriberStats,
+    WhisperModel, Window,
 };
 use tracing::{info, warn};
 
@@ -71,8 +72,12 @@ pub fn start(
         .unwrap_or_else(telecart_transcribe::default_model_path);
     let model = WhisperModel::load(&path, config.model_sha256.as_deref())
         .map_err(|e| format!("model {}: {e}", path.display()))?;
-    let (input, captions) =
-        Transcriber::start(&model, TranscriberConfig::default()).map_err(|e| e.to_string())?;
+    let mut transcriber = TranscriberConfig::default();
+    transcriber.decode.final_window = match config.finals {
+        FinalWindow::Full => Window::Full,
+        FinalWindow::Fitted => Window::Fitted(MIN_FITTED_WINDOW),
+    };
+    let (input, captions) = Transcriber::start(&model, transcriber).map_err(|e| e.to_string())?;
     info!(model = %path.display(), "captions ready");
     let sent = Arc::new(AtomicU64::new(0));
     let recorded = Arc::new(AtomicU64::new(0));

@@ -23,6 +23,8 @@ pub struct DecodeConfig {
     /// model then misses rare words ("nausea" read as "nothing" at 10 and 15 s windows), so
     /// finals, which are recorded and shown last, always get the full window.
     pub partial_window: Option<Duration>,
+    /// The window finals are decoded with: [`Window::Full`] unless the CPU is too slow for it.
+    pub final_window: Window,
 }
 
 impl Default for DecodeConfig {
@@ -30,10 +32,15 @@ impl Default for DecodeConfig {
         Self {
             threads: 2,
             prompt: crate::Vocabulary::bundled().prompt(),
-            partial_window: Some(Duration::from_secs(6)),
+            partial_window: Some(MIN_FITTED_WINDOW),
+            final_window: Window::Full,
         }
     }
 }
+
+/// The shortest fitted window partials get by default: shorter ones cost little less and
+/// garble more.
+pub const MIN_FITTED_WINDOW: Duration = Duration::from_secs(6);
 
 /// How much of Whisper's 30 s encoder window one decode uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,9 +177,9 @@ impl Decoder {
     }
 
     /// The text of 16 kHz mono `samples` (at most 30 s are looked at), trimmed; empty for
-    /// silence and noise. Decoded with the full window.
+    /// silence and noise. Decoded with the finals' window ([`DecodeConfig::final_window`]).
     pub fn transcribe(&mut self, samples: &[f32]) -> Result<String, TranscribeError> {
-        self.transcribe_in(samples, Window::Full)
+        self.transcribe_in(samples, self.config.final_window)
     }
 
     /// A partial result's text: like [`Decoder::transcribe`], with the configured narrower

@@ -42,7 +42,7 @@ pub const SAMPLE_RATE: u32 = 16_000;
 
 pub use burn::CaptionBurner;
 pub use caption::{Caption, Side};
-pub use engine::{DecodeConfig, Decoder, Interrupt, Window};
+pub use engine::{DecodeConfig, Decoder, Interrupt, MIN_FITTED_WINDOW, Window};
 pub use error::TranscribeError;
 pub use file::{Recording, read_wav_16k, transcribe_samples};
 pub use model::{
