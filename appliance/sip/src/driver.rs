@@ -1232,6 +1232,27 @@ fn reject_count(ctx: &Context) {
     ctx.status.send_modify(|s| s.calls_rejected += 1);
 }
 
+/// Refuses an INVITE whose offer the cart cannot answer: 488 with the reason in a `Warning`
+/// (RFC 3261 §20.43; `warn_code` 304 "media type not available", 399 miscellaneous).
+async fn refuse_offer(
+    ctx: &Context,
+    tx: &mut rsipstack::transaction::transaction::Transaction,
+    warn_code: u16,
+    reason: &str,
+) {
+    reject_count(ctx);
+    let _ = tx
+        .reply_with(
+            StatusCode::NotAcceptableHere,
+            vec![Header::Other(
+                "Warning".into(),
+                format!("{warn_code} telecart \"{reason}\""),
+            )],
+            None,
+        )
+        .await;
+}
+
 async fn on_invite(
     ctx: &Arc<Context>,
     call: &mut Option<ActiveCall>,
@@ -1286,17 +1307,7 @@ async fn on_invite(
         Ok(w) => w,
         Err(why) => {
             info!(%why, "sip: WebRTC offer refused");
-            reject_count(ctx);
-            let _ = tx
-                .reply_with(
-                    StatusCode::NotAcceptableHere,
-                    vec![Header::Other(
-                        "Warning".into(),
-                        format!("304 telecart \"{why}\""),
-                    )],
-                    None,
-                )
-                .await;
+            refuse_offer(ctx, &mut tx, 304, &why).await;
             return;
         }
     };
@@ -1317,17 +1328,7 @@ async fn on_invite(
         Ok(o) => o,
         Err(e) => {
             info!(error = %e, "sip: offer refused");
-            reject_count(ctx);
-            let _ = tx
-                .reply_with(
-                    StatusCode::NotAcceptableHere,
-                    vec![Header::Other(
-                        "Warning".into(),
-                        format!("399 telecart \"{e}\""),
-                    )],
-                    None,
-                )
-                .await;
+            refuse_offer(ctx, &mut tx, 399, &e.to_string()).await;
             return;
         }
     };
@@ -1338,17 +1339,7 @@ async fn on_invite(
     let answer = match sdp::answer(&offer, &caps) {
         Ok(a) => a,
         Err(e) => {
-            reject_count(ctx);
-            let _ = tx
-                .reply_with(
-                    StatusCode::NotAcceptableHere,
-                    vec![Header::Other(
-                        "Warning".into(),
-                        format!("304 telecart \"{e}\""),
-                    )],
-                    None,
-                )
-                .await;
+            refuse_offer(ctx, &mut tx, 304, &e.to_string()).await;
             return;
         }
     };
