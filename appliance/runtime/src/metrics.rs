@@ -131,6 +131,18 @@ fn encode_sip(
         "SIP calls refused (policy, busy, no common codec).",
         status.calls_rejected,
     )?;
+    counter(
+        e,
+        "sip_bad_requests",
+        "SIP requests over UDP answered 400 (unparsable, or a body shorter than its Content-Length).",
+        status.bad_requests,
+    )?;
+    counter(
+        e,
+        "sip_unknown_methods",
+        "SIP requests over UDP with a method the cart does not implement, answered 501.",
+        status.unknown_methods,
+    )?;
     let up = matches!(status.call, Some((_, "answered" | "held")));
     gauge(
         e,

@@ -25,6 +25,9 @@ use rsipstack::transaction::TransactionReceiver;
 use rsipstack::transaction::endpoint::EndpointInnerRef;
 use rsipstack::transport::TransportLayer;
 use rsipstack::transport::udp::UdpConnection;
+
+use crate::guard::ALLOW;
+use crate::screened_udp::ScreenedUdpSocket;
 use telecart_core::config::{SipConfig, SipTransport};
 use telecart_core::media::{AudioCodec, AudioFrame, EncodedVideo};
 use tokio::net::UdpSocket;
@@ -45,7 +48,6 @@ use crate::sdp::{self, Capabilities, LocalMedia, SessionDescription};
 use crate::session_timer::{self, SessionTimer, TimerAction, TimerAnswer, TimerRequest};
 
 /// Methods we answer; anything else out of dialog gets 405 with this list.
-const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
 
 /// Why the endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -197,6 +199,10 @@ pub struct SipStatus {
     pub calls_answered: u64,
     /// Calls refused (policy, busy, no common codec).
     pub calls_rejected: u64,
+    /// Requests over UDP the stack cannot parse, answered 400 Bad Request.
+    pub bad_requests: u64,
+    /// Requests over UDP with a method the cart does not implement, answered 501.
+    pub unknown_methods: u64,
     /// INVITE received to 200 OK sent, last call.
     pub last_answer_ms: Option<f64>,
     /// DTMF digits received in the current or last call.
@@ -216,6 +222,8 @@ impl Default for SipStatus {
             call: None,
             calls_answered: 0,
             calls_rejected: 0,
+            bad_requests: 0,
+            unknown_methods: 0,
             last_answer_ms: None,
             dtmf_received: String::new(),
             media: crate::media::MediaStats::default(),
@@ -361,32 +369,25 @@ pub async fn start_with(
 
     let stop = CancellationToken::new();
     let transport_layer = TransportLayer::new(stop.child_token());
-    let udp = UdpConnection::create_connection(config.listen, None, Some(stop.child_token()))
+    let (status_tx, status_rx) = watch::channel(SipStatus::default());
+    let bind_error = |e: std::io::Error| SipError::Bind {
+        addr: config.listen,
+        message: e.to_string(),
+    };
+    let socket = ScreenedUdpSocket::bind(config.listen, status_tx.clone())
+        .await
+        .map_err(bind_error)?;
+    let port = socket.local_addr().map_err(bind_error)?.port();
+    let local_addr = SocketAddr::new(local_ip, port);
+    // The stack advertises the bound address in Via and Contact; with a wildcard bind that is
+    // useless to the registrar, so it advertises the address the registrar will see.
+    let external = config.listen.ip().is_unspecified().then_some(local_addr);
+    let udp = UdpConnection::from_socket(Arc::new(socket), external, Some(stop.child_token()))
         .await
         .map_err(|e| SipError::Bind {
             addr: config.listen,
             message: e.to_string(),
         })?;
-    let bound = udp.get_addr().addr.clone();
-    let port = bound.port.map(u16::from).unwrap_or(config.listen.port());
-    let local_addr = SocketAddr::new(local_ip, port);
-    // The stack advertises the bound address in Via and Contact; with a wildcard bind that is
-    // useless to the registrar, so rebind with the address the registrar will see.
-    let udp = if config.listen.ip().is_unspecified() {
-        drop(udp);
-        UdpConnection::create_connection(
-            config.listen.with_port_of(port),
-            Some(local_addr),
-            Some(stop.child_token()),
-        )
-        .await
-        .map_err(|e| SipError::Bind {
-            addr: config.listen,
-            message: e.to_string(),
-        })?
-    } else {
-        udp
-    };
     transport_layer.add_transport(udp.into());
     if matches!(config.transport, SipTransport::Tls | SipTransport::Wss) {
         // cartd may link several rustls backends; the stack needs one chosen process-wide.
@@ -417,7 +418,6 @@ pub async fn start_with(
     let dialogs = Arc::new(DialogLayer::new(inner.clone()));
     let (state_tx, state_rx) = dialogs.new_dialog_state_channel();
 
-    let (status_tx, status_rx) = watch::channel(SipStatus::default());
     let (command_tx, command_rx) = mpsc::channel(16);
     let domain = if config.domain.is_empty() {
         registrar_host.clone()
@@ -502,17 +502,6 @@ pub async fn start_with(
         stack: stop,
         task,
     })
-}
-
-trait WithPortOf {
-    fn with_port_of(self, port: u16) -> SocketAddr;
-}
-
-impl WithPortOf for SocketAddr {
-    fn with_port_of(mut self, port: u16) -> SocketAddr {
-        self.set_port(port);
-        self
-    }
 }
 
 /// What tasks of the call loop report back to it.
@@ -1894,6 +1883,9 @@ async fn on_loop_event(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, event:
                             headers.retain(|h| !auth(h));
                             headers.push(header);
                             dialing.challenges += 1;
+                            // The retry is a new transaction of the same call: same Call-ID, a
+                            // higher CSeq (the dialog layer's sequence only rises).
+                            dialing.option.call_id = Some(c.id.call_id.clone());
                             match dial(ctx, *dialing) {
                                 Ok((dialog, id)) => {
                                     debug!(call_id = %id.call_id, "sip: INVITE sent with credentials");
@@ -1967,9 +1959,18 @@ async fn on_loop_event(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, event:
 }
 
 async fn on_dialog_state(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, state: DialogState) {
-    // The local tag is chosen when we answer, so the Call-ID is what identifies our call.
+    // An incoming call's local tag is chosen when we answer, so its Call-ID and the caller's
+    // tag identify it; our own call keeps its Call-ID across a digest retry (RFC 3261 §8.1.3.5)
+    // but the retry is a new dialog with a new From tag, so the challenged one's late end must
+    // not end it.
     let matches = |id: &DialogId, call: &Option<ActiveCall>| {
-        call.as_ref().is_some_and(|c| c.id.call_id == id.call_id)
+        call.as_ref().is_some_and(|c| {
+            c.id.call_id == id.call_id
+                && match c.direction {
+                    CallDirection::Inbound => c.id.remote_tag == id.remote_tag,
+                    CallDirection::Outbound => c.id.local_tag == id.local_tag,
+                }
+        })
     };
     match state {
         DialogState::Terminated(id, reason) => {

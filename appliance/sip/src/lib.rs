@@ -8,6 +8,7 @@
 //! registration types are the seam between them.
 
 pub mod digest;
+pub mod guard;
 pub mod media;
 pub mod outgoing;
 pub mod policy;
@@ -21,6 +22,8 @@ pub mod webrtc_offer;
 mod audio;
 #[cfg(feature = "driver")]
 mod driver;
+#[cfg(feature = "driver")]
+mod screened_udp;
 
 #[cfg(feature = "driver")]
 pub use driver::{

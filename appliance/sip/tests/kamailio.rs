@@ -653,6 +653,19 @@ async fn the_cart_answers_a_sha256_proxy_challenge_to_its_invite() {
         "{klog}"
     );
     assert!(klog.contains("static route INVITE to doctor"), "{klog}");
+    // The retry is the same call (RFC 3261 §8.1.3.5): same Call-ID, a higher CSeq.
+    let invites: Vec<(&str, u32)> = klog
+        .lines()
+        .filter(|l| l.contains("request INVITE sip:doctor@"))
+        .filter_map(|l| {
+            let (_, rest) = l.split_once("call-id ")?;
+            let (call_id, cseq) = rest.split_once(" cseq ")?;
+            Some((call_id, cseq.trim().parse().ok()?))
+        })
+        .collect();
+    assert_eq!(invites.len(), 2, "{klog}");
+    assert_eq!(invites[0].0, invites[1].0, "{invites:?}");
+    assert!(invites[1].1 > invites[0].1, "{invites:?}");
     assert!(
         doctor
             .wait_event("CALL_ESTABLISHED", Duration::from_secs(5))
