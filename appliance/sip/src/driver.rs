@@ -47,8 +47,6 @@ use crate::registration::{
 use crate::sdp::{self, Capabilities, LocalMedia, SessionDescription};
 use crate::session_timer::{self, SessionTimer, TimerAction, TimerAnswer, TimerRequest};
 
-/// Methods we answer; anything else out of dialog gets 405 with this list.
-
 /// Why the endpoint could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

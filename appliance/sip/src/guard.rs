@@ -9,7 +9,8 @@
 //! response copies Via, From, To, Call-ID and CSeq, so a request missing any of them (or an
 //! ACK, or a response) is dropped.
 
-/// The methods the cart implements, for `Allow` in answers.
+/// The methods the cart implements, for `Allow` in answers: another method the stack knows
+/// gets 405 with this list, one it does not know 501.
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
 
 /// Methods rsipstack parses: a request naming one of these that fails to parse is malformed,
