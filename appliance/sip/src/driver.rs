@@ -777,24 +777,16 @@ async fn register_loop(
                     }
                 }
                 RegistrarAction::KeepAlive { registrar } => {
-                    // CRLF keep-alive (RFC 5626 §3.5.1) on the flow to the registrar.
-                    if let Some(dest) = registrars
-                        .get(registrar)
-                        .and_then(|u| rsipstack::transport::SipAddr::try_from(u).ok())
+                    // Over UDP a CRLF ping has no answer, so a registrar that died would only
+                    // be noticed when a refresh times out; an OPTIONS probe keeps the NAT
+                    // binding open and is answered by any live SIP server.
+                    let aor = format!("sip:{}@{}", ctx.config.user, ctx.aor_domain);
+                    if let Some(uri) = registrars.get(registrar)
+                        && let Ok(aor) = rsipstack::sip::Uri::try_from(aor.as_str())
+                        && !registrar_answers(&endpoint, uri, &aor).await
                     {
-                        let tl = &endpoint.transport_layer;
-                        // Stream flows (TCP, TLS, WebSocket) are kept open by the stack; the
-                        // datagram flow is the one a NAT forgets.
-                        if let Ok((rsipstack::transport::SipConnection::Udp(udp), _)) =
-                            tl.lookup(&dest, None).await
-                        {
-                            let _ = udp
-                                .send_raw(
-                                    rsipstack::transport::connection::KEEPALIVE_REQUEST,
-                                    &dest,
-                                )
-                                .await;
-                        }
+                        info!(registrar = %uri, "sip: the registrar does not answer OPTIONS: registering elsewhere");
+                        machine.registrar_silent(Instant::now());
                     }
                 }
             }
@@ -814,6 +806,54 @@ async fn register_loop(
             }
         }
     }
+}
+
+/// How long an OPTIONS probe waits: over UDP the request has been sent four times by then
+/// (RFC 3261 timer E: 0, 0.5, 1.5, 3.5 s).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Whether the registrar answers an OPTIONS (RFC 3261 §11) within [`PROBE_TIMEOUT`]: any
+/// response, even 404 or 405, means a live server.
+async fn registrar_answers(
+    endpoint: &EndpointInnerRef,
+    registrar: &rsipstack::sip::Uri,
+    aor: &rsipstack::sip::Uri,
+) -> bool {
+    use rsipstack::transaction::key::{TransactionKey, TransactionRole};
+    use rsipstack::transaction::transaction::Transaction;
+    let Ok(via) = endpoint.get_via(None, None) else {
+        return true;
+    };
+    let from = rsipstack::sip::typed::From {
+        display_name: None,
+        uri: aor.clone(),
+        params: vec![],
+    }
+    .with_tag(rsipstack::transaction::make_tag());
+    let to = rsipstack::sip::typed::To {
+        display_name: None,
+        uri: registrar.clone(),
+        params: vec![],
+    };
+    let request = endpoint.make_request(Method::Options, registrar.clone(), via, from, to, 1, None);
+    let Ok(key) = TransactionKey::from_request(&request, TransactionRole::Client) else {
+        return true;
+    };
+    let mut tx = Transaction::new_client(key, request, endpoint.clone(), None);
+    if tx.send().await.is_err() {
+        return false;
+    }
+    let answered = async {
+        while let Some(message) = tx.receive().await {
+            if matches!(message, rsipstack::sip::SipMessage::Response(_)) {
+                return true;
+            }
+        }
+        false
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, answered)
+        .await
+        .unwrap_or(false)
 }
 
 /// REGISTER answering the digest challenge ourselves ([`crate::digest`]): rsipstack 0.7.14

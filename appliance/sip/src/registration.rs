@@ -50,7 +50,8 @@ pub enum RegistrarAction {
         /// Requested lifetime in seconds.
         expires: u32,
     },
-    /// Send a keep-alive (CRLF ping, RFC 5626 §4.4.1) on the flow to `registrar`.
+    /// Send a keep-alive on the flow to `registrar`: a CRLF ping (RFC 5626 §4.4.1) on a
+    /// stream, an OPTIONS probe over UDP (whose silence is [`Registrar::registrar_silent`]).
     KeepAlive {
         /// Index into the configured registrars.
         registrar: usize,
@@ -358,6 +359,22 @@ impl Registrar {
         }
     }
 
+    /// The registrar holding the binding did not answer a keep-alive probe (OPTIONS over
+    /// UDP, where a CRLF ping has no answer): it is taken as down. The next REGISTER goes to
+    /// the next registrar at once, instead of after `failover_after` refreshes have timed out
+    /// (each a 32 s transaction over UDP); the old binding still counts until it lapses.
+    pub fn registrar_silent(&mut self, now: Instant) {
+        if let Phase::Bound { expires_at, .. } = self.phase {
+            self.held_until = Some((self.current, expires_at));
+            self.failures_here = self.config.failover_after.saturating_sub(1);
+            self.fail(now, RegisterOutcome::Unreachable);
+            self.phase = Phase::Due {
+                at: now,
+                reason: WakeReason::Retry,
+            };
+        }
+    }
+
     fn expire_held(&mut self, now: Instant) {
         if let Some((_, until)) = self.held_until
             && until <= now
@@ -525,6 +542,44 @@ mod tests {
             r.status(t2 + secs(601)),
             RegistrationStatus::Registered { registrar: 1, .. }
         ));
+    }
+
+    #[test]
+    fn a_silent_registrar_fails_over_at_once_keeping_the_old_binding_meanwhile() {
+        let t0 = Instant::now();
+        let mut r = Registrar::new(config(2), t0);
+        assert_eq!(r.poll_action(t0), register(0, 300));
+        r.handle_outcome(t0, RegisterOutcome::Registered { granted_secs: 300 });
+        let t1 = t0 + secs(25);
+        assert_eq!(
+            r.poll_action(t1),
+            Some(RegistrarAction::KeepAlive { registrar: 0 })
+        );
+        let t2 = t1 + secs(4);
+        r.registrar_silent(t2);
+        assert_eq!(
+            r.poll_action(t2),
+            register(1, 300),
+            "straight to the secondary"
+        );
+        assert!(matches!(
+            r.status(t2),
+            RegistrationStatus::Registered { registrar: 0, .. }
+        ));
+        r.handle_outcome(t2, RegisterOutcome::Registered { granted_secs: 300 });
+        assert!(matches!(
+            r.status(t2),
+            RegistrationStatus::Registered { registrar: 1, .. }
+        ));
+        // With one registrar, a silent one is registered with again at once.
+        let mut one = Registrar::new(config(1), t0);
+        assert_eq!(one.poll_action(t0), register(0, 300));
+        one.handle_outcome(t0, RegisterOutcome::Registered { granted_secs: 300 });
+        one.registrar_silent(t1);
+        assert_eq!(one.poll_action(t1), register(0, 300));
+        // Silence reported when not bound changes nothing.
+        one.registrar_silent(t1);
+        assert_eq!(one.poll_action(t1), None);
     }
 
     #[test]
