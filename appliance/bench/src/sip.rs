@@ -66,7 +66,8 @@ fn free_port() -> anyhow::Result<u16> {
     }
 }
 
-/// A child killed (by its pid) when dropped.
+/// A child stopped when dropped: SIGTERM first, because Kamailio's main process only reaps
+/// its worker processes on a signal it can catch; SIGKILL after 3 s.
 struct Peer {
     child: Child,
     log: PathBuf,
@@ -75,6 +76,15 @@ struct Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
