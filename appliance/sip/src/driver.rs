@@ -405,6 +405,11 @@ pub async fn start_with(
         });
     }
     let endpoint = EndpointBuilder::new()
+        // Call-IDs are bare random UUIDs: the stack's default suffix names its vendor's domain.
+        .with_option(rsipstack::transaction::endpoint::EndpointOption {
+            callid_format: rsipstack::transaction::CallIdFormat::Uuid,
+            ..Default::default()
+        })
         .with_cancel_token(stop.child_token())
         .with_transport_layer(transport_layer)
         .with_user_agent(concat!("telecart/", env!("CARGO_PKG_VERSION")))
@@ -1725,6 +1730,17 @@ async fn place_call(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, uri: &str
         .get(ctx.current_registrar.load(Ordering::Relaxed))
         .or(ctx.registrars.first());
     let destination = registrar.and_then(|r| rsipstack::transport::SipAddr::try_from(r).ok());
+    // The registrar is the outbound proxy (RFC 3261 §8.1.2): a preloaded loose Route, not only
+    // a transport destination, because the stack sends a CANCEL by the initial request's
+    // route set and would otherwise resolve the Request-URI's host instead (§9.1: a CANCEL
+    // goes where its INVITE went).
+    let route_set = registrar
+        .map(|r| {
+            let mut uri = r.clone();
+            uri.params.push(rsipstack::sip::Param::Lr);
+            vec![rsipstack::sip::typed::Route::from(uri)]
+        })
+        .unwrap_or_default();
     let (min, max) = (ctx.config.rtp_port_min, ctx.config.rtp_port_max);
     let sockets = match (
         bind_pair(ctx.local_ip, min, max).await,
@@ -1757,6 +1773,7 @@ async fn place_call(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, uri: &str
         content_type: Some("application/sdp".into()),
         offer: Some(offer.into_bytes()),
         contact: ctx.contact(),
+        route_set,
         ..Default::default()
     };
     let dialing = Dialing {

@@ -693,3 +693,72 @@ async fn the_cart_answers_a_sha256_proxy_challenge_to_its_invite() {
     ep.shutdown().await;
     drop(k);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cart_cancels_its_own_call_while_it_rings() {
+    if !have("kamailio") || !have("baresip") {
+        return;
+    }
+    let k = Kamailio::start(&users(), "MD5");
+    // Answered by hand: the doctor's phone rings until the cart gives up.
+    let doctor = Baresip::start("doctor", DOCTOR_PASSWORD, k.udp, "");
+    assert!(doctor.wait_registered(Duration::from_secs(10)));
+    let ep = telecart_sip::start(
+        sip_config(k.udp, "udp", &[]),
+        CART_PASSWORD.into(),
+        Arc::new(NoMedia),
+    )
+    .await
+    .unwrap();
+    let mut status = ep.status.clone();
+    let s = registered(&mut status, Duration::from_secs(10)).await;
+    assert_eq!(s.registration, "registered", "{s:?}");
+    ep.commands
+        .send(SipCommand::Call("sip:doctor@127.0.0.1".into()))
+        .await
+        .unwrap();
+    assert!(
+        doctor
+            .wait_event("CALL_INCOMING", Duration::from_secs(10))
+            .is_some(),
+        "{:?}\n{}",
+        doctor.events(),
+        k.peer.log_text()
+    );
+    assert_eq!(status.borrow().call.as_ref().map(|c| c.1), Some("dialing"));
+    let cancelled = Instant::now();
+    ep.commands.send(SipCommand::HangUp).await.unwrap();
+    let closed = doctor.wait_event("CALL_CLOSED", Duration::from_secs(5));
+    assert!(
+        closed.is_some(),
+        "the cart's CANCEL did not reach baresip: {:?}\n{}",
+        doctor.events(),
+        k.peer.log_text()
+    );
+    let call_id = closed.as_ref().and_then(|e| e["id"].as_str()).unwrap_or("");
+    assert!(!call_id.contains('@'), "a bare random Call-ID: {call_id}");
+    println!(
+        "hang-up while ringing -> baresip's CALL_CLOSED in {:.0} ms: {closed:?}",
+        cancelled.elapsed().as_secs_f64() * 1000.0
+    );
+    assert!(
+        k.peer.log_text().contains("request CANCEL sip:doctor@"),
+        "{}",
+        k.peer.log_text()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || status.borrow().call.is_none()).await,
+        "{:?}",
+        status.borrow()
+    );
+    // Nothing was answered, and the cart can call again at once.
+    assert_eq!(status.borrow().calls_answered, 0);
+    ep.commands
+        .send(SipCommand::Call("sip:doctor@127.0.0.1".into()))
+        .await
+        .unwrap();
+    assert!(doctor.wait_events("CALL_INCOMING", 2, Duration::from_secs(10)));
+    ep.commands.send(SipCommand::HangUp).await.unwrap();
+    assert!(doctor.wait_events("CALL_CLOSED", 2, Duration::from_secs(5)));
+    ep.shutdown().await;
+}
