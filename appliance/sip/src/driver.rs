@@ -1291,6 +1291,24 @@ async fn on_invite(
     mut tx: rsipstack::transaction::transaction::Transaction,
 ) {
     let received = Instant::now();
+    // The transaction layer absorbs retransmissions; the same INVITE on another branch (a
+    // forking proxy's two paths meeting here) is a merged request (RFC 3261 §8.2.2.2).
+    let merged = DialogId::try_from((
+        &tx.original,
+        rsipstack::transaction::key::TransactionRole::Server,
+    ))
+    .is_ok_and(|id| {
+        call.as_ref().is_some_and(|c| {
+            c.direction == CallDirection::Inbound
+                && c.id.call_id == id.call_id
+                && c.id.remote_tag == id.remote_tag
+        })
+    });
+    if merged {
+        info!("sip: merged INVITE (a loop): 482");
+        let _ = tx.reply(StatusCode::LoopDetected).await;
+        return;
+    }
     let from = tx.original.header_value("From").unwrap_or_default();
     let caller = Caller::from_uri(&from);
     let busy = call.is_some() || ctx.media.busy();

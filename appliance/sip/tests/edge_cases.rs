@@ -254,5 +254,21 @@ async fn hostile_messages_get_rfc_answers_and_leave_registration_alone() {
     assert!(s.calls_rejected >= 2, "{s:?}");
     assert_eq!(s.unknown_methods, 1, "{s:?}");
     assert_eq!(s.bad_requests, 1, "{s:?}");
+    // A loop: the INVITE of the call in progress again on another branch (a forking proxy's
+    // two paths meeting at the cart) is a merged request, 482 (RFC 3261 §8.2.2.2), not a second
+    // call and not busy.
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    let invite = request("INVITE", port, "c11", "", sdp_ct, sdp);
+    let got = status_line(exchange(&sock, cart, &invite));
+    assert_eq!(got.as_deref(), Some("SIP/2.0 200 OK"), "{got:?}");
+    let other_branch = invite.replace("branch=z9hG4bKc11INVITE", "branch=z9hG4bKc11loop");
+    let got = status_line(exchange(&sock, cart, &other_branch));
+    assert_eq!(got.as_deref(), Some("SIP/2.0 482 Loop Detected"), "{got:?}");
+    assert_eq!(
+        ep.status.borrow().calls_answered,
+        1,
+        "{:?}",
+        ep.status.borrow()
+    );
     ep.shutdown().await;
 }
