@@ -9,6 +9,7 @@
 
 pub mod digest;
 pub mod guard;
+pub mod dtls;
 pub mod media;
 pub mod outgoing;
 pub mod policy;
