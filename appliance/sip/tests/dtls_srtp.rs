@@ -316,3 +316,106 @@ async fn srtp_mandatory_refuses_a_plain_rtp_call_with_488_before_it_rings() {
     assert_eq!(status.borrow().calls_answered, 0);
     ep.shutdown().await;
 }
+
+/// aiortc's RTCDtlsTransport (OpenSSL, ECDSA P-256) as a SIP phone with DTLS-SRTP and no ICE
+/// (`tests/peers/sip/aiortc_dtls_peer.py`): its INVITE straight to the cart, audio and video
+/// DTLS associations with the cart as DTLS client, a 440 Hz PCMU tone decrypted at the cart,
+/// the cart's PCMU and H.264 decrypted by libsrtp and decoded by FFmpeg at the peer, its BYE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiortc_calls_the_cart_with_dtls_srtp_without_ice() {
+    let python = repo_file(".work/venv/bin/python");
+    if !have("kamailio") {
+        return;
+    }
+    if !python.exists() {
+        eprintln!(
+            "\n!!!!!!!! SKIPPED: {} is missing (tests/setup.sh makes it) !!!!!!!!\n",
+            python.display()
+        );
+        return;
+    }
+    let k = Kamailio::start(&users(), "MD5");
+    let media = PipelineMedia::start();
+    let ep = telecart_sip::start(
+        sip_config(k.udp, "udp", &["doctor@127.0.0.1"]),
+        CART_PASSWORD.into(),
+        media.clone(),
+    )
+    .await
+    .unwrap();
+    let status = ep.status.clone();
+    registered(&status).await;
+    let cart = ep.local_addr.to_string();
+    let peer = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(repo_file("tests/peers/sip/aiortc_dtls_peer.py"))
+            .args([cart.as_str(), "6"])
+            .output()
+            .unwrap()
+    });
+    // While the call runs: what the cart heard.
+    let mut heard = None;
+    let mut cart_media = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline && !peer.is_finished() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let s = status.borrow().clone();
+        if s.call.is_some() && s.media.audio_packets_received > 100 {
+            heard = media.played_frequency(1.0);
+            cart_media = Some(s.media.clone());
+        }
+    }
+    let out = peer.await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("aiortc peer: {e}\n{stderr}"));
+    println!("aiortc peer: {report}");
+    let s = status.borrow().clone();
+    println!(
+        "aiortc -> cart: INVITE to 200 OK at the cart {:?} ms (at the peer {:.1} ms); DTLS \
+         handshake at the cart {:?} ms (at the peer {:.1} ms, both streams)",
+        s.last_answer_ms,
+        report["answer_ms"].as_f64().unwrap_or_default(),
+        s.media.dtls_handshake_ms,
+        report["dtls_ms"].as_f64().unwrap_or_default()
+    );
+    assert_eq!(report["cart_setup"], "active", "{report}");
+    assert_eq!(
+        report["dtls_states"],
+        serde_json::json!({"audio": "connected", "video": "connected"}),
+        "{report}\n{stderr}"
+    );
+    let m = cart_media.expect("the cart received the peer's audio");
+    println!("aiortc -> cart: cart media during the call {m:?}");
+    assert!(m.dtls_handshake_ms.is_some());
+    assert_eq!((m.srtp_auth_failures, m.srtp_replayed), (0, 0), "{m:?}");
+    let (hz, _) = heard.expect("audio played at the cart");
+    println!("aiortc -> cart: the peer's tone decrypted and decoded at the cart: {hz:.1} Hz");
+    assert!((430.0..450.0).contains(&hz), "heard {hz} Hz");
+    let peer_hz = report["audio_hz"].as_f64().unwrap_or_default();
+    assert!(
+        report["audio_received"].as_u64().unwrap_or_default() > 100,
+        "{report}"
+    );
+    assert!(
+        (950.0..1050.0).contains(&peer_hz),
+        "the cart's 1 kHz tone: {report}"
+    );
+    assert!(
+        report["video_frames_decoded"].as_u64().unwrap_or_default() > 10,
+        "{report}"
+    );
+    assert!(
+        report["bye"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("SIP/2.0 200"),
+        "{report}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || status.borrow().call.is_none()).await,
+        "{:?}",
+        status.borrow()
+    );
+    ep.shutdown().await;
+}
