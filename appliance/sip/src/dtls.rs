@@ -566,11 +566,10 @@ impl DtlsEndpoint {
                     }
                     self.peer_verified = true;
                 }
-                dimpl::Output::Connected => {
-                    if !self.peer_verified {
-                        return Err(DtlsError::NoPeerCertificate);
-                    }
+                dimpl::Output::Connected if !self.peer_verified => {
+                    return Err(DtlsError::NoPeerCertificate);
                 }
+                dimpl::Output::Connected => {}
                 dimpl::Output::KeyingMaterial(material, profile) => {
                     if !self.peer_verified {
                         return Err(DtlsError::NoPeerCertificate);
@@ -587,11 +586,11 @@ impl DtlsEndpoint {
                     self.state = State::Keyed;
                     self.keyed_after = Some(now.saturating_duration_since(self.started));
                 }
-                dimpl::Output::CloseNotify => {
-                    if self.state == State::Handshaking {
-                        return Err(DtlsError::Closed);
-                    }
+                dimpl::Output::CloseNotify if self.state == State::Handshaking => {
+                    return Err(DtlsError::Closed);
                 }
+                // After keys the BYE ends the call; the SRTP keys stay until then.
+                dimpl::Output::CloseNotify => {}
                 // SIP media carries no DTLS application data; what a peer sends is dropped.
                 dimpl::Output::ApplicationData(_) => {}
                 _ => {}
