@@ -602,6 +602,14 @@ pub fn answer_again(
                 "video" => p.video.as_ref().and_then(|v| v.dtls.as_ref()),
                 _ => None,
             });
+            // A running call's media starts DTLS only once: a re-INVITE may keep a DTLS-SRTP
+            // stream, not turn a plain or SDES one (or a new one) into DTLS-SRTP.
+            if previous.is_some() && previous_dtls.is_none() {
+                dtls_refusal.get_or_insert(DtlsError::Setup(
+                    "a stream cannot become DTLS-SRTP in a re-INVITE",
+                ));
+                continue;
+            }
             match answer_dtls(m, previous_dtls) {
                 Ok(p) => Some(p),
                 Err(e) => {
@@ -1243,6 +1251,13 @@ a=fmtp:100 packetization-mode=1;profile-level-id=42e01f\r\na=rtcp-mux\r\na=setup
         )
         .unwrap();
         assert_eq!(again.audio.unwrap().dtls.unwrap().setup, Setup::Active);
+        // A re-INVITE cannot turn a plain stream into DTLS-SRTP (the media would stay plain).
+        let plain_first =
+            answer(&SessionDescription::parse(BARESIP).unwrap(), &srtp_caps()).unwrap();
+        assert!(matches!(
+            answer_again(&offer, &srtp_caps(), Some(&plain_first)),
+            Err(SdpError::Dtls(DtlsError::Setup(_)))
+        ));
         // An offerer that is active makes us passive.
         let active = dtls_offer(PEER_FINGERPRINT).replace("actpass", "active");
         let a = answer(&SessionDescription::parse(&active).unwrap(), &srtp_caps()).unwrap();
