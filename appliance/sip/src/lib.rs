@@ -8,8 +8,8 @@
 //! registration types are the seam between them.
 
 pub mod digest;
-pub mod guard;
 pub mod dtls;
+pub mod guard;
 pub mod media;
 pub mod outgoing;
 pub mod policy;
