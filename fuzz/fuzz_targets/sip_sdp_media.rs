@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(offer) = SessionDescription::parse(&text) {
         let _ = sdp::is_hold_offer(&offer);
         for srtp in [false, true] {
-            if let Ok(answer) = sdp::answer(&offer, &Capabilities { video: true, srtp }) {
+            if let Ok(answer) = sdp::answer(&offer, &Capabilities { video: true, srtp, require_srtp: data.len() % 2 == 1 }) {
                 let local = LocalMedia {
                     address: "192.0.2.1".parse().expect("static"),
                     audio_port: 4000,
@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
                         assert!(CryptoAttribute::parse(line).is_ok(), "{line}");
                     }
                 }
-                let _ = sdp::answer_again(&offer, &Capabilities { video: true, srtp }, Some(&answer));
+                let _ = sdp::answer_again(&offer, &Capabilities { video: true, srtp, require_srtp: data.len() % 2 == 1 }, Some(&answer));
             }
         }
     }

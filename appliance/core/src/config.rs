@@ -14,7 +14,7 @@ mod store;
 pub use audio_processing::{AudioProcessingConfig, NoiseSuppressorChoice};
 pub use board::{BoardConfig, BoardKind, MAX_PRESETS, PresetPosition, PtzSection};
 pub use captions::{BurnIn, CaptionsConfig, FinalWindow};
-pub use sip::{OtherCallers, SipConfig, SipPolicyConfig, SipSrtp, SipTransport};
+pub use sip::{OtherCallers, SipConfig, SipPolicyConfig, SipSrtp, SipSrtpKeying, SipTransport};
 pub use store::{StoreConfig, SyncConfig, valid_device_id};
 
 use serde::{Deserialize, Serialize};

@@ -343,6 +343,10 @@ pub async fn start_with(
     media: Arc<dyn MediaPort>,
     cart: Option<Arc<dyn CartPort>>,
 ) -> Result<SipEndpoint, SipError> {
+    // The process's DTLS-SRTP certificate, made now rather than inside the first call's answer.
+    if let Err(e) = crate::dtls::local_identity() {
+        warn!(error = %e, "sip: no DTLS-SRTP certificate: DTLS-SRTP calls will be refused");
+    }
     let primary = config
         .registrars
         .first()
@@ -518,6 +522,8 @@ enum LoopEvent {
     Refreshed { call_id: String },
     /// The WebRTC media of the call with this Call-ID ended by itself (ICE, DTLS).
     WebRtcEnded { call_id: String, why: String },
+    /// The RTP media of the call with this Call-ID cannot go on (DTLS-SRTP failed).
+    MediaFailed { call_id: String, why: String },
     /// Our INVITE with this Call-ID got its final response (or failed).
     Dialed {
         call_id: String,
@@ -1351,6 +1357,8 @@ async fn on_invite(
             Err("WebRTC media needs the cart's WebRTC stack".into())
         }
         Ok(found) => Ok(found.is_some()),
+        // DTLS-SRTP without ICE (desk phones, baresip's dtls_srtp): our own RTP path answers it.
+        Err(crate::webrtc_offer::WebRtcOfferError::NoIceCredentials(_)) => Ok(false),
         Err(e) => Err(e.to_string()),
     };
     let webrtc = match webrtc {
@@ -1385,6 +1393,7 @@ async fn on_invite(
     let caps = Capabilities {
         video: true,
         srtp: true,
+        require_srtp: ctx.config.srtp == telecart_core::config::SipSrtp::Mandatory,
     };
     let answer = match sdp::answer(&offer, &caps) {
         Ok(a) => a,
@@ -1680,9 +1689,22 @@ fn start_media(ctx: &Arc<Context>, c: &mut ActiveCall, muted: bool) {
         return;
     };
     let setup = media_setup(answer, false);
+    let dtls = MediaDtls {
+        call_id: c.id.call_id.clone(),
+        streams: [
+            (
+                StreamKind::Audio,
+                answer.audio.as_ref().and_then(|a| a.dtls.clone()),
+            ),
+            (
+                StreamKind::Video,
+                answer.video.as_ref().and_then(|v| v.dtls.clone()),
+            ),
+        ],
+    };
     let (ctl_tx, ctl_rx) = mpsc::channel(16);
     if let Some(sockets) = c.sockets.take() {
-        tokio::spawn(media_task(ctx.clone(), setup, sockets, ctl_rx, muted));
+        tokio::spawn(media_task(ctx.clone(), setup, sockets, ctl_rx, muted, dtls));
     }
     c.control = Some(ctl_tx);
 }
@@ -1777,10 +1799,11 @@ async fn place_call(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, uri: &str
         version: 1,
         on_hold: false,
     };
-    let keys = match crate::outgoing::OfferedKeys::generate(ctx.config.srtp) {
-        Ok(k) => k,
-        Err(e) => return outgoing_failed(ctx, uri, &format!("SRTP keys: {e}")),
-    };
+    let keys =
+        match crate::outgoing::OfferedKeys::for_config(ctx.config.srtp, ctx.config.srtp_keying) {
+            Ok(k) => k,
+            Err(e) => return outgoing_failed(ctx, uri, &format!("SRTP keys: {e}")),
+        };
     let offer = crate::outgoing::render_offer(&local, true, &keys);
     // No stack credential: a 401/407 comes back to us and `crate::digest` answers it (MD5 or
     // RFC 8760 SHA-256, which rsipstack 0.7.14 cannot parse).
@@ -1915,6 +1938,12 @@ async fn on_loop_event(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, event:
             if let Some(c) = call.take_if(|_| ours) {
                 info!(%call_id, %why, "sip: the WebRTC media ended: BYE");
                 end_call(ctx, c, true, &format!("webrtc: {why}")).await;
+            }
+        }
+        LoopEvent::MediaFailed { call_id, why } => {
+            if let Some(c) = call.take_if(|c| c.id.call_id == call_id) {
+                warn!(%call_id, %why, "sip: media failed: BYE");
+                end_call(ctx, c, true, &format!("media: {why}")).await;
             }
         }
         LoopEvent::Refreshed { call_id } => {
@@ -2086,6 +2115,7 @@ async fn on_dialog_state(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, stat
             let caps = Capabilities {
                 video: true,
                 srtp: true,
+                require_srtp: ctx.config.srtp == telecart_core::config::SipSrtp::Mandatory,
             };
             let parsed = SessionDescription::parse(&body).and_then(|offer| {
                 sdp::answer_again(&offer, &caps, c.answer.as_ref()).map(|a| (offer, a))
@@ -2169,15 +2199,37 @@ async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     }
 }
 
+/// The DTLS-SRTP side of a call's media: which streams run a handshake, and the call to end
+/// when one fails.
+struct MediaDtls {
+    call_id: String,
+    streams: [(StreamKind, Option<crate::dtls::DtlsParams>); 2],
+}
+
 async fn media_task(
     ctx: Arc<Context>,
     setup: MediaSetup,
     sockets: CallSockets,
     mut control: mpsc::Receiver<CallControl>,
     mut muted: bool,
+    dtls: MediaDtls,
 ) {
     let now = Instant::now();
     let mut session = MediaSession::new(setup.clone(), rand::random(), now, ntp_now());
+    let mut dtls_pending = false;
+    for (stream, params) in &dtls.streams {
+        let Some(params) = params else { continue };
+        let started = crate::dtls::local_identity()
+            .and_then(|id| session.start_dtls(now, *stream, params, id));
+        if let Err(e) = started {
+            let why = format!("DTLS-SRTP: {e}");
+            let _ = ctx.events.send(LoopEvent::MediaFailed {
+                call_id: dtls.call_id.clone(),
+                why,
+            });
+        }
+        dtls_pending = true;
+    }
     let mut audio_out = setup
         .audio
         .as_ref()
@@ -2273,7 +2325,20 @@ async fn media_task(
                     ctx.status.send_modify(|s| s.dtmf_received.push(digit));
                 }
                 MediaEvent::KeyFrameRequested => ctx.media.request_keyframe(),
+                MediaEvent::Failed { stream, reason } => {
+                    let why = format!("{stream:?}: {reason}");
+                    let _ = ctx.events.send(LoopEvent::MediaFailed {
+                        call_id: dtls.call_id.clone(),
+                        why,
+                    });
+                }
             }
+        }
+        if dtls_pending && session.dtls_keyed() {
+            dtls_pending = false;
+            let ms = session.stats().dtls_handshake_ms;
+            info!(?ms, "sip: DTLS-SRTP keys agreed");
+            ctx.media.request_keyframe();
         }
         while let Some(t) = session.poll_transmit() {
             let socket = match (t.stream, t.rtcp_socket) {

@@ -8,6 +8,7 @@
 //! registration types are the seam between them.
 
 pub mod digest;
+pub mod dtls;
 pub mod guard;
 pub mod media;
 pub mod outgoing;

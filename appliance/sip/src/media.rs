@@ -10,6 +10,12 @@
 //! protected as it is queued and verified before it is read; what fails authentication or
 //! replays is dropped and counted ([`MediaStats::srtp_auth_failures`]). A protected stream
 //! never falls back to plain RTP.
+//!
+//! A stream negotiated for DTLS-SRTP ([`MediaSession::start_dtls`]) runs a DTLS handshake on
+//! its own port (datagrams whose first byte is 20 to 63 are DTLS, RFC 7983), one per component
+//! without rtcp-mux; until the handshake has produced keys nothing is sent or read (never in
+//! the clear). A handshake that fails or times out is reported once as
+//! [`MediaEvent::Failed`]: the call's owner ends the call with that reason.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -20,6 +26,7 @@ use rtp::packetizer::Payloader as _;
 use telecart_core::media::AudioCodec;
 use webrtc_util::marshal::{Marshal, Unmarshal};
 
+use crate::dtls::{self, DtlsEndpoint, DtlsError, DtlsParams, Identity};
 use crate::srtp::{SdesKeys, SrtpError, SrtpSession};
 
 /// Payload size kept under a typical path MTU (1500 minus IP, UDP, RTP and SRTP overhead).
@@ -118,6 +125,14 @@ pub enum MediaEvent {
     },
     /// The peer asked for a key frame (PLI or FIR).
     KeyFrameRequested,
+    /// The stream's media cannot be protected (DTLS-SRTP handshake failed, timed out, or the
+    /// peer's certificate did not match its fingerprint): the call should end with `reason`.
+    Failed {
+        /// Stream whose media failed.
+        stream: StreamKind,
+        /// Why, for the log and the call record.
+        reason: String,
+    },
 }
 
 /// Where a call's received audio packets go to be played: a jitter buffer that orders them by
@@ -161,6 +176,14 @@ pub struct MediaStats {
     pub srtp_replayed: u64,
     /// Datagrams not sent because SRTP could not protect them (key exhausted).
     pub srtp_protect_failures: u64,
+    /// Media datagrams neither sent nor read because the DTLS-SRTP handshake had not yet
+    /// produced keys.
+    pub dtls_unkeyed_drops: u64,
+    /// DTLS datagrams that the finished association refused (a peer or forger speaking DTLS
+    /// after keys exist); the keys stay.
+    pub dtls_errors_after_keys: u64,
+    /// How long the DTLS-SRTP handshake took (the longest of the streams), milliseconds.
+    pub dtls_handshake_ms: Option<f64>,
     /// DTMF digits received.
     pub dtmf_received: u64,
     /// Fraction lost the peer reports for our stream, 0..=1.
@@ -272,11 +295,39 @@ impl Receiver {
     }
 }
 
+/// One DTLS-SRTP component: its handshake, then the SRTP contexts from its keys.
+#[derive(Debug)]
+struct DtlsComponent {
+    endpoint: DtlsEndpoint,
+    srtp: Option<SrtpSession>,
+}
+
+/// A DTLS-SRTP stream: the RTP component, and the RTCP one without rtcp-mux (RFC 5764 §4.1).
+#[derive(Debug)]
+struct DtlsStream {
+    rtp: DtlsComponent,
+    rtcp: Option<DtlsComponent>,
+}
+
+impl DtlsStream {
+    fn component(&mut self, rtcp_socket: bool) -> &mut DtlsComponent {
+        match (&mut self.rtcp, rtcp_socket) {
+            (Some(c), true) => c,
+            _ => &mut self.rtp,
+        }
+    }
+
+    fn keyed(&self) -> bool {
+        self.rtp.srtp.is_some() && self.rtcp.as_ref().is_none_or(|c| c.srtp.is_some())
+    }
+}
+
 /// How one stream's datagrams are protected.
 #[derive(Debug)]
 enum Protection {
     Plain,
     Srtp(Box<SrtpSession>),
+    Dtls(Box<DtlsStream>),
     /// Keys were negotiated but no context could be made from them: nothing is sent or read
     /// rather than anything in the clear.
     Broken,
@@ -299,6 +350,8 @@ impl Protection {
                     *self = Self::Broken;
                 }
             }
+            // A DTLS-SRTP stream has no SDES keys in either setup; its association outlives
+            // re-INVITEs (hold, resume) as RFC 5763 §5 has it for an unchanged fingerprint.
             (o, n, _) if o == n => {}
             (_, n, _) => *self = Self::for_keys(n),
         }
@@ -430,6 +483,24 @@ impl MediaSession {
         match protection {
             Protection::Plain => {}
             Protection::Srtp(s) => {
+                let sealed = if rtcp {
+                    s.protect_rtcp(&t.data)
+                } else {
+                    s.protect_rtp(&t.data)
+                };
+                match sealed {
+                    Ok(data) => t.data = data,
+                    Err(_) => {
+                        self.stats.srtp_protect_failures += 1;
+                        return;
+                    }
+                }
+            }
+            Protection::Dtls(d) => {
+                let Some(s) = d.component(t.rtcp_socket).srtp.as_mut() else {
+                    self.stats.dtls_unkeyed_drops += 1;
+                    return;
+                };
                 let sealed = if rtcp {
                     s.protect_rtcp(&t.data)
                 } else {
@@ -630,10 +701,42 @@ impl MediaSession {
             StreamKind::Audio => &mut self.audio_protection,
             StreamKind::Video => &mut self.video_protection,
         };
+        if let Protection::Dtls(d) = protection
+            && dtls::is_dtls(data)
+        {
+            let result = d.component(rtcp_socket).endpoint.handle_datagram(now, data);
+            self.dtls_progress(stream, result);
+            return;
+        }
         let opened;
         let data = match protection {
             Protection::Plain => data,
             Protection::Broken => return,
+            Protection::Dtls(d) => {
+                let Some(s) = d.component(rtcp_socket).srtp.as_mut() else {
+                    self.stats.dtls_unkeyed_drops += 1;
+                    return;
+                };
+                let result = if control {
+                    s.unprotect_rtcp(data)
+                } else {
+                    s.unprotect_rtp(data)
+                };
+                match result {
+                    Ok(plain) => {
+                        opened = plain;
+                        &opened[..]
+                    }
+                    Err(SrtpError::Replayed) => {
+                        self.stats.srtp_replayed += 1;
+                        return;
+                    }
+                    Err(_) => {
+                        self.stats.srtp_auth_failures += 1;
+                        return;
+                    }
+                }
+            }
             Protection::Srtp(s) => {
                 let result = if control {
                     s.unprotect_rtcp(data)
@@ -907,8 +1010,133 @@ impl MediaSession {
         }
     }
 
-    /// Runs timers (DTMF packets, RTCP reports) due at `now`.
+    /// Protects `stream` with DTLS-SRTP: a handshake in `params.role` with `identity` (ours)
+    /// against the peer's fingerprints, one per component without rtcp-mux. The first
+    /// ClientHello (when we are the client) is queued at once.
+    pub fn start_dtls(
+        &mut self,
+        now: Instant,
+        stream: StreamKind,
+        params: &DtlsParams,
+        identity: &Identity,
+    ) -> Result<(), DtlsError> {
+        let mux = match stream {
+            StreamKind::Audio => self.setup.audio.as_ref().map(|a| a.rtcp_mux),
+            StreamKind::Video => self.setup.video.as_ref().map(|v| v.rtcp_mux),
+        };
+        let Some(mux) = mux else { return Ok(()) };
+        let component = || -> Result<DtlsComponent, DtlsError> {
+            Ok(DtlsComponent {
+                endpoint: DtlsEndpoint::new(identity, params.role, params.remote.clone(), now)?,
+                srtp: None,
+            })
+        };
+        let dtls = DtlsStream {
+            rtp: component()?,
+            rtcp: if mux { None } else { Some(component()?) },
+        };
+        *self.protection(stream) = Protection::Dtls(Box::new(dtls));
+        self.dtls_progress(stream, Ok(()));
+        Ok(())
+    }
+
+    fn protection(&mut self, stream: StreamKind) -> &mut Protection {
+        match stream {
+            StreamKind::Audio => &mut self.audio_protection,
+            StreamKind::Video => &mut self.video_protection,
+        }
+    }
+
+    /// Whether every DTLS-SRTP stream has its keys (true when there is none; false once a
+    /// stream failed).
+    pub fn dtls_keyed(&self) -> bool {
+        [&self.audio_protection, &self.video_protection]
+            .into_iter()
+            .all(|p| match p {
+                Protection::Dtls(d) => d.keyed(),
+                Protection::Broken => false,
+                Protection::Plain | Protection::Srtp(_) => true,
+            })
+    }
+
+    /// After a DTLS endpoint of `stream` was fed: queues what it sends, installs keys it
+    /// produced, and turns a failure into [`MediaEvent::Failed`] (the stream then sends and
+    /// reads nothing).
+    fn dtls_progress(&mut self, stream: StreamKind, result: Result<(), DtlsError>) {
+        let remote = match stream {
+            StreamKind::Audio => self.setup.audio.as_ref().map(|a| a.remote),
+            StreamKind::Video => self.setup.video.as_ref().map(|v| v.remote),
+        };
+        let protection = match stream {
+            StreamKind::Audio => &mut self.audio_protection,
+            StreamKind::Video => &mut self.video_protection,
+        };
+        let Protection::Dtls(d) = protection else {
+            return;
+        };
+        let mut failure = None;
+        if let Err(e) = result {
+            if d.rtp.endpoint.is_keyed() && d.rtcp.as_ref().is_none_or(|c| c.endpoint.is_keyed()) {
+                self.stats.dtls_errors_after_keys += 1;
+            } else {
+                failure = Some(e.to_string());
+            }
+        }
+        let mut handshake = None;
+        for (rtcp_socket, component) in [(false, Some(&mut d.rtp)), (true, d.rtcp.as_mut())] {
+            let Some(c) = component else { continue };
+            while let Some(data) = c.endpoint.poll_transmit() {
+                let Some(remote) = remote else { continue };
+                let to = if rtcp_socket {
+                    SocketAddr::new(remote.ip(), remote.port().wrapping_add(1))
+                } else {
+                    remote
+                };
+                if self.transmits.len() < MAX_QUEUE {
+                    self.transmits.push_back(Transmit {
+                        stream,
+                        rtcp_socket,
+                        to,
+                        data,
+                    });
+                }
+            }
+            if let Some(keys) = c.endpoint.take_keys() {
+                match SrtpSession::with_keys(&keys.local, &keys.remote) {
+                    Ok(s) => c.srtp = Some(s),
+                    Err(e) => failure = Some(format!("DTLS-SRTP keys: {e}")),
+                }
+                handshake = c.endpoint.handshake_time();
+            }
+        }
+        if let Some(t) = handshake {
+            let ms = t.as_secs_f64() * 1000.0;
+            self.stats.dtls_handshake_ms =
+                Some(self.stats.dtls_handshake_ms.map_or(ms, |m| m.max(ms)));
+        }
+        if let Some(reason) = failure {
+            *protection = Protection::Broken;
+            self.events.push_back(MediaEvent::Failed { stream, reason });
+        }
+    }
+
+    fn dtls_timeouts(&mut self, now: Instant) {
+        for stream in [StreamKind::Audio, StreamKind::Video] {
+            let Protection::Dtls(d) = self.protection(stream) else {
+                continue;
+            };
+            let mut result = d.rtp.endpoint.handle_timeout(now);
+            if let Some(c) = d.rtcp.as_mut() {
+                result = result.and(c.endpoint.handle_timeout(now));
+            }
+            self.dtls_progress(stream, result);
+        }
+    }
+
+    /// Runs timers (DTMF packets, RTCP reports, DTLS retransmissions and deadlines) due at
+    /// `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.dtls_timeouts(now);
         if !self.setup.send_paused {
             self.dtmf_tick(now);
         }
@@ -925,7 +1153,23 @@ impl MediaSession {
             None if !self.dtmf_queue.is_empty() => Some(self.started),
             None => None,
         };
-        dtmf.map_or(self.next_rtcp, |d| d.min(self.next_rtcp))
+        let dtls = [&self.audio_protection, &self.video_protection]
+            .into_iter()
+            .filter_map(|p| match p {
+                Protection::Dtls(d) => [
+                    d.rtp.endpoint.poll_timeout(),
+                    d.rtcp.as_ref().and_then(|c| c.endpoint.poll_timeout()),
+                ]
+                .into_iter()
+                .flatten()
+                .min(),
+                _ => None,
+            })
+            .min();
+        [dtmf, dtls]
+            .into_iter()
+            .flatten()
+            .fold(self.next_rtcp, Instant::min)
     }
 
     /// Next datagram to send.
@@ -1311,5 +1555,174 @@ mod tests {
         bob.handle_receive(t0, StreamKind::Audio, false, from, &old.data);
         assert_eq!(bob.poll_event(), None);
         assert_eq!(bob.stats().srtp_auth_failures, 1);
+    }
+    fn dtls_pair(mux: bool, bob_trusts_alice: bool) -> (MediaSession, MediaSession, Instant) {
+        use crate::dtls::{DtlsParams, DtlsRole, Setup};
+        let (ia, ib, other) = (
+            Identity::generate().unwrap(),
+            Identity::generate().unwrap(),
+            Identity::generate().unwrap(),
+        );
+        let t0 = Instant::now();
+        let mut alice = MediaSession::new(setup(mux), 1, t0, 0);
+        let mut bob = MediaSession::new(setup(mux), 2, t0, 0);
+        let params = |role, setup, local: &Identity, remote: &Identity| DtlsParams {
+            setup,
+            role,
+            local: local.fingerprint().clone(),
+            remote: vec![remote.fingerprint().clone()],
+        };
+        let trusted = if bob_trusts_alice { &ia } else { &other };
+        for stream in [StreamKind::Audio, StreamKind::Video] {
+            alice
+                .start_dtls(
+                    t0,
+                    stream,
+                    &params(DtlsRole::Client, Setup::Active, &ia, &ib),
+                    &ia,
+                )
+                .unwrap();
+            bob.start_dtls(
+                t0,
+                stream,
+                &params(DtlsRole::Server, Setup::Passive, &ib, trusted),
+                &ib,
+            )
+            .unwrap();
+        }
+        (alice, bob, t0)
+    }
+
+    /// Delivers everything `from` has queued to `to` (both sessions see the same remote, so a
+    /// datagram's destination is where the receiver expects it from). Returns how many.
+    fn deliver(from: &mut MediaSession, to: &mut MediaSession, now: Instant) -> usize {
+        let mut n = 0;
+        while let Some(t) = from.poll_transmit() {
+            n += 1;
+            to.handle_receive(now, t.stream, t.rtcp_socket, t.to, &t.data);
+        }
+        n
+    }
+
+    #[test]
+    fn dtls_srtp_streams_send_nothing_until_keyed_then_carry_media_both_ways() {
+        for mux in [true, false] {
+            let (mut alice, mut bob, t0) = dtls_pair(mux, true);
+            // Before keys: the ClientHellos go out, audio does not (not even in the clear).
+            alice.send_audio(b"too early", 160);
+            let queued: Vec<Transmit> = std::iter::from_fn(|| alice.poll_transmit()).collect();
+            assert_eq!(
+                queued.len(),
+                if mux { 2 } else { 4 },
+                "a ClientHello per component"
+            );
+            assert!(queued.iter().all(|t| dtls::is_dtls(&t.data)));
+            assert_eq!(alice.stats().dtls_unkeyed_drops, 1);
+            for t in &queued {
+                bob.handle_receive(t0, t.stream, t.rtcp_socket, t.to, &t.data);
+            }
+            let mut rounds = 0;
+            while !(alice.dtls_keyed() && bob.dtls_keyed()) {
+                rounds += 1;
+                assert!(rounds < 20, "no keys after {rounds} rounds (mux {mux})");
+                deliver(&mut bob, &mut alice, t0);
+                deliver(&mut alice, &mut bob, t0);
+            }
+            deliver(&mut bob, &mut alice, t0);
+            deliver(&mut alice, &mut bob, t0);
+            assert!(alice.stats().dtls_handshake_ms.is_some());
+            alice.send_audio(b"hello bob", 160);
+            let sealed = alice.poll_transmit().unwrap();
+            assert!(
+                !sealed.data.windows(9).any(|w| w == b"hello bob"),
+                "SRTP, not RTP"
+            );
+            bob.handle_receive(
+                t0,
+                sealed.stream,
+                sealed.rtcp_socket,
+                sealed.to,
+                &sealed.data,
+            );
+            bob.send_audio(b"hello alice", 160);
+            deliver(&mut bob, &mut alice, t0);
+            let heard = |m: &mut MediaSession| {
+                std::iter::from_fn(|| m.poll_event())
+                    .filter_map(|e| match e {
+                        MediaEvent::Audio { payload, .. } => Some(payload),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(heard(&mut bob), vec![b"hello bob".to_vec()], "mux {mux}");
+            assert_eq!(
+                heard(&mut alice),
+                vec![b"hello alice".to_vec()],
+                "mux {mux}"
+            );
+            // RTCP reports (on their own component without mux) authenticate too.
+            alice.handle_timeout(t0 + RTCP_INTERVAL);
+            deliver(&mut alice, &mut bob, t0 + RTCP_INTERVAL);
+            assert!(
+                bob.stats().rtcp_received >= 1,
+                "mux {mux}: {:?}",
+                bob.stats()
+            );
+            assert_eq!(bob.stats().srtp_auth_failures, 0);
+            // DTLS junk after keys changes nothing and is counted.
+            let remote = setup(mux).audio.unwrap().remote;
+            bob.handle_receive(
+                t0,
+                StreamKind::Audio,
+                false,
+                remote,
+                &[22, 0xfe, 0xfd, 0, 0],
+            );
+            bob.handle_receive(t0, StreamKind::Audio, false, remote, &[23; 40]);
+            alice.send_audio(b"still here", 160);
+            deliver(&mut alice, &mut bob, t0);
+            assert_eq!(heard(&mut bob), vec![b"still here".to_vec()]);
+        }
+    }
+
+    #[test]
+    fn a_peer_whose_certificate_does_not_match_fails_the_stream() {
+        let (mut alice, mut bob, t0) = dtls_pair(true, false);
+        for _ in 0..10 {
+            deliver(&mut alice, &mut bob, t0);
+            deliver(&mut bob, &mut alice, t0);
+        }
+        let failures: Vec<String> = std::iter::from_fn(|| bob.poll_event())
+            .filter_map(|e| match e {
+                MediaEvent::Failed { reason, .. } => Some(reason),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(failures.len(), 2, "{failures:?}");
+        assert!(failures[0].contains("fingerprint"), "{failures:?}");
+        assert!(!bob.dtls_keyed());
+        bob.send_audio(b"secret", 160);
+        assert!(bob.poll_transmit().is_none(), "nothing in the clear");
+    }
+
+    #[test]
+    fn a_silent_peer_ends_the_stream_at_the_handshake_deadline() {
+        let (mut alice, _, t0) = dtls_pair(true, true);
+        let mut now = t0;
+        let mut reasons = Vec::new();
+        while reasons.is_empty() && now < t0 + Duration::from_secs(60) {
+            now = alice.poll_timeout().max(now + Duration::from_millis(1));
+            alice.handle_timeout(now);
+            while alice.poll_transmit().is_some() {}
+            reasons.extend(
+                std::iter::from_fn(|| alice.poll_event()).filter_map(|e| match e {
+                    MediaEvent::Failed { reason, .. } => Some(reason),
+                    _ => None,
+                }),
+            );
+        }
+        assert!(!reasons.is_empty());
+        assert!(now - t0 <= crate::dtls::HANDSHAKE_TIMEOUT + Duration::from_secs(1));
+        println!("{reasons:?} after {:?}", now - t0);
     }
 }

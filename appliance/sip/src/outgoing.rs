@@ -4,11 +4,16 @@
 //! With SDES-SRTP (RFC 4568) the offer carries one `a=crypto` line per suite in
 //! [`OFFERED_SUITES`], each with a fresh key of ours, and the answer's line (its tag names ours)
 //! gives the peer's key: [`settle`] pairs them into the streams' [`SdesKeys`].
+//!
+//! With DTLS-SRTP (`[sip] srtp_keying = "dtls"`, RFC 5763) the offer carries
+//! `UDP/TLS/RTP/SAVPF`, our certificate's fingerprint and `a=setup:actpass`; the answer's
+//! fingerprint and setup decide the handshake ([`crate::dtls::offerer_role`]).
 
 use std::fmt::Write as _;
 
-pub use telecart_core::config::SipSrtp;
+pub use telecart_core::config::{SipSrtp, SipSrtpKeying};
 
+use crate::dtls::{self, DtlsParams, Fingerprint, Setup};
 use crate::sdp::{self, Answer, Capabilities, LocalMedia, SdpError, SessionDescription};
 use crate::srtp::{CryptoAttribute, CryptoSuite, MasterKey, SdesKeys, SrtpError};
 
@@ -33,6 +38,8 @@ pub struct OfferedKeys {
     pub mode: Option<SipSrtp>,
     audio: Vec<(u32, MasterKey)>,
     video: Vec<(u32, MasterKey)>,
+    /// DTLS-SRTP instead of SDES: our certificate's fingerprint.
+    dtls: Option<Fingerprint>,
 }
 
 impl OfferedKeys {
@@ -52,7 +59,27 @@ impl OfferedKeys {
             mode: Some(mode),
             audio: make()?,
             video: make()?,
+            dtls: None,
         })
+    }
+
+    /// What `[sip] srtp` and `srtp_keying` ask for: [`Self::generate`] for SDES, our DTLS
+    /// fingerprint for DTLS-SRTP (nothing when `mode` is `off`).
+    pub fn for_config(mode: SipSrtp, keying: SipSrtpKeying) -> Result<Self, String> {
+        match (mode, keying) {
+            (SipSrtp::Off, _) | (_, SipSrtpKeying::Sdes) => {
+                Self::generate(mode).map_err(|e| e.to_string())
+            }
+            (_, SipSrtpKeying::Dtls) => {
+                let identity = dtls::local_identity().map_err(|e| e.to_string())?;
+                Ok(Self {
+                    mode: Some(mode),
+                    audio: Vec::new(),
+                    video: Vec::new(),
+                    dtls: Some(identity.fingerprint().clone()),
+                })
+            }
+        }
     }
 
     fn mandatory(&self) -> bool {
@@ -92,25 +119,33 @@ impl OfferedKeys {
 /// cannot encrypt answer in the clear).
 pub fn render_offer(local: &LocalMedia, video: bool, keys: &OfferedKeys) -> String {
     let secure = if keys.mandatory() { "S" } else { "" };
+    let (transport, dtls_lines) = match &keys.dtls {
+        // SAVPF: what baresip 1.0's dtls_srtp offers and expects on both streams.
+        Some(f) => (
+            "UDP/TLS/RTP/SAVPF".to_string(),
+            format!("a=setup:actpass\r\na=fingerprint:{f}\r\n"),
+        ),
+        None => (format!("RTP/{secure}AVP"), String::new()),
+    };
     let mut s = crate::sdp::session_header(local);
     let _ = write!(
         s,
-        "m=audio {} RTP/{secure}AVP {PT_OPUS} {PT_PCMU} {PT_PCMA} {PT_EVENT_48K} {PT_EVENT_8K}\r\n\
+        "m=audio {} {transport} {PT_OPUS} {PT_PCMU} {PT_PCMA} {PT_EVENT_48K} {PT_EVENT_8K}\r\n\
          a=rtpmap:{PT_OPUS} opus/48000/2\r\na=fmtp:{PT_OPUS} useinbandfec=1;stereo=0;sprop-stereo=0\r\n\
          a=rtpmap:{PT_PCMU} PCMU/8000\r\na=rtpmap:{PT_PCMA} PCMA/8000\r\n\
          a=rtpmap:{PT_EVENT_48K} telephone-event/48000\r\na=fmtp:{PT_EVENT_48K} 0-16\r\n\
          a=rtpmap:{PT_EVENT_8K} telephone-event/8000\r\na=fmtp:{PT_EVENT_8K} 0-16\r\n\
-         a=ptime:20\r\na=rtcp-mux\r\n{}a=sendrecv\r\n",
+         a=ptime:20\r\na=rtcp-mux\r\n{}{dtls_lines}a=sendrecv\r\n",
         local.audio_port,
         OfferedKeys::lines(&keys.audio),
     );
     if video {
         let _ = write!(
             s,
-            "m=video {} RTP/{secure}AVP {PT_H264}\r\na=rtpmap:{PT_H264} H264/90000\r\n\
+            "m=video {} {transport} {PT_H264}\r\na=rtpmap:{PT_H264} H264/90000\r\n\
              a=fmtp:{PT_H264} packetization-mode=1;profile-level-id=42e01f\r\n\
              a=rtcp-fb:{PT_H264} nack pli\r\na=rtcp-fb:{PT_H264} ccm fir\r\n\
-             a=rtcp-mux\r\n{}a=sendrecv\r\n",
+             a=rtcp-mux\r\n{}{dtls_lines}a=sendrecv\r\n",
             local.video_port,
             OfferedKeys::lines(&keys.video),
         );
@@ -152,18 +187,34 @@ pub fn settle(answer_sdp: &str, video: bool, keys: &OfferedKeys) -> Result<Answe
     // keys are paired below, since ours were sent in the offer, not made now.
     let mut plain = answer.clone();
     for m in &mut plain.media {
-        if let Some(avp) = m.proto.strip_prefix("RTP/S") {
+        if let Some(avp) = m
+            .proto
+            .strip_prefix("RTP/S")
+            .or_else(|| m.proto.strip_prefix("UDP/TLS/RTP/S"))
+        {
             m.proto = format!("RTP/{avp}");
         }
         m.crypto.clear();
+        m.fingerprints.clear();
     }
-    let caps = Capabilities { video, srtp: false };
+    let caps = Capabilities {
+        video,
+        srtp: false,
+        require_srtp: false,
+    };
     let mut settled = sdp::answer(&plain, &caps)?;
-    let pair = |index: usize, proto: &mut String, srtp: &mut Option<SdesKeys>| {
+    let pair = |index: usize,
+                proto: &mut String,
+                srtp: &mut Option<SdesKeys>,
+                dtls_params: &mut Option<DtlsParams>| {
         let Some(m) = answer.media.get(index) else {
             return Err(SdpError::NoUsableKey("answer stream missing"));
         };
         proto.clone_from(&m.proto);
+        if let Some(local) = &keys.dtls {
+            *dtls_params = Some(answered_dtls(m, local)?);
+            return Ok(());
+        }
         *srtp = answered_keys(&m.crypto, keys.for_kind(&m.kind));
         if srtp.is_none() && (keys.mandatory() || is_secure(&m.proto)) {
             return Err(SdpError::NoUsableKey(if m.crypto.is_empty() {
@@ -175,12 +226,45 @@ pub fn settle(answer_sdp: &str, video: bool, keys: &OfferedKeys) -> Result<Answe
         Ok(())
     };
     if let Some(a) = settled.audio.as_mut() {
-        pair(a.index, &mut a.proto, &mut a.srtp)?;
+        pair(a.index, &mut a.proto, &mut a.srtp, &mut a.dtls)?;
     }
     if let Some(v) = settled.video.as_mut() {
-        pair(v.index, &mut v.proto, &mut v.srtp)?;
+        pair(v.index, &mut v.proto, &mut v.srtp, &mut v.dtls)?;
     }
     Ok(settled)
+}
+
+/// The DTLS side of one answered stream of our DTLS-SRTP offer: it must stay DTLS-SRTP and
+/// carry the answerer's fingerprint; its `a=setup` gives our role.
+fn answered_dtls(m: &sdp::Media, local: &Fingerprint) -> Result<DtlsParams, SdpError> {
+    if !sdp::dtls_rtp(&m.proto) {
+        return Err(SdpError::NoUsableKey(
+            "DTLS-SRTP was offered and the answer is not UDP/TLS/RTP/SAVP",
+        ));
+    }
+    let remote: Vec<Fingerprint> = m
+        .fingerprints
+        .iter()
+        .filter_map(|f| Fingerprint::parse(f).ok())
+        .collect();
+    if remote.is_empty() {
+        return Err(SdpError::Dtls(dtls::DtlsError::MalformedFingerprint(
+            "the answer has no usable a=fingerprint",
+        )));
+    }
+    let answered = m
+        .setup
+        .as_deref()
+        .map(Setup::parse)
+        .transpose()
+        .map_err(SdpError::Dtls)?;
+    let role = dtls::offerer_role(answered).map_err(SdpError::Dtls)?;
+    Ok(DtlsParams {
+        setup: Setup::ActPass,
+        role,
+        local: local.clone(),
+        remote,
+    })
 }
 
 #[cfg(test)]
@@ -210,6 +294,7 @@ mod tests {
             &Capabilities {
                 video: true,
                 srtp: false,
+                require_srtp: false,
             },
         )
         .unwrap();
@@ -253,6 +338,7 @@ mod tests {
             &Capabilities {
                 video: true,
                 srtp: true,
+                require_srtp: false,
             },
         )
         .unwrap();
@@ -395,5 +481,62 @@ mod tests {
         // SAVP answered to a plain offer: nothing to pair, refused.
         let savp = "v=0\r\nc=IN IP4 198.51.100.7\r\nm=audio 5004 RTP/SAVP 0\r\n";
         assert!(settle(savp, true, &OfferedKeys::generate(SipSrtp::Off).unwrap()).is_err());
+    }
+    #[test]
+    fn a_dtls_offer_settles_on_the_answerers_fingerprint_and_setup() {
+        let keys = OfferedKeys::for_config(SipSrtp::Mandatory, SipSrtpKeying::Dtls).unwrap();
+        let offer = render_offer(&local(), true, &keys);
+        let ours = dtls::local_identity().unwrap().fingerprint().to_string();
+        assert!(
+            offer.contains("m=audio 40000 UDP/TLS/RTP/SAVPF 111"),
+            "{offer}"
+        );
+        assert!(
+            offer.contains("m=video 40002 UDP/TLS/RTP/SAVPF 96"),
+            "{offer}"
+        );
+        assert_eq!(offer.matches("a=setup:actpass\r\n").count(), 2);
+        assert_eq!(
+            offer.matches(&format!("a=fingerprint:{ours}\r\n")).count(),
+            2
+        );
+        assert!(!offer.contains("a=crypto"));
+        // The peer (answering as the cart would) says active: the cart is the DTLS server.
+        let (text, _) = peer_answer(&offer);
+        assert!(text.contains("a=setup:active"), "{text}");
+        let settled = settle(&text, true, &keys).unwrap();
+        let audio = settled.audio.unwrap();
+        let d = audio.dtls.unwrap();
+        assert_eq!((d.role, d.setup), (dtls::DtlsRole::Server, Setup::ActPass));
+        assert_eq!(d.remote, vec![Fingerprint::parse(&ours).unwrap()]);
+        assert_eq!(audio.proto, "UDP/TLS/RTP/SAVPF");
+        assert!(audio.srtp.is_none());
+        // A passive answerer makes the cart the client.
+        let passive = text.replace("a=setup:active", "a=setup:passive");
+        let role = settle(&passive, true, &keys)
+            .unwrap()
+            .audio
+            .unwrap()
+            .dtls
+            .unwrap()
+            .role;
+        assert_eq!(role, dtls::DtlsRole::Client);
+        // Plain RTP back, no fingerprint, or actpass in an answer: refused.
+        let plain = text.replace("UDP/TLS/RTP/SAVPF", "RTP/AVPF");
+        assert!(settle(&plain, true, &keys).is_err());
+        let bare: String = text
+            .lines()
+            .filter(|l| !l.starts_with("a=fingerprint"))
+            .map(|l| format!("{l}\r\n"))
+            .collect();
+        assert!(matches!(settle(&bare, true, &keys), Err(SdpError::Dtls(_))));
+        let actpass = text.replace("a=setup:active", "a=setup:actpass");
+        assert!(matches!(
+            settle(&actpass, true, &keys),
+            Err(SdpError::Dtls(_))
+        ));
+        // `off` wins over the keying: plain RTP.
+        let off = OfferedKeys::for_config(SipSrtp::Off, SipSrtpKeying::Dtls).unwrap();
+        assert!(render_offer(&local(), false, &off).contains("m=audio 40000 RTP/AVP"));
     }
 }

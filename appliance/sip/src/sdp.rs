@@ -1,6 +1,12 @@
 //! SDP offer/answer (RFC 3264) for the media the cart speaks: PCMU, PCMA, Opus, H.264
 //! (packetization-mode 1) and telephone-event, over RTP/AVP(F) with optional rtcp-mux, and
-//! over RTP/SAVP(F) with SDES keys (`a=crypto`, RFC 4568; see [`crate::srtp`]).
+//! over RTP/SAVP(F) with SDES keys (`a=crypto`, RFC 4568; see [`crate::srtp`]), and over
+//! UDP/TLS/RTP/SAVP(F) with DTLS-SRTP keys (`a=fingerprint`, `a=setup`, RFC 5763/5764, without
+//! ICE; see [`crate::dtls`]).
+//!
+//! When an offer gives the cart a choice for a stream (several m= lines of one kind), DTLS-SRTP
+//! wins over SDES (its keys never travel in the SDP, which SIP over UDP or through proxies
+//! exposes) and SDES over plain RTP.
 //!
 //! [`SessionDescription::parse`] reads only what negotiation needs and refuses what it cannot
 //! read rather than guessing; [`answer`] picks the codecs; [`Answer::render`] writes the SDP.
@@ -10,6 +16,7 @@ use std::net::IpAddr;
 
 use telecart_core::media::AudioCodec;
 
+use crate::dtls::{self, DtlsError, DtlsParams, Fingerprint, Setup};
 use crate::srtp::SdesKeys;
 
 /// Largest SDP body accepted.
@@ -38,6 +45,13 @@ pub enum SdpError {
     /// An answer left a stream unencrypted that had to be SRTP (the cart's own calls).
     #[error("no usable SDES key: {0}")]
     NoUsableKey(&'static str),
+    /// A DTLS-SRTP stream whose `a=fingerprint` or `a=setup` the cart cannot use, and nothing
+    /// else to answer.
+    #[error("DTLS-SRTP: {0}")]
+    Dtls(DtlsError),
+    /// SRTP is mandatory (`[sip] srtp = "mandatory"`) and the offer's streams are plain RTP.
+    #[error("SRTP is mandatory and the offer has no usable SRTP (a=crypto or DTLS a=fingerprint)")]
+    SrtpRequired,
 }
 
 /// Media direction attribute.
@@ -117,6 +131,10 @@ pub struct Media {
     pub direction: Direction,
     /// `a=crypto` lines (SDES, RFC 4568), as written after `a=crypto:`.
     pub crypto: Vec<String>,
+    /// `a=fingerprint` values (RFC 8122), media-level or else session-level, as written.
+    pub fingerprints: Vec<String>,
+    /// The `a=setup` value (RFC 4145), media-level or else session-level, as written.
+    pub setup: Option<String>,
 }
 
 /// The parts of a session description negotiation uses.
@@ -164,6 +182,8 @@ impl SessionDescription {
         let mut seen_version = false;
         let mut session_direction: Option<Direction> = None;
         let mut media_direction: Vec<Option<Direction>> = Vec::new();
+        let mut session_fingerprints: Vec<String> = Vec::new();
+        let mut session_setup: Option<String> = None;
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
             let bad = |reason| SdpError::Malformed { line, reason };
@@ -224,6 +244,8 @@ impl SessionDescription {
                         rtcp_mux: false,
                         direction: Direction::SendRecv,
                         crypto: Vec::new(),
+                        fingerprints: Vec::new(),
+                        setup: None,
                     });
                     media_direction.push(None);
                 }
@@ -247,6 +269,13 @@ impl SessionDescription {
                         if dir.is_some() {
                             session_direction = dir;
                         }
+                        match name {
+                            "fingerprint" if session_fingerprints.len() < 4 => {
+                                session_fingerprints.push(arg.trim().to_string());
+                            }
+                            "setup" => session_setup = Some(arg.trim().to_string()),
+                            _ => {}
+                        }
                         continue;
                     };
                     if let Some(d) = dir {
@@ -258,6 +287,10 @@ impl SessionDescription {
                     match name {
                         "rtcp-mux" => m.rtcp_mux = true,
                         "crypto" if m.crypto.len() < 16 => m.crypto.push(arg.trim().to_string()),
+                        "fingerprint" if m.fingerprints.len() < 4 => {
+                            m.fingerprints.push(arg.trim().to_string());
+                        }
+                        "setup" => m.setup = Some(arg.trim().to_string()),
                         "rtpmap" => {
                             let (pt, desc) = arg.split_once(' ').ok_or(bad("rtpmap"))?;
                             let pt: u8 = pt.parse().map_err(|_| bad("rtpmap payload type"))?;
@@ -299,6 +332,12 @@ impl SessionDescription {
         sdp.direction = session_direction;
         for (m, d) in sdp.media.iter_mut().zip(media_direction) {
             m.direction = d.or(session_direction).unwrap_or(Direction::SendRecv);
+            if m.fingerprints.is_empty() {
+                m.fingerprints.clone_from(&session_fingerprints);
+            }
+            if m.setup.is_none() {
+                m.setup.clone_from(&session_setup);
+            }
         }
         Ok(sdp)
     }
@@ -413,6 +452,29 @@ pub struct Stream<C> {
     /// SDES-SRTP keys when the stream is protected (RTP/SAVP, or RTP/AVP offered with
     /// `a=crypto`: best-effort SRTP as baresip's `mediaenc=srtp` does).
     pub srtp: Option<SdesKeys>,
+    /// DTLS-SRTP (UDP/TLS/RTP/SAVP(F)): our role and both fingerprints; the keys come from
+    /// the handshake on the media path.
+    pub dtls: Option<DtlsParams>,
+}
+
+impl<C> Stream<C> {
+    /// Whether the stream is SRTP (by SDES keys or DTLS-SRTP).
+    pub fn is_encrypted(&self) -> bool {
+        self.srtp.is_some() || self.dtls.is_some()
+    }
+
+    /// Preference among offered alternatives: DTLS-SRTP, then SDES, then plain RTP.
+    fn rank(&self) -> u8 {
+        match (&self.dtls, &self.srtp) {
+            (Some(_), _) => 2,
+            (None, Some(_)) => 1,
+            (None, None) => 0,
+        }
+    }
+}
+
+fn better<C>(current: Option<&Stream<C>>, candidate: &Stream<C>) -> bool {
+    current.is_none_or(|c| candidate.rank() > c.rank())
 }
 
 /// The result of answering an offer.
@@ -431,8 +493,12 @@ pub struct Answer {
 pub struct Capabilities {
     /// Send H.264 video (a camera and encoder exist).
     pub video: bool,
-    /// Accept RTP/SAVP streams and answer `a=crypto` (SDES keys, RFC 4568).
+    /// Accept RTP/SAVP streams and answer `a=crypto` (SDES keys, RFC 4568), and accept
+    /// UDP/TLS/RTP/SAVP streams (DTLS-SRTP, RFC 5764).
     pub srtp: bool,
+    /// Refuse plain RTP streams (`[sip] srtp = "mandatory"`): an offer with nothing encrypted
+    /// is [`SdpError::SrtpRequired`].
+    pub require_srtp: bool,
 }
 
 fn audio_codec(f: &RtpMap) -> Option<AudioCodec> {
@@ -452,12 +518,53 @@ fn secure_rtp(proto: &str) -> bool {
     matches!(proto, "RTP/SAVP" | "RTP/SAVPF")
 }
 
+/// DTLS-SRTP transports (RFC 5764 §8; `UDP/TLS/RTP/SAVPF` from RFC 5764/8843).
+pub fn dtls_rtp(proto: &str) -> bool {
+    matches!(proto, "UDP/TLS/RTP/SAVP" | "UDP/TLS/RTP/SAVPF")
+}
+
+/// The DTLS side of answering one offered stream: its fingerprints and our setup. `previous`
+/// is what an earlier answer in this dialog settled: with the same peer fingerprints our role
+/// stays, so a re-INVITE (hold, resume) does not ask for a new handshake.
+fn answer_dtls(m: &Media, previous: Option<&DtlsParams>) -> Result<DtlsParams, DtlsError> {
+    let mut remote = Vec::new();
+    let mut first_error = None;
+    for text in &m.fingerprints {
+        match Fingerprint::parse(text) {
+            Ok(f) => remote.push(f),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if remote.is_empty() {
+        return Err(first_error.unwrap_or(DtlsError::MalformedFingerprint(
+            "a DTLS-SRTP stream needs a=fingerprint",
+        )));
+    }
+    let offered = m.setup.as_deref().map(Setup::parse).transpose()?;
+    if let Some(p) = previous.filter(|p| p.remote == remote) {
+        return Ok(p.clone());
+    }
+    let (setup, role) = dtls::answer_setup(offered)?;
+    let local = dtls::local_identity()?.fingerprint().clone();
+    Ok(DtlsParams {
+        setup,
+        role,
+        local,
+        remote,
+    })
+}
+
 /// Answers `offer`: audio prefers Opus, then PCMU, then PCMA; video takes H.264 with
 /// packetization-mode 1 whose profile decodes constrained baseline. Streams the cart cannot take
 /// are refused (port 0); with nothing accepted the result is [`SdpError::NoCommonCodec`].
 ///
 /// With `caps.srtp`, a stream offered with `a=crypto` lines is answered with the first line the
-/// cart can honour and a fresh key of ours; an RTP/SAVP stream without one is refused.
+/// cart can honour and a fresh key of ours; an RTP/SAVP stream without one is refused. A
+/// UDP/TLS/RTP/SAVP(F) stream is answered with our fingerprint and `a=setup` (RFC 5763 §5); one
+/// whose `a=fingerprint` or `a=setup` cannot be used is refused. With `caps.require_srtp` plain
+/// streams are refused too.
 pub fn answer(offer: &SessionDescription, caps: &Capabilities) -> Result<Answer, SdpError> {
     answer_again(offer, caps, None)
 }
@@ -475,6 +582,8 @@ pub fn answer_again(
         video: None,
         offered: Vec::new(),
     };
+    let mut dtls_refusal: Option<DtlsError> = None;
+    let mut plain_refused = false;
     for (index, m) in offer.media.iter().enumerate() {
         let fmts = m
             .formats
@@ -482,11 +591,36 @@ pub fn answer_again(
             .map(|f| f.pt.to_string())
             .unwrap_or_else(|| "0".into());
         result.offered.push((m.kind.clone(), m.proto.clone(), fmts));
-        let usable_proto = plain_rtp(&m.proto) || (caps.srtp && secure_rtp(&m.proto));
+        let usable_proto =
+            plain_rtp(&m.proto) || (caps.srtp && (secure_rtp(&m.proto) || dtls_rtp(&m.proto)));
         if m.port == 0 || !usable_proto {
             continue;
         }
-        let srtp = if caps.srtp && !m.crypto.is_empty() {
+        let dtls = if dtls_rtp(&m.proto) {
+            let previous_dtls = previous.and_then(|p| match m.kind.as_str() {
+                "audio" => p.audio.as_ref().and_then(|a| a.dtls.as_ref()),
+                "video" => p.video.as_ref().and_then(|v| v.dtls.as_ref()),
+                _ => None,
+            });
+            // A running call's media starts DTLS only once: a re-INVITE may keep a DTLS-SRTP
+            // stream, not turn a plain or SDES one (or a new one) into DTLS-SRTP.
+            if previous.is_some() && previous_dtls.is_none() {
+                dtls_refusal.get_or_insert(DtlsError::Setup(
+                    "a stream cannot become DTLS-SRTP in a re-INVITE",
+                ));
+                continue;
+            }
+            match answer_dtls(m, previous_dtls) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    dtls_refusal.get_or_insert(e);
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        let srtp = if dtls.is_none() && caps.srtp && !m.crypto.is_empty() {
             let keep = previous.and_then(|p| match m.kind.as_str() {
                 "audio" => p.audio.as_ref().and_then(|a| a.srtp.as_ref()),
                 "video" => p.video.as_ref().and_then(|v| v.srtp.as_ref()),
@@ -503,13 +637,17 @@ pub fn answer_again(
         if secure_rtp(&m.proto) && srtp.is_none() {
             continue;
         }
+        if caps.require_srtp && srtp.is_none() && dtls.is_none() {
+            plain_refused = true;
+            continue;
+        }
         let Some(ip) = m.connection.or(offer.connection) else {
             continue;
         };
         let remote = std::net::SocketAddr::new(ip, m.port);
         let direction = m.direction.reversed();
         match m.kind.as_str() {
-            "audio" if result.audio.is_none() => {
+            "audio" => {
                 let best = [AudioCodec::Opus, AudioCodec::Pcmu, AudioCodec::Pcma]
                     .into_iter()
                     .find_map(|want| {
@@ -528,7 +666,7 @@ pub fn answer_again(
                     .find(|t| t.clock == f.clock)
                     .or_else(|| events().next());
                 let (dtmf_pt, dtmf_clock) = dtmf.map_or((None, f.clock), |t| (Some(t.pt), t.clock));
-                result.audio = Some(Stream {
+                let candidate = Stream {
                     index,
                     choice: AudioChoice {
                         codec,
@@ -543,9 +681,13 @@ pub fn answer_again(
                     direction,
                     proto: m.proto.clone(),
                     srtp,
-                });
+                    dtls,
+                };
+                if better(result.audio.as_ref(), &candidate) {
+                    result.audio = Some(candidate);
+                }
             }
-            "video" if result.video.is_none() && caps.video => {
+            "video" if caps.video => {
                 let h264 = m.formats.iter().find_map(|f| {
                     if !f.name.eq_ignore_ascii_case("H264") || f.clock != 90_000 {
                         return None;
@@ -579,7 +721,7 @@ pub fn answer_again(
                 let Some((pt, profile_level_id)) = h264 else {
                     continue;
                 };
-                result.video = Some(Stream {
+                let candidate = Stream {
                     index,
                     choice: VideoChoice {
                         pt,
@@ -591,13 +733,21 @@ pub fn answer_again(
                     direction,
                     proto: m.proto.clone(),
                     srtp,
-                });
+                    dtls,
+                };
+                if better(result.video.as_ref(), &candidate) {
+                    result.video = Some(candidate);
+                }
             }
             _ => {}
         }
     }
     if result.audio.is_none() && result.video.is_none() {
-        return Err(SdpError::NoCommonCodec);
+        return Err(match dtls_refusal {
+            Some(e) => SdpError::Dtls(e),
+            None if plain_refused => SdpError::SrtpRequired,
+            None => SdpError::NoCommonCodec,
+        });
     }
     Ok(result)
 }
@@ -642,7 +792,25 @@ pub(crate) fn session_header(local: &LocalMedia) -> String {
     )
 }
 
+/// Our `a=setup` and `a=fingerprint` for a DTLS-SRTP stream.
+pub(crate) fn render_dtls(s: &mut String, dtls: Option<&DtlsParams>) {
+    if let Some(d) = dtls {
+        let _ = write!(
+            s,
+            "a=setup:{}\r\na=fingerprint:{}\r\n",
+            d.setup.attr(),
+            d.local
+        );
+    }
+}
+
 impl Answer {
+    /// Whether every accepted stream is SRTP (SDES or DTLS).
+    pub fn is_encrypted(&self) -> bool {
+        self.audio.as_ref().is_none_or(Stream::is_encrypted)
+            && self.video.as_ref().is_none_or(Stream::is_encrypted)
+    }
+
     /// Writes the answer SDP; refused m= lines get port 0 in the offered order.
     pub fn render(&self, local: &LocalMedia) -> String {
         let mut s = session_header(local);
@@ -685,6 +853,7 @@ impl Answer {
                 if let Some(k) = &a.srtp {
                     let _ = write!(s, "a=crypto:{}\r\n", k.answer_line().as_str());
                 }
+                render_dtls(&mut s, a.dtls.as_ref());
                 let _ = write!(s, "a={}\r\n", hold(a.direction, local.on_hold).attr());
             } else if let Some(v) = self.video.as_ref().filter(|v| v.index == index) {
                 let pt = v.choice.pt;
@@ -703,6 +872,7 @@ impl Answer {
                 if let Some(k) = &v.srtp {
                     let _ = write!(s, "a=crypto:{}\r\n", k.answer_line().as_str());
                 }
+                render_dtls(&mut s, v.dtls.as_ref());
                 let _ = write!(s, "a={}\r\n", hold(v.direction, local.on_hold).attr());
             } else {
                 let _ = write!(s, "m={kind} 0 {proto} {fmts}\r\n");
@@ -738,6 +908,7 @@ a=rtpmap:102 VP8/90000\r\na=sendrecv\r\n";
         Capabilities {
             video: true,
             srtp: false,
+            require_srtp: false,
         }
     }
 
@@ -898,6 +1069,7 @@ a=fmtp:97 packetization-mode=1;profile-level-id={plid}{extra}\r\n"
         Capabilities {
             video: true,
             srtp: true,
+            require_srtp: false,
         }
     }
 
@@ -1009,5 +1181,178 @@ m=audio 10000 RTP/SAVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=rtcp-mux\
         let plain = answer(&offer, &caps()).unwrap();
         assert!(plain.audio.as_ref().unwrap().srtp.is_none());
         assert!(!plain.render(&local()).contains("crypto"));
+    }
+    /// baresip 1.0's `mediaenc=dtls_srtp` offer shape: UDP/TLS/RTP/SAVP, the fingerprint at
+    /// session level, `a=setup:actpass` per stream, no ICE.
+    fn dtls_offer(fingerprint: &str) -> String {
+        format!(
+            "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+a=fingerprint:{fingerprint}\r\n\
+m=audio 10000 UDP/TLS/RTP/SAVPF 96 0 101\r\na=rtpmap:96 opus/48000/2\r\n\
+a=rtpmap:101 telephone-event/8000\r\na=rtcp-mux\r\na=setup:actpass\r\na=sendrecv\r\n\
+m=video 10002 UDP/TLS/RTP/SAVP 100\r\na=rtpmap:100 H264/90000\r\n\
+a=fmtp:100 packetization-mode=1;profile-level-id=42e01f\r\na=rtcp-mux\r\na=setup:actpass\r\n"
+        )
+    }
+
+    const PEER_FINGERPRINT: &str = "sha-256 5B:2B:5E:DE:80:10:43:2F:4E:25:4C:23:43:3C:0F:28:92:19:1E:A5:37:5D:FC:33:05:B3:2B:3C:4F:25:3F:7B";
+
+    #[test]
+    fn a_dtls_srtp_offer_without_ice_is_answered_active_with_our_fingerprint() {
+        let offer = SessionDescription::parse(&dtls_offer(PEER_FINGERPRINT)).unwrap();
+        assert_eq!(
+            offer.media[1].fingerprints,
+            vec![PEER_FINGERPRINT.to_string()]
+        );
+        // Without SRTP the cart cannot take DTLS-SRTP streams.
+        assert_eq!(answer(&offer, &caps()), Err(SdpError::NoCommonCodec));
+        let a = answer(&offer, &srtp_caps()).unwrap();
+        let audio = a.audio.clone().unwrap();
+        let d = audio.dtls.clone().unwrap();
+        assert_eq!(
+            (d.setup, d.role),
+            (Setup::Active, crate::dtls::DtlsRole::Client)
+        );
+        assert_eq!(
+            d.remote,
+            vec![Fingerprint::parse(PEER_FINGERPRINT).unwrap()]
+        );
+        assert!(audio.srtp.is_none() && a.is_encrypted());
+        assert_eq!(audio.choice.codec, AudioCodec::Opus);
+        let text = a.render(&local());
+        let ours = crate::dtls::local_identity()
+            .unwrap()
+            .fingerprint()
+            .to_string();
+        assert!(
+            text.contains("m=audio 1000 UDP/TLS/RTP/SAVPF 96 101\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("m=video 1002 UDP/TLS/RTP/SAVP 100\r\n"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches(&format!("a=fingerprint:{ours}\r\n")).count(),
+            2,
+            "{text}"
+        );
+        assert_eq!(text.matches("a=setup:active\r\n").count(), 2, "{text}");
+        // Our answer parses back with our fingerprint and setup on each stream.
+        let back = SessionDescription::parse(&text).unwrap();
+        assert_eq!(back.media[0].setup.as_deref(), Some("active"));
+        assert_eq!(back.media[1].fingerprints, vec![ours]);
+        // A re-INVITE from the same peer keeps our role even if it now says passive.
+        let again = dtls_offer(PEER_FINGERPRINT).replace("actpass", "active");
+        let again = answer_again(
+            &SessionDescription::parse(&again).unwrap(),
+            &srtp_caps(),
+            Some(&a),
+        )
+        .unwrap();
+        assert_eq!(again.audio.unwrap().dtls.unwrap().setup, Setup::Active);
+        // A re-INVITE cannot turn a plain stream into DTLS-SRTP (the media would stay plain).
+        let plain_first =
+            answer(&SessionDescription::parse(BARESIP).unwrap(), &srtp_caps()).unwrap();
+        assert!(matches!(
+            answer_again(&offer, &srtp_caps(), Some(&plain_first)),
+            Err(SdpError::Dtls(DtlsError::Setup(_)))
+        ));
+        // An offerer that is active makes us passive.
+        let active = dtls_offer(PEER_FINGERPRINT).replace("actpass", "active");
+        let a = answer(&SessionDescription::parse(&active).unwrap(), &srtp_caps()).unwrap();
+        assert_eq!(a.audio.unwrap().dtls.unwrap().setup, Setup::Passive);
+    }
+
+    #[test]
+    fn unusable_fingerprints_and_setup_refuse_the_stream_with_the_reason() {
+        for (bad, why) in [
+            (
+                "sha-1 4A:AD:B9:B1:3F:82:18:3B:54:02:12:DF:3E:5D:49:6B:19:E5:7C:AB",
+                "sha-1",
+            ),
+            ("sha-256 5B:2B", "length"),
+            ("sha-256", "no fingerprint"),
+        ] {
+            let offer = SessionDescription::parse(&dtls_offer(bad)).unwrap();
+            match answer(&offer, &srtp_caps()) {
+                Err(SdpError::Dtls(e)) => assert!(e.to_string().contains(why), "{e}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let holdconn = dtls_offer(PEER_FINGERPRINT).replace("actpass", "holdconn");
+        assert!(matches!(
+            answer(&SessionDescription::parse(&holdconn).unwrap(), &srtp_caps()),
+            Err(SdpError::Dtls(DtlsError::Setup(_)))
+        ));
+        let sideways = dtls_offer(PEER_FINGERPRINT).replace("actpass", "sideways");
+        assert!(answer(&SessionDescription::parse(&sideways).unwrap(), &srtp_caps()).is_err());
+        let none: String = dtls_offer(PEER_FINGERPRINT)
+            .lines()
+            .filter(|l| !l.starts_with("a=fingerprint"))
+            .map(|l| format!("{l}\r\n"))
+            .collect();
+        assert!(matches!(
+            answer(&SessionDescription::parse(&none).unwrap(), &srtp_caps()),
+            Err(SdpError::Dtls(DtlsError::MalformedFingerprint(_)))
+        ));
+    }
+
+    #[test]
+    fn dtls_wins_over_sdes_and_sdes_over_plain_when_both_are_offered() {
+        let key = crate::srtp::MasterKey::generate(crate::srtp::CryptoSuite::AesCm128HmacSha1_80)
+            .unwrap();
+        let text = format!(
+            "v=0\r\nc=IN IP4 10.0.0.1\r\n\
+m=audio 4000 RTP/AVP 0\r\n\
+m=audio 4002 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 {}\r\n\
+m=audio 4004 UDP/TLS/RTP/SAVP 0\r\na=fingerprint:{PEER_FINGERPRINT}\r\na=setup:actpass\r\n",
+            key.inline().as_str()
+        );
+        let offer = SessionDescription::parse(&text).unwrap();
+        let a = answer(&offer, &srtp_caps()).unwrap();
+        let audio = a.audio.clone().unwrap();
+        assert_eq!(audio.index, 2);
+        assert!(audio.dtls.is_some());
+        let rendered = a.render(&local());
+        assert!(
+            rendered.contains(
+                "m=audio 0 RTP/AVP 0\r\nm=audio 0 RTP/SAVP 0\r\nm=audio 1000 UDP/TLS/RTP/SAVP 0\r\n"
+            ),
+            "{rendered}"
+        );
+        // Without the DTLS line, SDES wins over plain.
+        let sdes_and_plain: String = text.split("m=audio 4004").next().unwrap().to_string();
+        let a = answer(
+            &SessionDescription::parse(&sdes_and_plain).unwrap(),
+            &srtp_caps(),
+        )
+        .unwrap();
+        assert_eq!(a.audio.unwrap().index, 1);
+    }
+
+    #[test]
+    fn mandatory_srtp_refuses_plain_offers_and_plain_streams() {
+        let mandatory = Capabilities {
+            video: true,
+            srtp: true,
+            require_srtp: true,
+        };
+        let plain = SessionDescription::parse(BARESIP).unwrap();
+        assert_eq!(answer(&plain, &mandatory), Err(SdpError::SrtpRequired));
+        assert!(
+            SdpError::SrtpRequired
+                .to_string()
+                .contains("SRTP is mandatory")
+        );
+        assert!(!answer(&plain, &srtp_caps()).unwrap().is_encrypted());
+        // Encrypted audio is taken; the plain video beside it is refused.
+        let mixed = dtls_offer(PEER_FINGERPRINT).replace(
+            "m=video 10002 UDP/TLS/RTP/SAVP 100",
+            "m=video 10002 RTP/AVP 100",
+        );
+        let a = answer(&SessionDescription::parse(&mixed).unwrap(), &mandatory).unwrap();
+        assert!(a.video.is_none() && a.is_encrypted());
+        assert!(a.render(&local()).contains("m=video 0 RTP/AVP 100\r\n"));
     }
 }

@@ -449,13 +449,19 @@ fn inbound_error(e: webrtc_srtp::Error) -> SrtpError {
 impl SrtpSession {
     /// Contexts for `keys` (both must be of one suite).
     pub fn new(keys: &SdesKeys) -> Result<Self, SrtpError> {
-        if keys.local.suite != keys.remote.suite {
+        Self::with_keys(&keys.local, &keys.remote)
+    }
+
+    /// Contexts for our sending key and the peer's (of one suite), however they were agreed
+    /// (SDES, or exported by a DTLS-SRTP handshake, see [`crate::dtls`]).
+    pub fn with_keys(local: &MasterKey, remote: &MasterKey) -> Result<Self, SrtpError> {
+        if local.suite != remote.suite {
             return Err(SrtpError::Malformed("suites differ"));
         }
         Ok(Self {
-            suite: keys.local.suite,
-            outbound: context(&keys.local)?,
-            inbound: context(&keys.remote)?,
+            suite: local.suite,
+            outbound: context(local)?,
+            inbound: context(remote)?,
             rtp_windows: Windows::default(),
             rtcp_windows: Windows::default(),
         })

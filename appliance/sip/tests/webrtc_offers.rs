@@ -1,5 +1,5 @@
 //! Broken WebRTC offers (browser softphones) against the cart's SIP port while it is registered
-//! with a real Kamailio: no fingerprint, no ICE credentials, only codecs the cart cannot send
+//! with a real Kamailio: no fingerprint, no ICE and an unusable fingerprint, only codecs the cart cannot send
 //! get 488 with the reason in a `Warning` before anything rings; a WebRTC offer the cart's
 //! WebRTC stack refuses gets its status after ringing; nothing panics and the endpoint stays
 //! registered. (The answered path is `appliance/runtime/tests/sip_softphone.rs`, with JsSIP.)
@@ -118,7 +118,16 @@ async fn broken_webrtc_offers_get_488_and_nothing_rings() {
     };
     let cases = [
         ("no fingerprint", without("a=fingerprint"), "fingerprint"),
-        ("no ICE credentials", without("a=ice-"), "ICE credentials"),
+        // Without ICE the offer is plain DTLS-SRTP, answered on the cart's own RTP path
+        // (`tests/dtls_srtp.rs`); a fingerprint that path cannot check is refused there.
+        (
+            "no ICE credentials and a sha-1 fingerprint",
+            without("a=ice-").replace(
+                "sha-256 5B:2B:5E:DE:80:10:43:2F:4E:25:4C:23:43:3C:0F:28:92:19:1E:A5:37:5D:FC:33:05:B3:2B:3C:4F:25:3F:7B",
+                "sha-1 4A:AD:B9:B1:3F:82:18:3B:54:02:12:DF:3E:5D:49:6B:19:E5:7C:AB",
+            ),
+            "fingerprint hash sha-1",
+        ),
         (
             "only PCMU over DTLS",
             OFFER

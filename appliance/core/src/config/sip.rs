@@ -44,8 +44,17 @@ pub struct SipConfig {
     pub rtp_port_max: u16,
     /// The URI the call button dials; empty: the button does not place SIP calls.
     pub call_uri: String,
-    /// SDES-SRTP (RFC 4568) in the offers of the cart's own calls.
+    /// SRTP in the offers of the cart's own calls; `mandatory` also refuses incoming calls whose
+    /// offer has no usable SRTP (488 with a `Warning` saying why, before anything rings).
     pub srtp: SipSrtp,
+    /// How the cart's own offers agree SRTP keys (when `srtp` is not `off`): `"sdes"` (the
+    /// default) puts keys in the SDP (`a=crypto`, RFC 4568; anyone who reads the signalling reads
+    /// them, so pair it with `transport = "tls"`); `"dtls"` offers DTLS-SRTP (RFC 5763/5764,
+    /// `UDP/TLS/RTP/SAVPF`, `a=fingerprint`, `a=setup:actpass`): keys come from a DTLS handshake
+    /// on the media path, authenticated by the certificate fingerprints in the SDP. DTLS is
+    /// always SRTP, so with `"dtls"` a peer that cannot do DTLS-SRTP cannot take the call even
+    /// when `srtp = "optional"`. Incoming calls are answered in whichever the caller offers.
+    pub srtp_keying: SipSrtpKeying,
     /// Who is answered, rung or refused.
     pub policy: SipPolicyConfig,
 }
@@ -76,6 +85,17 @@ pub enum SipSrtp {
     Optional,
     /// Plain RTP, no keys.
     Off,
+}
+
+/// How the cart's own offers agree SRTP keys (`[sip] srtp_keying`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SipSrtpKeying {
+    /// SDES: keys in the SDP (`a=crypto`, RFC 4568).
+    #[default]
+    Sdes,
+    /// DTLS-SRTP: keys from a DTLS handshake on the media path (RFC 5763/5764).
+    Dtls,
 }
 
 /// `[sip.policy]`: what happens to an incoming call, by caller.
@@ -125,6 +145,7 @@ impl Default for SipConfig {
             rtp_port_max: 0,
             call_uri: String::new(),
             srtp: SipSrtp::Optional,
+            srtp_keying: SipSrtpKeying::Sdes,
             policy: SipPolicyConfig::default(),
         }
     }
@@ -296,6 +317,24 @@ mod tests {
         assert_eq!(
             (c.transport, c.policy.others, c.expires_secs),
             (SipTransport::Tls, OtherCallers::Ring, 300)
+        );
+    }
+
+    #[test]
+    fn srtp_keying_is_sdes_by_default_dtls_on_request_and_nothing_else() {
+        assert_eq!(SipConfig::default().srtp_keying, SipSrtpKeying::Sdes);
+        let c: SipConfig =
+            toml::from_str("srtp = \"mandatory\"\nsrtp_keying = \"dtls\"\n").unwrap();
+        assert_eq!(
+            (c.srtp, c.srtp_keying),
+            (SipSrtp::Mandatory, SipSrtpKeying::Dtls)
+        );
+        let e = toml::from_str::<SipConfig>("srtp_keying = \"zrtp\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("srtp_keying") && e.contains("`sdes`") && e.contains("`dtls`"),
+            "{e}"
         );
     }
 }
