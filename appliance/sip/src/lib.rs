@@ -8,6 +8,7 @@
 //! registration types are the seam between them.
 
 pub mod digest;
+pub mod dtmf_info;
 pub mod guard;
 pub mod media;
 pub mod outgoing;
@@ -24,6 +25,8 @@ mod audio;
 mod driver;
 #[cfg(feature = "driver")]
 mod screened_udp;
+#[cfg(feature = "driver")]
+mod wss;
 
 #[cfg(feature = "driver")]
 pub use driver::{
