@@ -221,8 +221,11 @@ async function pageCall({ ws, user, password, domain, target, seconds, timeout, 
         sdp: (e) => {
           if (e.originator === "local" && e.type === "offer") {
             // The first offer is the INVITE's; later ones are session refreshes (re-INVITE).
-            if (t.invite) rec.refreshes.push({ sentMs: Math.round(performance.now() - t.invite), answered: false });
-            else t.invite = performance.now();
+            // (JsSIP reports a re-INVITE's offer twice, a millisecond apart: one refresh.)
+            const at = t.invite ? Math.round(performance.now() - t.invite) : 0;
+            const last = rec.refreshes[rec.refreshes.length - 1];
+            if (!t.invite) t.invite = performance.now();
+            else if (!last || at - last.sentMs > 1000) rec.refreshes.push({ sentMs: at, answered: false });
           } else if (e.originator === "remote" && e.type === "answer" && rec.refreshes.length) {
             rec.refreshes[rec.refreshes.length - 1].answered = true;
           }

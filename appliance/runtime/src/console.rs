@@ -405,11 +405,7 @@ async fn cart_dtmf(
                     }
                     (StatusCode::ACCEPTED, "sent\n").into_response()
                 }
-                _ => (
-                    StatusCode::BAD_REQUEST,
-                    "digits: 1 to 16 of 0-9 * # A-D\n",
-                )
-                    .into_response(),
+                _ => (StatusCode::BAD_REQUEST, "digits: 1 to 16 of 0-9 * # A-D\n").into_response(),
             }
         }
         Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),

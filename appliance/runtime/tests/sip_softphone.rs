@@ -157,7 +157,14 @@ impl Kamailio {
                 ),
             )
             .unwrap();
-            (Tls { ca, cert, port: free_port() }, cfg)
+            (
+                Tls {
+                    ca,
+                    cert,
+                    port: free_port(),
+                },
+                cfg,
+            )
         });
         let (tls_listen, tls_module) = match &tls {
             Some((t, cfg)) => (
@@ -498,13 +505,19 @@ fn softphone_calls_the_cart(transport: Transport) {
         .collect();
     assert_eq!(info_keys, "1#1#", "the cart read JsSIP's DTMF INFOs");
     for c in calls {
-        assert_eq!(c["dtmfReceived"], "4*", "JsSIP got the cart's DTMF INFOs: {c}");
+        assert_eq!(
+            c["dtmfReceived"], "4*",
+            "JsSIP got the cart's DTMF INFOs: {c}"
+        );
         if muted_answer {
             let (muted, unmuted) = (
                 c["mutedEnergy"].as_f64().unwrap(),
                 c["unmutedEnergy"].as_f64().unwrap(),
             );
-            println!("{transport:?} call {}: audio energy muted {muted:e}, unmuted {unmuted:e}", c["call"]);
+            println!(
+                "{transport:?} call {}: audio energy muted {muted:e}, unmuted {unmuted:e}",
+                c["call"]
+            );
             assert!(
                 unmuted > 0.0 && muted < unmuted / 1000.0,
                 "answered muted (silence), heard after the console's unmute: {c}"

@@ -695,11 +695,7 @@ async fn register_loop(
                     ctx.current_registrar.store(registrar, Ordering::Relaxed);
                     let flow = tokio::time::timeout(
                         Duration::from_secs(5),
-                        flow_contact(
-                            &endpoint,
-                            &registrars[registrar],
-                            &ctx.config,
-                        ),
+                        flow_contact(&endpoint, &registrars[registrar], &ctx.config),
                     )
                     .await
                     .ok()
@@ -786,11 +782,7 @@ async fn register_loop(
                     // registrar gone (connection refused) or a new connection: register again.
                     let flow = tokio::time::timeout(
                         Duration::from_secs(5),
-                        flow_contact(
-                            &endpoint,
-                            &registrars[registrar],
-                            &ctx.config,
-                        ),
+                        flow_contact(&endpoint, &registrars[registrar], &ctx.config),
                     )
                     .await
                     .ok()
@@ -1671,7 +1663,10 @@ async fn answer_webrtc(
     if muted {
         set_muted(true);
     }
-    if let Err(e) = c.dialog.accept(Some(headers), Some(answer.clone().into_bytes())) {
+    if let Err(e) = c
+        .dialog
+        .accept(Some(headers), Some(answer.clone().into_bytes()))
+    {
         set_muted(false);
         warn!(error = %e, "sip: cannot answer");
         hang_up();

@@ -100,9 +100,10 @@ pub fn parse(content_type: &str, body: &str) -> Result<InfoDtmf, DtmfInfoError> 
                     digit = Some(key(value)?);
                 } else if name.eq_ignore_ascii_case("Duration") && duration_ms.is_none() {
                     let v = value.trim();
-                    duration_ms = Some(v.parse::<u32>().map_err(|_| {
-                        DtmfInfoError::BadDuration(v.chars().take(16).collect())
-                    })?);
+                    duration_ms =
+                        Some(v.parse::<u32>().map_err(|_| {
+                            DtmfInfoError::BadDuration(v.chars().take(16).collect())
+                        })?);
                 }
             }
             Ok(InfoDtmf {
@@ -132,11 +133,24 @@ mod tests {
                 duration_ms: Some(100)
             }
         );
-        let d = parse("Application/DTMF-Relay; charset=x", "signal= #\nduration = 250").unwrap();
+        let d = parse(
+            "Application/DTMF-Relay; charset=x",
+            "signal= #\nduration = 250",
+        )
+        .unwrap();
         assert_eq!((d.digit, d.duration_ms), ('#', Some(250)));
-        assert_eq!(parse("application/dtmf-relay", "Signal=a").unwrap().digit, 'A');
-        assert_eq!(parse("application/dtmf-relay", "Signal=10").unwrap().digit, '*');
-        assert_eq!(parse("application/dtmf-relay", "Signal=15").unwrap().digit, 'D');
+        assert_eq!(
+            parse("application/dtmf-relay", "Signal=a").unwrap().digit,
+            'A'
+        );
+        assert_eq!(
+            parse("application/dtmf-relay", "Signal=10").unwrap().digit,
+            '*'
+        );
+        assert_eq!(
+            parse("application/dtmf-relay", "Signal=15").unwrap().digit,
+            'D'
+        );
         assert_eq!(relay_body('7', 160), "Signal=7\r\nDuration=160\r\n");
         let round = parse("application/dtmf-relay", &relay_body('*', 160)).unwrap();
         assert_eq!(round.digit, '*');
@@ -158,7 +172,10 @@ mod tests {
             parse("application/dtmf-relay", "Duration=100"),
             Err(DtmfInfoError::NoSignal)
         );
-        assert_eq!(parse("application/dtmf", "  "), Err(DtmfInfoError::NoSignal));
+        assert_eq!(
+            parse("application/dtmf", "  "),
+            Err(DtmfInfoError::NoSignal)
+        );
         assert!(matches!(
             parse("application/dtmf-relay", "Signal=E"),
             Err(DtmfInfoError::BadSignal(_))

@@ -60,7 +60,9 @@ pub(crate) fn client_config(config: &SipConfig) -> Result<Arc<rustls::ClientConf
         (Some(cert), Some(key)) => {
             let chain = CertificateDer::pem_file_iter(cert)
                 .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| WssError::Config(format!("sip client_cert {}: {e}", cert.display())))?;
+                .map_err(|e| {
+                    WssError::Config(format!("sip client_cert {}: {e}", cert.display()))
+                })?;
             let key = PrivateKeyDer::from_pem_file(key)
                 .map_err(|e| WssError::Config(format!("sip client_key {}: {e}", key.display())))?;
             builder

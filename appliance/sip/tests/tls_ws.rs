@@ -3,9 +3,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
 #[path = "common/ca.rs"]
 mod ca;
+mod common;
 
 use ca::make_ca;
 use common::*;
@@ -161,5 +161,85 @@ async fn registers_over_websocket_and_takes_a_call_down_it() {
             k.peer.log_text()
         );
     }
+    ep.shutdown().await;
+}
+
+/// Secure WebSocket (RFC 7118 `wss`): rsipstack cannot dial it with a CA of ours, so the driver
+/// dials it (src/wss.rs); the cart must register trusting `ca_cert`, and refuse another CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_over_secure_websocket_trusting_only_the_configured_ca() {
+    if !have("kamailio") {
+        return;
+    }
+    let modules = "/usr/lib/x86_64-linux-gnu/kamailio/modules";
+    if !std::path::Path::new(&format!("{modules}/tls.so")).exists()
+        || !std::path::Path::new(&format!("{modules}/websocket.so")).exists()
+    {
+        eprintln!(
+            "\n!!!!!!!! SKIPPED: kamailio-tls-modules or -websocket-modules missing !!!!!!!!\n"
+        );
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_ca(certs.path());
+    let wss_port = free_port(false);
+    let tls_cfg = certs.path().join("tls.cfg");
+    std::fs::write(
+        &tls_cfg,
+        format!(
+            "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n\
+             private_key = {}\ncertificate = {}\n",
+            key.display(),
+            cert.display()
+        ),
+    )
+    .unwrap();
+    let k = Kamailio::start_with(
+        &[("cart1", "pw")],
+        "MD5",
+        &format!("enable_tls=yes\nlisten=tls:127.0.0.1:{wss_port}\ntcp_accept_no_cl=yes"),
+        &format!(
+            "loadmodule \"tls.so\"\nmodparam(\"tls\", \"config\", \"{}\")\n\
+             loadmodule \"xhttp.so\"\nloadmodule \"websocket.so\"",
+            tls_cfg.display()
+        ),
+        "event_route[xhttp:request] {\n\
+         \tif ($hdr(Upgrade) =~ \"websocket\" && $hdr(Connection) =~ \"Upgrade\" && $rm =~ \"GET\") {\n\
+         \t\tif (ws_handle_handshake()) { exit; }\n\t}\n\
+         \txhttp_reply(\"404\", \"Not Found\", \"\", \"\");\n}",
+    );
+    let mut config = sip_config(wss_port, "wss", &[]);
+    config.ca_cert = Some(ca);
+    let ep = telecart_sip::start(config, "pw".into(), Arc::new(NoMedia))
+        .await
+        .unwrap();
+    let status = ep.status.clone();
+    let ok = wait_until(Duration::from_secs(10), || {
+        status.borrow().registration == "registered"
+    })
+    .await;
+    assert!(ok, "{:?}\n{}", status.borrow(), k.peer.log_text());
+    assert!(
+        k.peer.log_text().contains("proto wss"),
+        "{}",
+        k.peer.log_text()
+    );
+    ep.shutdown().await;
+
+    let other = tempfile::tempdir().unwrap();
+    let (other_ca, _, _) = make_ca(other.path());
+    let mut config = sip_config(wss_port, "wss", &[]);
+    config.ca_cert = Some(other_ca);
+    let ep = telecart_sip::start(config, "pw".into(), Arc::new(NoMedia))
+        .await
+        .unwrap();
+    let status = ep.status.clone();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_ne!(
+        status.borrow().registration,
+        "registered",
+        "{:?}",
+        status.borrow()
+    );
     ep.shutdown().await;
 }
