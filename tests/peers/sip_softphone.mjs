@@ -16,6 +16,8 @@
 // timer by re-INVITE (session_timers_refresh_method INVITE, Session-Expires 90), and record
 // the refresh's outcome (refreshes).
 //
+// JSSIP_DEBUG=1 in the environment turns on JsSIP's own debug log (to stderr, via the page).
+//
 // --ws may be wss://: --trust-cert names the server's certificate, which Chromium then accepts
 // by its public key pin (--ignore-certificate-errors-spki-list, SHA-256 of the
 // SubjectPublicKeyInfo), as a hospital's managed browser would trust its PBX; no other
