@@ -4,8 +4,24 @@
 //
 //   node tests/peers/sip_softphone.mjs --ws ws://127.0.0.1:PORT --user doctor --password PW
 //        --domain 127.0.0.1 --target sip:cart1@127.0.0.1 [--seconds 5] [--timeout 30]
-//        [--calls local,remote] [--chromium /usr/bin/chromium]
+//        [--calls local,remote] [--chromium /usr/bin/chromium] [--trust-cert PEM]
 //
+// --mute-check: the cart answers muted ([sip] mute_on_answer): after the first frame the page
+// measures the audio energy over 2 s (mutedEnergy), prints {"event":"await-unmute"} (the test
+// unmutes the cart) and measures 2 s more (unmutedEnergy).
+// --dtmf KEYS: the page sends KEYS with session.sendDTMF (SIP INFO, JsSIP's default), prints
+// {"event":"await-dtmf"} (the test makes the cart send its keys) and records the keys the cart
+// sent (newDTMF, originator remote) in dtmfReceived; --expect-dtmf N: how many to wait for.
+// --refresh-wait S: keep the first call up S more seconds with JsSIP refreshing the session
+// timer by re-INVITE (session_timers_refresh_method INVITE, Session-Expires 90), and record
+// the refresh's outcome (refreshes).
+//
+// JSSIP_DEBUG=1 in the environment turns on JsSIP's own debug log (to stderr, via the page).
+//
+// --ws may be wss://: --trust-cert names the server's certificate, which Chromium then accepts
+// by its public key pin (--ignore-certificate-errors-spki-list, SHA-256 of the
+// SubjectPublicKeyInfo), as a hospital's managed browser would trust its PBX; no other
+// certificate error is ignored.
 // One call per entry of --calls: `local` hangs up from JsSIP after --seconds of media;
 // `remote` prints {"event":"await-remote-bye","call":N} after --seconds and waits for the
 // cart's BYE. Every progress step is one JSON line on stdout ({"event":...}); the last line is
@@ -25,6 +41,7 @@ import { dirname, join, resolve, normalize } from "node:path";
 import { fileURLToPath } from "node:url";
 import { mkdtempSync, rmSync, readFileSync, existsSync, statSync } from "node:fs";
 import { createServer } from "node:http";
+import { X509Certificate, createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -34,12 +51,13 @@ const NODE_DIR = process.env.TELECART_NODE_DIR || join(ROOT, ".work", "node");
 function usage(msg) {
   if (msg) console.error(`sip_softphone: ${msg}`);
   console.error("usage: sip_softphone.mjs --ws URL --user U --password P --domain D --target URI " +
-                "[--seconds N] [--timeout S] [--calls local,remote] [--chromium PATH]");
+                "[--seconds N] [--timeout S] [--calls local,remote] [--chromium PATH] [--trust-cert PEM]");
   process.exit(2);
 }
 
 const o = { ws: null, user: null, password: null, domain: null, target: null, seconds: 5,
-            timeout: 30, calls: ["local", "remote"], chromium: "/usr/bin/chromium" };
+            timeout: 30, calls: ["local", "remote"], chromium: "/usr/bin/chromium", trustCert: null,
+            muteCheck: false, dtmf: "", expectDtmf: 0, refreshWait: 0 };
 {
   const argv = process.argv.slice(2);
   for (let i = 0; i < argv.length; i++) {
@@ -54,11 +72,22 @@ const o = { ws: null, user: null, password: null, domain: null, target: null, se
     else if (a === "--timeout") o.timeout = Number(val());
     else if (a === "--calls") o.calls = val().split(",");
     else if (a === "--chromium") o.chromium = val();
+    else if (a === "--trust-cert") o.trustCert = val();
+    else if (a === "--mute-check") o.muteCheck = true;
+    else if (a === "--dtmf") o.dtmf = val();
+    else if (a === "--expect-dtmf") o.expectDtmf = Number(val());
+    else if (a === "--refresh-wait") o.refreshWait = Number(val());
     else usage(`unknown option ${a}`);
   }
   for (const k of ["ws", "user", "password", "domain", "target"]) if (!o[k]) usage(`missing --${k}`);
   if (o.calls.some(c => c !== "local" && c !== "remote")) usage("--calls: local or remote");
 }
+
+// The pin Chromium's --ignore-certificate-errors-spki-list takes: base64(SHA-256(SPKI DER)).
+const spkiPin = (pemPath) => {
+  const spki = new X509Certificate(readFileSync(pemPath)).publicKey.export({ type: "spki", format: "der" });
+  return createHash("sha256").update(spki).digest("base64");
+};
 
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 const log = (...a) => console.error("sip_softphone:", ...a);
@@ -148,13 +177,16 @@ function installRequire() {
 }
 
 // Runs in the page: one call, resolved with its record.
-async function pageCall({ ws, user, password, domain, target, seconds, timeout, mode }) {
+async function pageCall({ ws, user, password, domain, target, seconds, timeout, mode, muteCheck,
+                          dtmf, expectDtmf, refreshWait }) {
   const JsSIP = window.JsSIP || (window.JsSIP = window.require("jssip"));
+  if (window.JSSIP_DEBUG) JsSIP.debug.enable("JsSIP:*");
   if (!window.ua) {
     const socket = new JsSIP.WebSocketInterface(ws);
     const ua = new JsSIP.UA({
       sockets: [socket], uri: `sip:${user}@${domain}`, password,
       register: true, session_timers: true,
+      session_timers_refresh_method: refreshWait > 0 ? "INVITE" : "UPDATE",
     });
     await new Promise((ok, fail) => {
       ua.on("registered", ok);
@@ -165,7 +197,7 @@ async function pageCall({ ws, user, password, domain, target, seconds, timeout, 
     window.progress("registered");
   }
   const t = { };
-  const rec = { mode };
+  const rec = { mode, dtmfReceived: "", refreshes: [] };
   const ended = new Promise((resolve) => {
     const session = window.ua.call(target, {
       mediaConstraints: { audio: true, video: true },
@@ -174,7 +206,6 @@ async function pageCall({ ws, user, password, domain, target, seconds, timeout, 
         // `sdp` (local offer) fires as the INVITE goes out, after ICE gathering; `sending`
         // fires before the offer is even made.
         sending: () => { t.sending = performance.now(); },
-        sdp: (e) => { if (e.originator === "local" && e.type === "offer") t.invite = performance.now(); },
         peerconnection: (e) => {
           // A softphone plays what it receives: so does this one (Chromium measures the
           // energy of played audio).
@@ -188,6 +219,22 @@ async function pageCall({ ws, user, password, domain, target, seconds, timeout, 
         },
         accepted: () => { t.ok = performance.now(); },
         confirmed: () => { window.progress("confirmed"); },
+        newDTMF: (e) => { if (e.originator === "remote") rec.dtmfReceived += e.dtmf.tone; },
+        sdp: (e) => {
+          if (e.originator === "local" && e.type === "offer") {
+            // The first offer is the INVITE's; later ones are session refreshes (re-INVITE).
+            // (JsSIP reports a re-INVITE's offer twice, a millisecond apart: one refresh.)
+            const at = t.invite ? Math.round(performance.now() - t.invite) : 0;
+            const last = rec.refreshes[rec.refreshes.length - 1];
+            if (!t.invite) t.invite = performance.now();
+            else if (!last || at - last.sentMs > 1000) rec.refreshes.push({ sentMs: at, answered: false });
+          } else if (e.originator === "remote" && e.type === "answer" && rec.refreshes.length) {
+            rec.refreshes[rec.refreshes.length - 1].answered = true;
+          }
+        },
+        "peerconnection:setremotedescriptionfailed": (e) => {
+          rec.setRemoteDescriptionFailed = String(e && e.message || e);
+        },
         failed: (e) => resolve({ originator: e.originator, cause: e.cause, failed: true }),
         ended: (e) => resolve({ originator: e.originator, cause: e.cause }),
       },
@@ -228,6 +275,33 @@ async function pageCall({ ws, user, password, domain, target, seconds, timeout, 
     if (s.framesDecoded > 0 && !t.frame) t.frame = performance.now();
     if (t.frame && performance.now() - t.frame > seconds * 1000) break;
   }
+  const sleep = (ms) => new Promise(r => setTimeout(r, ms));
+  const energy = async () => (await stats()).totalAudioEnergy || 0;
+  if (!early && muteCheck && t.frame) {
+    await sleep(1500);
+    const e0 = await energy();
+    await sleep(2000);
+    rec.mutedEnergy = (await energy()) - e0;
+    window.progress("await-unmute");
+    await sleep(1500);
+    const e1 = await energy();
+    await sleep(2000);
+    rec.unmutedEnergy = (await energy()) - e1;
+  }
+  if (!early && dtmf && t.frame) {
+    window.session.sendDTMF(dtmf);
+    window.progress("await-dtmf");
+    const until = performance.now() + 10000;
+    while (rec.dtmfReceived.length < expectDtmf && performance.now() < until) await sleep(100);
+    // Let JsSIP's own INFOs finish (500 ms between keys).
+    await sleep(500 * dtmf.length);
+  }
+  if (!early && refreshWait > 0 && t.frame) {
+    const before = (await stats()).framesDecoded;
+    early = await race(ended, refreshWait * 1000);
+    rec.framesDuringRefreshWait = (await stats()).framesDecoded - before;
+  }
+  if (!early) s = await stats();
   Object.assign(rec, s);
   rec.inviteTo200Ms = t.ok && t.invite ? t.ok - t.invite : null;
   rec.callTo200Ms = t.ok && t.sending ? t.ok - t.sending : null;
@@ -257,7 +331,8 @@ try {
       args: ["--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream",
              "--use-fake-ui-for-media-stream", "--allow-loopback-in-peer-connection",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--no-first-run", "--autoplay-policy=no-user-gesture-required"],
+             "--no-first-run", "--autoplay-policy=no-user-gesture-required",
+             ...(o.trustCert ? [`--ignore-certificate-errors-spki-list=${spkiPin(o.trustCert)}`] : [])],
       permissions: ["camera", "microphone"],
     });
   } catch (e) {
@@ -271,11 +346,13 @@ try {
   await page.exposeFunction("progress", (event) => emit({ event, call: callNo }));
   await page.goto(pageUrl);
   await page.evaluate(installRequire);
+  if (process.env.JSSIP_DEBUG) await page.evaluate(() => { window.JSSIP_DEBUG = true; });
   for (const mode of o.calls) {
     callNo += 1;
     const rec = await page.evaluate(pageCall, {
       ws: o.ws, user: o.user, password: o.password, domain: o.domain, target: o.target,
-      seconds: o.seconds, timeout: o.timeout, mode,
+      seconds: o.seconds, timeout: o.timeout, mode, muteCheck: o.muteCheck, dtmf: o.dtmf,
+      expectDtmf: o.expectDtmf, refreshWait: callNo === 1 ? o.refreshWait : 0,
     });
     rec.call = callNo;
     emit({ event: "call-ended", ...rec });

@@ -103,6 +103,8 @@ enum Event {
         call: CallId,
     },
     Sip(tokio::sync::mpsc::Sender<SipCommand>),
+    SipMute(bool),
+    SipDtmf(char),
     Ended {
         call: CallId,
     },
@@ -372,6 +374,17 @@ impl CartController {
         self.send(Event::Sip(commands));
     }
 
+    /// Mutes or unmutes the microphone in the SIP call (`[sip] mute_on_answer` starts it
+    /// muted; the nurse or the console unmutes it).
+    pub fn mute_sip_call(&self, muted: bool) {
+        self.send(Event::SipMute(muted));
+    }
+
+    /// Sends a DTMF key in the SIP call (RFC 4733, or SIP INFO on a WebRTC call).
+    pub fn send_sip_dtmf(&self, digit: char) {
+        self.send(Event::SipDtmf(digit));
+    }
+
     /// The answered call is up, as console call `console_id`.
     pub fn connected(&self, call: CallId, console_id: &str) {
         self.send(Event::Connected {
@@ -568,6 +581,16 @@ impl Worker {
                 self.machine.handle_input(ts, Input::CallConnected { call });
             }
             Event::Sip(commands) => self.sip = Some(commands),
+            Event::SipMute(muted) => {
+                if let Some(sip) = &self.sip {
+                    let _ = sip.try_send(SipCommand::Mute(muted));
+                }
+            }
+            Event::SipDtmf(digit) => {
+                if let Some(sip) = &self.sip {
+                    let _ = sip.try_send(SipCommand::Dtmf(digit));
+                }
+            }
             Event::Connected { call, console_id } => {
                 self.console_calls.insert(call, console_id);
                 self.machine.handle_input(ts, Input::CallConnected { call });

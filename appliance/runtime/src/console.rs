@@ -61,6 +61,8 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .route("/api/cart", get(cart_view))
         .route("/api/cart/button", axum::routing::post(cart_button))
         .route("/api/cart/privacy", axum::routing::post(cart_privacy))
+        .route("/api/cart/mute", axum::routing::post(cart_mute))
+        .route("/api/cart/dtmf", axum::routing::post(cart_dtmf))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state);
     match token {
@@ -349,6 +351,62 @@ async fn cart_button(
         Ok(axum::Json(req)) => {
             state.cart.press(req.button, req.long);
             (StatusCode::ACCEPTED, "pressed\n").into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MuteRequest {
+    on: bool,
+}
+
+/// `{"on": false}` unmutes the microphone in the SIP call (answered muted by
+/// `[sip] mute_on_answer`); `{"on": true}` mutes it.
+async fn cart_mute(
+    State(state): State<Arc<ConsoleState>>,
+    body: Result<axum::Json<MuteRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    match body {
+        Ok(axum::Json(req)) => {
+            state.cart.mute_sip_call(req.on);
+            (StatusCode::ACCEPTED, "set\n").into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DtmfRequest {
+    digits: String,
+}
+
+/// `{"digits": "12#"}` sends those keys in the SIP call (0-9, *, #, A-D).
+async fn cart_dtmf(
+    State(state): State<Arc<ConsoleState>>,
+    body: Result<axum::Json<DtmfRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    match body {
+        Ok(axum::Json(req)) => {
+            let keys: Option<Vec<char>> = req
+                .digits
+                .chars()
+                .map(|c| {
+                    let c = c.to_ascii_uppercase();
+                    matches!(c, '0'..='9' | '*' | '#' | 'A'..='D').then_some(c)
+                })
+                .collect();
+            match keys {
+                Some(keys) if !keys.is_empty() && keys.len() <= 16 => {
+                    for key in keys {
+                        state.cart.send_sip_dtmf(key);
+                    }
+                    (StatusCode::ACCEPTED, "sent\n").into_response()
+                }
+                _ => (StatusCode::BAD_REQUEST, "digits: 1 to 16 of 0-9 * # A-D\n").into_response(),
+            }
         }
         Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     }

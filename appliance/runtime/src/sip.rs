@@ -375,10 +375,17 @@ impl CartPort for SipCart {
             let hang_up = Box::new(move || {
                 calls.hang_up(&id);
             });
+            // The call's microphone is the pipeline's, shared by every call (one at a time):
+            // muting it for this call is the console's mute, which the driver lifts at the end.
+            let mute = webrtc.pipeline.mute.clone();
+            let set_muted = Box::new(move |muted: bool| {
+                mute.set(telecart_audio::MuteReason::Console, muted);
+            });
             Ok(WebRtcLeg {
                 answer,
                 ended,
                 hang_up,
+                set_muted,
             })
         })
     }

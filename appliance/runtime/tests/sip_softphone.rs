@@ -4,6 +4,11 @@
 //! registers over UDP, JsSIP calls the cart's AOR and the cart answers the WebRTC offer
 //! through str0m, as it answers the console's browser calls.
 //!
+//! The same over secure WebSocket (`wss`): Kamailio gets a TLS listener with a certificate from
+//! a CA made by the test; Chromium trusts that certificate by its key pin
+//! (`--ignore-certificate-errors-spki-list`), and the cart registers over `wss` too, trusting only
+//! that CA (`[sip] ca_cert`).
+//!
 //! Two calls: JsSIP hangs up the first (the cart sees the BYE and goes idle), the cart's
 //! hang-up button ends the second (JsSIP sees the BYE). Chromium's getStats must show decoded
 //! H.264 frames and audio from the cart in both; the encrypted session log must hold both as
@@ -12,7 +17,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
+#[path = "../../sip/tests/common/ca.rs"]
+mod ca;
+
+use std::io::{BufRead, BufReader, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -40,7 +48,7 @@ fn skip(what: &str) -> bool {
     true
 }
 
-fn missing_peer() -> bool {
+fn missing_peer(transport: Transport) -> bool {
     let have = |bin: &str| {
         Command::new("sh")
             .args(["-c", &format!("command -v {bin}")])
@@ -59,6 +67,12 @@ fn missing_peer() -> bool {
         && !Path::new("/usr/lib/aarch64-linux-gnu/kamailio/modules/websocket.so").exists()
     {
         return skip("kamailio-websocket-modules is not installed");
+    }
+    if transport == Transport::Wss
+        && !Path::new("/usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so").exists()
+        && !Path::new("/usr/lib/aarch64-linux-gnu/kamailio/modules/tls.so").exists()
+    {
+        return skip("kamailio-tls-modules is not installed");
     }
     for module in ["playwright-core", "jssip"] {
         if !node_dir().join("node_modules").join(module).exists() {
@@ -101,18 +115,67 @@ impl Drop for Killed {
     }
 }
 
+/// How the softphone and the cart reach Kamailio.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Transport {
+    /// The softphone over WebSocket, the cart over UDP.
+    Ws,
+    /// Both over secure WebSocket.
+    Wss,
+}
+
+/// The throwaway PKI of a `wss` run: what the cart trusts and what Chromium pins.
+struct Tls {
+    ca: PathBuf,
+    cert: PathBuf,
+    port: u16,
+}
+
 struct Kamailio {
     udp: u16,
     ws: u16,
+    tls: Option<Tls>,
     log: PathBuf,
     _child: Killed,
     _dir: tempfile::TempDir,
 }
 
 impl Kamailio {
-    fn start(users: &[(&str, &str)]) -> Self {
+    fn start(users: &[(&str, &str)], transport: Transport) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (udp, tcp, ws) = (free_port(), free_port(), free_port());
+        let tls = (transport == Transport::Wss).then(|| {
+            let (ca, cert, key) = ca::make_ca(dir.path());
+            let cfg = dir.path().join("tls.cfg");
+            std::fs::write(
+                &cfg,
+                format!(
+                    "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\n\
+                     require_certificate = no\nprivate_key = {}\ncertificate = {}\n",
+                    key.display(),
+                    cert.display()
+                ),
+            )
+            .unwrap();
+            (
+                Tls {
+                    ca,
+                    cert,
+                    port: free_port(),
+                },
+                cfg,
+            )
+        });
+        let (tls_listen, tls_module) = match &tls {
+            Some((t, cfg)) => (
+                format!("enable_tls=yes\nlisten=tls:127.0.0.1:{}", t.port),
+                format!(
+                    "loadmodule \"tls.so\"\nmodparam(\"tls\", \"config\", \"{}\")",
+                    cfg.display()
+                ),
+            ),
+            None => (String::new(), String::new()),
+        };
         let users: String = users
             .iter()
             .map(|(u, p)| format!("\t$sht(users=>{u}) = \"{p}\";\n"))
@@ -123,6 +186,8 @@ impl Kamailio {
                 .replace("@@UDP_PORT@@", &udp.to_string())
                 .replace("@@TCP_PORT@@", &tcp.to_string())
                 .replace("@@WS_PORT@@", &ws.to_string())
+                .replace("@@TLS_LISTEN@@", &tls_listen)
+                .replace("@@TLS_MODULE@@", &tls_module)
                 .replace("@@ALGORITHM@@", "MD5")
                 .replace("@@USERS@@", &users);
         let path = dir.path().join("kamailio.cfg");
@@ -145,6 +210,7 @@ impl Kamailio {
         let k = Self {
             udp,
             ws,
+            tls: tls.map(|(t, _)| t),
             log,
             _child: Killed(child),
             _dir: dir,
@@ -191,20 +257,44 @@ impl std::io::Write for LogBuffer {
     }
 }
 
+/// One browser and one cart at a time: each case alone takes both cores.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// The daemon's log, shared by the cases (one tracing subscriber per process).
+fn daemon_log() -> LogBuffer {
+    static LOG: std::sync::OnceLock<LogBuffer> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let logs = LogBuffer::default();
+        let writer = logs.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("info,telecart_sip=debug")
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .try_init();
+        logs
+    })
+    .clone()
+}
+
 #[test]
 fn jssip_in_chromium_calls_the_cart_over_websocket_and_str0m_answers() {
-    if missing_peer() {
+    softphone_calls_the_cart(Transport::Ws);
+}
+
+#[test]
+fn jssip_in_chromium_calls_the_cart_over_secure_websocket_and_str0m_answers() {
+    softphone_calls_the_cart(Transport::Wss);
+}
+
+fn softphone_calls_the_cart(transport: Transport) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if missing_peer(transport) {
         return;
     }
-    let logs = LogBuffer::default();
-    let writer = logs.clone();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("info,telecart_sip=debug")
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .try_init();
+    let logs = daemon_log();
+    logs.0.lock().unwrap().clear();
 
-    let kamailio = Kamailio::start(&[("cart1", "cartpw"), ("doctor", "docpw")]);
+    let kamailio = Kamailio::start(&[("cart1", "cartpw"), ("doctor", "docpw")], transport);
     let scratch = tempfile::tempdir().unwrap();
     let mut config = telecart_core::Config::default();
     config.cart.name = "softphone-test".into();
@@ -218,11 +308,21 @@ fn jssip_in_chromium_calls_the_cart_over_websocket_and_str0m_answers() {
     // Whisper would take both cores from the calls; captions are tested elsewhere.
     config.captions.enabled = false;
     config.sip.enabled = true;
-    config.sip.registrars = vec![format!("sip:127.0.0.1:{}", kamailio.udp)];
+    match &kamailio.tls {
+        None => config.sip.registrars = vec![format!("sip:127.0.0.1:{}", kamailio.udp)],
+        Some(tls) => {
+            config.sip.registrars = vec![format!("sip:127.0.0.1:{}", tls.port)];
+            config.sip.transport = telecart_core::config::SipTransport::Wss;
+            config.sip.ca_cert = Some(tls.ca.clone());
+        }
+    }
     config.sip.user = "cart1".into();
     config.sip.password = "cartpw".into();
     config.sip.listen = "127.0.0.1:0".parse().unwrap();
     config.sip.policy.allowed_callers = vec!["doctor@127.0.0.1".into()];
+    // Over wss the cart also answers muted, and the console unmutes it.
+    let muted_answer = transport == Transport::Wss;
+    config.sip.policy.mute_on_answer = muted_answer;
 
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -236,8 +336,8 @@ fn jssip_in_chromium_calls_the_cart_over_websocket_and_str0m_answers() {
             .block_on(telecart_runtime::run(
                 config,
                 telecart_runtime::KeyPolicy::CreateIfMissing,
-                move |_, cart| {
-                    let _ = ready_tx.send(cart);
+                move |console, cart| {
+                    let _ = ready_tx.send((console, cart));
                 },
                 async move {
                     let _ = stop_rx.await;
@@ -245,7 +345,7 @@ fn jssip_in_chromium_calls_the_cart_over_websocket_and_str0m_answers() {
             ))
             .unwrap();
     });
-    let cart = ready_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    let (console, cart) = ready_rx.recv_timeout(Duration::from_secs(60)).unwrap();
     assert!(
         wait(Duration::from_secs(15), || kamailio
             .log_text()
@@ -254,10 +354,35 @@ fn jssip_in_chromium_calls_the_cart_over_websocket_and_str0m_answers() {
         kamailio.log_text()
     );
 
-    let mut browser = Command::new("node")
+    if kamailio.tls.is_some() {
+        assert!(
+            kamailio
+                .log_text()
+                .lines()
+                .any(|l| l.contains("REGISTER ok cart1") && l.contains("proto wss")),
+            "the cart registered over wss:\n{}",
+            kamailio.log_text()
+        );
+    }
+    let mut browser = Command::new("node");
+    browser
         .env("TELECART_NODE_DIR", node_dir())
-        .arg(repo_root().join("tests/peers/sip_softphone.mjs"))
-        .args(["--ws", &format!("ws://127.0.0.1:{}", kamailio.ws)])
+        .arg(repo_root().join("tests/peers/sip_softphone.mjs"));
+    match &kamailio.tls {
+        None => browser.args(["--ws", &format!("ws://127.0.0.1:{}", kamailio.ws)]),
+        Some(tls) => browser
+            .args(["--ws", &format!("wss://127.0.0.1:{}", tls.port)])
+            .arg("--trust-cert")
+            .arg(&tls.cert),
+    };
+    if muted_answer {
+        browser.arg("--mute-check");
+    } else {
+        // One session refresh by re-INVITE (JsSIP refreshes its 90 s timer at 45 s) on the
+        // WebRTC call: the cart answers it with the same answer and the media goes on.
+        browser.args(["--refresh-wait", "50"]);
+    }
+    let mut browser = browser
         .args([
             "--user",
             "doctor",
@@ -274,6 +399,11 @@ fn jssip_in_chromium_calls_the_cart_over_websocket_and_str0m_answers() {
             "30",
             "--calls",
             "local,remote",
+            // JsSIP sends 1 and # by INFO; the cart answers with 4 and * by INFO.
+            "--dtmf",
+            "1#",
+            "--expect-dtmf",
+            "2",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -303,6 +433,14 @@ fn jssip_in_chromium_calls_the_cart_over_websocket_and_str0m_answers() {
                 // JsSIP's BYE ended the str0m call and the cart's call.
                 idle_after_local_bye = wait(Duration::from_secs(5), || cart.view().call == "idle");
             }
+            Some("await-unmute") => {
+                let reply = console_post(console, "/api/cart/mute", r#"{"on":false}"#);
+                assert!(reply.starts_with("HTTP/1.1 202"), "{reply}");
+            }
+            Some("await-dtmf") => {
+                let reply = console_post(console, "/api/cart/dtmf", r#"{"digits":"4*"}"#);
+                assert!(reply.starts_with("HTTP/1.1 202"), "{reply}");
+            }
             Some("await-remote-bye") => {
                 cart.press(telecart_runtime::cart::ConsoleButton::HangUp, false);
             }
@@ -317,6 +455,9 @@ fn jssip_in_chromium_calls_the_cart_over_websocket_and_str0m_answers() {
     daemon.join().unwrap();
 
     let verdict = verdict.expect("sip_softphone.mjs printed no verdict");
+    if verdict["verdict"] != "ok" {
+        eprintln!("kamailio's log:\n{}", kamailio.log_text());
+    }
     let logs = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
     let answered_ms: Vec<f64> = logs
         .lines()
@@ -333,7 +474,7 @@ fn jssip_in_chromium_calls_the_cart_over_websocket_and_str0m_answers() {
     let calls = verdict["calls"].as_array().unwrap();
     for c in calls {
         println!(
-            "BENCH sip softphone call {} ({}): INVITE->200 OK at the cart {:?} ms, at JsSIP {:.1} ms \
+            "BENCH sip softphone {transport:?} call {} ({}): INVITE->200 OK at the cart {:?} ms, at JsSIP {:.1} ms \
              (call() to 200 OK {:.0} ms); INVITE->first decoded frame in Chromium {:.0} ms; \
              {} frames decoded ({}), {} audio packets ({}, energy {}) from the cart; ended by {}",
             c["call"],
@@ -356,6 +497,46 @@ fn jssip_in_chromium_calls_the_cart_over_websocket_and_str0m_answers() {
         [true, true],
         "the cart's machine was active in each call"
     );
+    // JsSIP's INFO keys, read by the cart as DTMF events, two per call.
+    let info_keys: String = logs
+        .lines()
+        .filter(|l| l.contains("sip: DTMF") && l.contains("via=\"INFO\""))
+        .filter_map(|l| l.split("digit=").nth(1)?.chars().next())
+        .collect();
+    assert_eq!(info_keys, "1#1#", "the cart read JsSIP's DTMF INFOs");
+    for c in calls {
+        assert_eq!(
+            c["dtmfReceived"], "4*",
+            "JsSIP got the cart's DTMF INFOs: {c}"
+        );
+        if muted_answer {
+            let (muted, unmuted) = (
+                c["mutedEnergy"].as_f64().unwrap(),
+                c["unmutedEnergy"].as_f64().unwrap(),
+            );
+            println!(
+                "{transport:?} call {}: audio energy muted {muted:e}, unmuted {unmuted:e}",
+                c["call"]
+            );
+            assert!(
+                unmuted > 0.0 && muted < unmuted / 1000.0,
+                "answered muted (silence), heard after the console's unmute: {c}"
+            );
+        }
+    }
+    if !muted_answer {
+        let first = &calls[0];
+        let refreshes = first["refreshes"].as_array().unwrap();
+        assert!(
+            !refreshes.is_empty() && refreshes.iter().all(|r| r["answered"] == true),
+            "JsSIP's session refresh (re-INVITE) answered: {first}"
+        );
+        assert!(first.get("setRemoteDescriptionFailed").is_none(), "{first}");
+        assert!(
+            first["framesDuringRefreshWait"].as_u64().unwrap_or(0) > 30 * 30,
+            "the video went on across the refresh: {first}"
+        );
+    }
     for c in calls {
         assert!(
             c["framesDecoded"].as_u64().unwrap_or(0) > 30,
@@ -424,4 +605,19 @@ fn jssip_in_chromium_calls_the_cart_over_websocket_and_str0m_answers() {
     }
     // JsSIP's BYE ended the first (not the closing of its peer connection), the cart the second.
     assert_eq!(reasons, ["bye", "hangup"]);
+}
+
+/// POSTs `json` to the cart's console; the status line and the rest of the reply.
+fn console_post(console: std::net::SocketAddr, path: &str, json: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(console).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {console}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{json}",
+        json.len()
+    )
+    .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    reply
 }

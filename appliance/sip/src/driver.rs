@@ -144,6 +144,9 @@ pub trait CartPort: Send + Sync + 'static {
 /// its own.
 const WEBRTC_BYE_GRACE: Duration = Duration::from_secs(2);
 
+/// The key-press length the cart's DTMF INFO states (the RFC 4733 path's default too).
+const DTMF_INFO_DURATION_MS: u32 = 160;
+
 /// An incoming call's WebRTC offer, for [`CartPort::answer_webrtc`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WebRtcRequest {
@@ -165,6 +168,9 @@ pub struct WebRtcLeg {
     pub ended: Pin<Box<dyn Future<Output = String> + Send>>,
     /// Ends the WebRTC call (BYE from the caller, the cart hanging up).
     pub hang_up: Box<dyn FnOnce() + Send>,
+    /// Mutes (`true`) or unmutes the cart's microphone in this call: `[sip] mute_on_answer`,
+    /// then [`SipCommand::Mute`]; the driver unmutes when the call ends.
+    pub set_muted: Box<dyn Fn(bool) + Send + Sync>,
 }
 
 impl std::fmt::Debug for WebRtcLeg {
@@ -595,12 +601,32 @@ fn transport_param(transport: SipTransport) -> Option<&'static str> {
 async fn flow_contact(
     endpoint: &EndpointInnerRef,
     registrar: &rsipstack::sip::Uri,
-    user: &str,
-    transport: SipTransport,
+    config: &SipConfig,
 ) -> Option<rsipstack::sip::Uri> {
+    let (user, transport) = (&config.user, config.transport);
     let param = transport_param(transport)?;
     let dest = rsipstack::transport::SipAddr::try_from(registrar).ok()?;
-    let (connection, _) = endpoint.transport_layer.lookup(&dest, None).await.ok()?;
+    let connection = match endpoint.transport_layer.lookup(&dest, None).await {
+        Ok((connection, _)) => connection,
+        // The stack cannot dial `wss` with our CA (crate::wss): no live flow, so open one.
+        Err(_) if transport == SipTransport::Wss => {
+            let dialled = match crate::wss::client_config(config) {
+                Ok(tls) => crate::wss::dial(&dest, tls, CancellationToken::new()).await,
+                Err(e) => Err(e),
+            };
+            match dialled {
+                Ok(connection) => {
+                    endpoint.transport_layer.add_connection(connection.clone());
+                    connection
+                }
+                Err(e) => {
+                    warn!(registrar = %registrar, "sip: {e}");
+                    return None;
+                }
+            }
+        }
+        Err(_) => return None,
+    };
     let local = connection.get_addr().addr.clone();
     format!("sip:{user}@{local};transport={param}")
         .as_str()
@@ -680,12 +706,7 @@ async fn register_loop(
                     ctx.current_registrar.store(registrar, Ordering::Relaxed);
                     let flow = tokio::time::timeout(
                         Duration::from_secs(5),
-                        flow_contact(
-                            &endpoint,
-                            &registrars[registrar],
-                            &ctx.config.user,
-                            ctx.config.transport,
-                        ),
+                        flow_contact(&endpoint, &registrars[registrar], &ctx.config),
                     )
                     .await
                     .ok()
@@ -772,12 +793,7 @@ async fn register_loop(
                     // registrar gone (connection refused) or a new connection: register again.
                     let flow = tokio::time::timeout(
                         Duration::from_secs(5),
-                        flow_contact(
-                            &endpoint,
-                            &registrars[registrar],
-                            &ctx.config.user,
-                            ctx.config.transport,
-                        ),
+                        flow_contact(&endpoint, &registrars[registrar], &ctx.config),
                     )
                     .await
                     .ok()
@@ -978,6 +994,15 @@ struct ActiveCall {
     /// RFC 4028: what the 2xx says, then the running timer.
     timer_answer: TimerAnswer,
     timer: Option<SessionTimer>,
+    /// A call whose media the WebRTC stack answered: the caller's offer and the stack's answer
+    /// (what a refresh re-INVITE is answered with again).
+    webrtc: Option<WebRtcSdp>,
+}
+
+/// The offer/answer of a WebRTC leg.
+struct WebRtcSdp {
+    offer: String,
+    answer: String,
 }
 
 impl ActiveCall {
@@ -1131,6 +1156,30 @@ async fn drive_timer(ctx: &Arc<Context>, call: &mut Option<ActiveCall>) {
     };
     match timer.poll_action(Instant::now()) {
         None => {}
+        Some(TimerAction::Refresh) if c.webrtc.is_some() => {
+            // A WebRTC leg: its SDP belongs to the WebRTC stack, so refresh with UPDATE and no
+            // body (RFC 4028 §7.4 prefers it anyway), which leaves the media alone.
+            let headers = session_timer::refresh_headers(timer.interval());
+            let headers = headers
+                .into_iter()
+                .map(|(name, value)| Header::Other(name.into(), value))
+                .collect();
+            let dialog = c.dialog.clone();
+            let events = ctx.events.clone();
+            let call_id = c.id.call_id.clone();
+            debug!(%call_id, "sip: session refresh (UPDATE)");
+            tokio::spawn(async move {
+                match dialog.update(Some(headers), None).await {
+                    Ok(Some(resp))
+                        if resp.status_code.kind()
+                            == rsipstack::sip::StatusCodeKind::Successful =>
+                    {
+                        let _ = events.send(LoopEvent::Refreshed { call_id });
+                    }
+                    other => debug!(?other, "sip: session refresh not answered 2xx"),
+                }
+            });
+        }
         Some(TimerAction::Refresh) => {
             let Some(answer) = c.answer.as_ref() else {
                 return;
@@ -1524,6 +1573,7 @@ async fn ring_invite(
         answered: None,
         timer_answer,
         timer: None,
+        webrtc: None,
     });
 }
 
@@ -1550,7 +1600,7 @@ async fn drive_pending(ctx: &Arc<Context>, call: &mut Option<ActiveCall>) {
             PendingAction::Answer { muted } => {
                 let webrtc_offer = lock(&ctx.webrtc_offers).remove(&c.id.call_id);
                 if let Some(offer) = webrtc_offer {
-                    answer_webrtc(ctx, call, offer).await;
+                    answer_webrtc(ctx, call, offer, muted).await;
                     return;
                 }
                 let Some(answer) = c.answer.as_ref() else {
@@ -1600,11 +1650,16 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The ringing call is answered and its offer is WebRTC: the cart's WebRTC stack answers it,
 /// its SDP (candidates included) goes in the 200 OK, and a task ties the two ends together.
-async fn answer_webrtc(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, offer: String) {
+async fn answer_webrtc(
+    ctx: &Arc<Context>,
+    call: &mut Option<ActiveCall>,
+    offer: String,
+    muted: bool,
+) {
     let Some(c) = call.as_mut() else { return };
     let Some(cart) = ctx.cart.clone() else { return };
     let request = WebRtcRequest {
-        offer,
+        offer: offer.clone(),
         remote: c.remote.clone(),
         local_ip: ctx.local_ip,
     };
@@ -1634,8 +1689,17 @@ async fn answer_webrtc(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, offer:
         answer,
         ended,
         hang_up,
+        set_muted,
     } = leg;
-    if let Err(e) = c.dialog.accept(Some(headers), Some(answer.into_bytes())) {
+    // Muted before the 200 OK: not a frame of the room goes out unasked.
+    if muted {
+        set_muted(true);
+    }
+    if let Err(e) = c
+        .dialog
+        .accept(Some(headers), Some(answer.clone().into_bytes()))
+    {
+        set_muted(false);
         warn!(error = %e, "sip: cannot answer");
         hang_up();
         cart.ended(c.cart_call, &c.record(ctx, "failed"));
@@ -1645,9 +1709,10 @@ async fn answer_webrtc(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, offer:
     c.answered = Some(Instant::now());
     c.timer = SessionTimer::for_answer(&c.timer_answer, Instant::now());
     c.pending = None;
+    c.webrtc = Some(WebRtcSdp { offer, answer });
     cart.connected(c.cart_call, &c.record(ctx, ""));
     let ms = c.received.elapsed().as_secs_f64() * 1000.0;
-    info!(ms, "sip: answered (WebRTC media)");
+    info!(ms, muted, "sip: answered (WebRTC media)");
     ctx.status.send_modify(|s| {
         s.calls_answered += 1;
         s.last_answer_ms = Some(ms);
@@ -1659,13 +1724,36 @@ async fn answer_webrtc(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, offer:
     c.control = Some(ctl_tx);
     let events = ctx.events.clone();
     let call_id = c.id.call_id.clone();
+    // The cart's DTMF goes out as SIP INFO (`application/dtmf-relay`, what softphones such as
+    // JsSIP read), one key after the other, off this leg's task so a slow answer holds nothing.
+    let (dtmf_tx, mut dtmf_rx) = mpsc::unbounded_channel::<char>();
+    let dialog = c.dialog.clone();
     tokio::spawn(async move {
-        // DTMF and mute have no meaning on this leg (RFC 4733 events would ride the WebRTC
-        // audio; the cart mutes its microphone for every call alike): only the end counts.
+        while let Some(digit) = dtmf_rx.recv().await {
+            let headers = vec![Header::ContentType("application/dtmf-relay".into())];
+            let body = crate::dtmf_info::relay_body(digit, DTMF_INFO_DURATION_MS);
+            match dialog.info(Some(headers), Some(body.into_bytes())).await {
+                Ok(Some(resp))
+                    if resp.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful => {}
+                other => info!(%digit, ?other, "sip: DTMF INFO not answered 2xx"),
+            }
+        }
+    });
+    tokio::spawn(async move {
+        // RFC 4733 events would ride the WebRTC audio, which the cart's WebRTC stack does not
+        // send: DTMF goes as INFO. Mute acts on the cart's microphone for this call.
         let ended_here = async {
             while let Some(control) = ctl_rx.recv().await {
-                if matches!(control, CallControl::End) {
-                    break;
+                match control {
+                    CallControl::End => break,
+                    CallControl::Mute(m) => {
+                        info!(muted = m, "sip: microphone (WebRTC call)");
+                        set_muted(m);
+                    }
+                    CallControl::Dtmf(d) => {
+                        let _ = dtmf_tx.send(d);
+                    }
+                    CallControl::Reinvite(_) => {}
                 }
             }
         };
@@ -1681,6 +1769,7 @@ async fn answer_webrtc(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, offer:
             }
             () = &mut ended_here => hang_up(),
         }
+        set_muted(false);
     });
 }
 
@@ -1847,6 +1936,7 @@ async fn place_call(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, uri: &str
         answered: None,
         timer_answer: TimerAnswer::None,
         timer: None,
+        webrtc: None,
     });
 }
 
@@ -2112,6 +2202,24 @@ async fn on_dialog_state(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, stat
                     .await;
                 return;
             }
+            if let Some(webrtc) = &c.webrtc {
+                // The WebRTC stack does not renegotiate: the same session offered again (a
+                // refresh) gets the same answer; anything else (an ICE restart, new media)
+                // is refused and the call goes on as it was (RFC 3261 §14.2).
+                if session_timer::same_webrtc_session(&webrtc.offer, &body) {
+                    let _ = handle
+                        .respond(
+                            StatusCode::OK,
+                            Some([sdp_header(), timer_headers].concat()),
+                            Some(webrtc.answer.clone().into_bytes()),
+                        )
+                        .await;
+                } else {
+                    info!("sip: re-INVITE on a WebRTC call changes the session: 488");
+                    let _ = handle.reply(StatusCode::NotAcceptableHere).await;
+                }
+                return;
+            }
             let caps = Capabilities {
                 video: true,
                 srtp: true,
@@ -2153,18 +2261,24 @@ async fn on_dialog_state(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, stat
         DialogState::Info(id, req, handle) => {
             let body = String::from_utf8_lossy(req.body()).to_string();
             let ctype = req.header_value("Content-Type").unwrap_or_default();
+            let mut status = StatusCode::OK;
             if body.contains("picture_fast_update") {
                 ctx.media.request_keyframe();
-            } else if ctype.contains("dtmf-relay")
-                && let Some(signal) = body
-                    .lines()
-                    .find_map(|l| l.trim().strip_prefix("Signal="))
-                    .and_then(|s| s.trim().chars().next())
-            {
-                ctx.status.send_modify(|s| s.dtmf_received.push(signal));
+            } else if crate::dtmf_info::format_of(&ctype).is_some() && matches(&id, call) {
+                // A key press as SIP INFO (browser softphones): the same event as RFC 4733.
+                match crate::dtmf_info::parse(&ctype, &body) {
+                    Ok(press) => {
+                        info!(digit = %press.digit, via = "INFO", "sip: DTMF");
+                        ctx.status
+                            .send_modify(|s| s.dtmf_received.push(press.digit));
+                    }
+                    Err(e) => {
+                        info!(error = %e, "sip: DTMF INFO refused");
+                        status = StatusCode::BadRequest;
+                    }
+                }
             }
-            let _ = matches(&id, call);
-            let _ = handle.reply(StatusCode::OK).await;
+            let _ = handle.reply(status).await;
         }
         DialogState::Options(_, _, handle) => {
             let _ = handle.reply(StatusCode::OK).await;

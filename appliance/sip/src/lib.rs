@@ -9,6 +9,7 @@
 
 pub mod digest;
 pub mod dtls;
+pub mod dtmf_info;
 pub mod guard;
 pub mod media;
 pub mod outgoing;
@@ -25,6 +26,8 @@ mod audio;
 mod driver;
 #[cfg(feature = "driver")]
 mod screened_udp;
+#[cfg(feature = "driver")]
+mod wss;
 
 #[cfg(feature = "driver")]
 pub use driver::{

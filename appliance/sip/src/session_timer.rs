@@ -219,6 +219,47 @@ impl SessionTimer {
     }
 }
 
+/// The headers of a refresh the cart sends as the UAS refresher (RFC 4028 §7.4): the interval
+/// with us as refresher, and `Supported: timer`.
+pub fn refresh_headers(interval: Duration) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "Session-Expires",
+            format!("{};refresher=uas", interval.as_secs()),
+        ),
+        ("Supported", "timer".to_string()),
+    ]
+}
+
+/// The ICE credentials, DTLS fingerprints and media lines of a WebRTC offer: what stays put
+/// when a browser offers the same session again (a session refresh) and changes with an ICE
+/// restart or new media.
+fn webrtc_identity(sdp: &str) -> Vec<&str> {
+    sdp.lines()
+        .map(str::trim)
+        .filter_map(|l| {
+            if l.starts_with("a=ice-ufrag:") || l.starts_with("a=ice-pwd:") {
+                Some(l)
+            } else if let Some(f) = l.strip_prefix("a=fingerprint:") {
+                Some(f)
+            } else if let Some(m) = l.strip_prefix("m=") {
+                // The kind only: the port may move with the default candidate.
+                m.split_whitespace().next()
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// Whether `reoffer`, a re-INVITE's SDP on a call whose media the WebRTC stack answered,
+/// offers the same session as `offer` did, so that the first answer answers it again (RFC
+/// 4028 refreshes by re-INVITE carry the session unchanged; JsSIP's do).
+pub fn same_webrtc_session(offer: &str, reoffer: &str) -> bool {
+    let first = webrtc_identity(offer);
+    first.iter().any(|l| l.starts_with("a=ice-ufrag:")) && first == webrtc_identity(reoffer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,5 +398,61 @@ mod tests {
         let t = SessionTimer::for_answer(&uas, t0).unwrap();
         assert_eq!(t.poll_timeout(), Some(t0 + Duration::from_secs(60)));
         assert_eq!(t.interval(), Duration::from_secs(120));
+    }
+
+    const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\n\
+        a=ice-pwd:secretsecretsecretsecret\r\na=fingerprint:sha-256 AA:BB\r\n\
+        a=candidate:1 1 udp 1 127.0.0.1 5000 typ host\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=ice-ufrag:abcd\r\n";
+
+    #[test]
+    fn a_refresh_offers_the_same_webrtc_session_again() {
+        // JsSIP's refresh: a new o= version, other candidates and ports, same session.
+        let again = OFFER
+            .replace("o=- 1 1", "o=- 1 2")
+            .replace("5000", "6000")
+            .replace("m=audio 9", "m=audio 6000");
+        assert!(same_webrtc_session(OFFER, &again));
+        assert!(same_webrtc_session(OFFER, OFFER));
+    }
+
+    #[test]
+    fn an_ice_restart_or_new_media_is_another_session() {
+        let restart = OFFER.replace("ice-ufrag:abcd", "ice-ufrag:wxyz");
+        assert!(!same_webrtc_session(OFFER, &restart));
+        let audio_only = OFFER.split("m=video").next().unwrap();
+        assert!(!same_webrtc_session(OFFER, audio_only));
+        let other_cert = OFFER.replace("AA:BB", "CC:DD");
+        assert!(!same_webrtc_session(OFFER, &other_cert));
+        // Not a WebRTC offer at all: never "the same".
+        let plain = "v=0\r\nm=audio 4000 RTP/AVP 0\r\n";
+        assert!(!same_webrtc_session(plain, plain));
+        assert!(!same_webrtc_session(OFFER, ""));
+    }
+
+    #[test]
+    fn the_uas_refresh_names_us_as_refresher() {
+        assert_eq!(
+            refresh_headers(Duration::from_secs(90)),
+            [
+                ("Session-Expires", "90;refresher=uas".to_string()),
+                ("Supported", "timer".to_string())
+            ]
+        );
+        // The cart refreshes a WebRTC leg it refreshes at half the interval, like any call.
+        let t0 = Instant::now();
+        let mut t = SessionTimer::new(Duration::from_secs(90), true, t0);
+        assert_eq!(t.poll_action(t0 + Duration::from_secs(44)), None);
+        assert_eq!(
+            t.poll_action(t0 + Duration::from_secs(45)),
+            Some(TimerAction::Refresh)
+        );
+        t.refreshed(t0 + Duration::from_secs(46));
+        assert_eq!(t.poll_action(t0 + Duration::from_secs(90)), None);
+        assert_eq!(
+            t.poll_action(t0 + Duration::from_secs(91)),
+            Some(TimerAction::Refresh)
+        );
     }
 }

@@ -3,8 +3,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "common/ca.rs"]
+mod ca;
 mod common;
 
+use ca::make_ca;
 use common::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,33 +23,6 @@ impl telecart_sip::MediaPort for NoMedia {
     }
     fn request_keyframe(&self) {}
     fn play(&self, _: telecart_core::AudioFrame) {}
-}
-
-/// A CA and a server certificate for 127.0.0.1 signed by it, as PEM files in `dir`.
-fn make_ca(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "telecart test PBX CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    params
-        .subject_alt_names
-        .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    let paths = (
-        dir.join("ca.pem"),
-        dir.join("server.pem"),
-        dir.join("server.key"),
-    );
-    std::fs::write(&paths.0, ca.pem()).unwrap();
-    std::fs::write(&paths.1, cert.pem()).unwrap();
-    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
-    paths
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,5 +161,85 @@ async fn registers_over_websocket_and_takes_a_call_down_it() {
             k.peer.log_text()
         );
     }
+    ep.shutdown().await;
+}
+
+/// Secure WebSocket (RFC 7118 `wss`): rsipstack cannot dial it with a CA of ours, so the driver
+/// dials it (src/wss.rs); the cart must register trusting `ca_cert`, and refuse another CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_over_secure_websocket_trusting_only_the_configured_ca() {
+    if !have("kamailio") {
+        return;
+    }
+    let modules = "/usr/lib/x86_64-linux-gnu/kamailio/modules";
+    if !std::path::Path::new(&format!("{modules}/tls.so")).exists()
+        || !std::path::Path::new(&format!("{modules}/websocket.so")).exists()
+    {
+        eprintln!(
+            "\n!!!!!!!! SKIPPED: kamailio-tls-modules or -websocket-modules missing !!!!!!!!\n"
+        );
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_ca(certs.path());
+    let wss_port = free_port(false);
+    let tls_cfg = certs.path().join("tls.cfg");
+    std::fs::write(
+        &tls_cfg,
+        format!(
+            "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n\
+             private_key = {}\ncertificate = {}\n",
+            key.display(),
+            cert.display()
+        ),
+    )
+    .unwrap();
+    let k = Kamailio::start_with(
+        &[("cart1", "pw")],
+        "MD5",
+        &format!("enable_tls=yes\nlisten=tls:127.0.0.1:{wss_port}\ntcp_accept_no_cl=yes"),
+        &format!(
+            "loadmodule \"tls.so\"\nmodparam(\"tls\", \"config\", \"{}\")\n\
+             loadmodule \"xhttp.so\"\nloadmodule \"websocket.so\"",
+            tls_cfg.display()
+        ),
+        "event_route[xhttp:request] {\n\
+         \tif ($hdr(Upgrade) =~ \"websocket\" && $hdr(Connection) =~ \"Upgrade\" && $rm =~ \"GET\") {\n\
+         \t\tif (ws_handle_handshake()) { exit; }\n\t}\n\
+         \txhttp_reply(\"404\", \"Not Found\", \"\", \"\");\n}",
+    );
+    let mut config = sip_config(wss_port, "wss", &[]);
+    config.ca_cert = Some(ca);
+    let ep = telecart_sip::start(config, "pw".into(), Arc::new(NoMedia))
+        .await
+        .unwrap();
+    let status = ep.status.clone();
+    let ok = wait_until(Duration::from_secs(10), || {
+        status.borrow().registration == "registered"
+    })
+    .await;
+    assert!(ok, "{:?}\n{}", status.borrow(), k.peer.log_text());
+    assert!(
+        k.peer.log_text().contains("proto wss"),
+        "{}",
+        k.peer.log_text()
+    );
+    ep.shutdown().await;
+
+    let other = tempfile::tempdir().unwrap();
+    let (other_ca, _, _) = make_ca(other.path());
+    let mut config = sip_config(wss_port, "wss", &[]);
+    config.ca_cert = Some(other_ca);
+    let ep = telecart_sip::start(config, "pw".into(), Arc::new(NoMedia))
+        .await
+        .unwrap();
+    let status = ep.status.clone();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_ne!(
+        status.borrow().registration,
+        "registered",
+        "{:?}",
+        status.borrow()
+    );
     ep.shutdown().await;
 }
