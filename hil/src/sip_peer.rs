@@ -128,7 +128,8 @@ impl SipPeer {
             .replace("@@USERS@@", &users)
             .replace("@@EXTRA_LISTEN@@", "")
             .replace("@@EXTRA_MODULES@@", "")
-            .replace("@@EXTRA_ROUTES@@", "");
+            .replace("@@EXTRA_ROUTES@@", "")
+            .replace("@@STATIC_ROUTES@@", "");
         let kdir = dir.join("kamailio");
         std::fs::create_dir_all(kdir.join("run"))?;
         std::fs::write(kdir.join("kamailio.cfg"), cfg)?;

@@ -147,6 +147,7 @@ fn kamailio(peers: &Path) -> anyhow::Result<(Peer, u16)> {
         .replace("@@EXTRA_LISTEN@@", "")
         .replace("@@EXTRA_MODULES@@", "")
         .replace("@@EXTRA_ROUTES@@", "")
+        .replace("@@STATIC_ROUTES@@", "")
         .replace("debug=2", "debug=1");
     let path = dir.path().join("kamailio.cfg");
     std::fs::write(&path, cfg)?;

@@ -45,7 +45,7 @@ use crate::registration::{
     RegisterOutcome, Registrar, RegistrarAction, RegistrarConfig, RegistrationStatus,
 };
 use crate::sdp::{self, Capabilities, LocalMedia, SessionDescription};
-use crate::session_timer::{self, SessionTimer, TimerAction, TimerAnswer, TimerRequest};
+use crate::session_timer::{self, Refresher, SessionTimer, TimerAction, TimerAnswer, TimerRequest};
 
 /// Why the endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -545,6 +545,30 @@ struct Dialing {
     keys: crate::outgoing::OfferedKeys,
     /// Challenges answered so far: one, and one more for a stale nonce.
     challenges: u8,
+    /// The session interval asked for (RFC 4028), raised once by a 422.
+    session_expires: Duration,
+}
+
+impl Dialing {
+    /// Sets (or replaces) one header of the INVITE; the retries keep everything else.
+    fn set_header(&mut self, header: Header) {
+        let headers = self.option.headers.get_or_insert_with(Vec::new);
+        headers.retain(|h| !h.name().eq_ignore_ascii_case(header.name()));
+        headers.push(header);
+    }
+
+    /// The INVITE's session-timer headers (RFC 4028 §7.1): the interval asked for, the
+    /// refresher left to the answerer, and the lowest interval we accept (after a 422, the
+    /// answerer's, §7.3).
+    fn ask_session_timer(&mut self, interval: Duration, min_se: Duration) {
+        self.session_expires = interval;
+        self.set_header(Header::Other("Supported".into(), "timer".into()));
+        self.set_header(Header::Other(
+            "Session-Expires".into(),
+            interval.as_secs().to_string(),
+        ));
+        self.set_header(Header::Other("Min-SE".into(), min_se.as_secs().to_string()));
+    }
 }
 
 struct Context {
@@ -1154,16 +1178,22 @@ async fn drive_timer(ctx: &Arc<Context>, call: &mut Option<ActiveCall>) {
     let Some(timer) = c.timer.as_mut() else {
         return;
     };
+    let we_are = match c.direction {
+        CallDirection::Inbound => Refresher::Uas,
+        CallDirection::Outbound => Refresher::Uac,
+    };
+    let interval = timer.interval();
+    let refresh_headers = || {
+        session_timer::refresh_headers(interval, we_are)
+            .into_iter()
+            .map(|(name, value)| Header::Other(name.into(), value))
+    };
     match timer.poll_action(Instant::now()) {
         None => {}
         Some(TimerAction::Refresh) if c.webrtc.is_some() => {
             // A WebRTC leg: its SDP belongs to the WebRTC stack, so refresh with UPDATE and no
             // body (RFC 4028 §7.4 prefers it anyway), which leaves the media alone.
-            let headers = session_timer::refresh_headers(timer.interval());
-            let headers = headers
-                .into_iter()
-                .map(|(name, value)| Header::Other(name.into(), value))
-                .collect();
+            let headers = refresh_headers().collect();
             let dialog = c.dialog.clone();
             let events = ctx.events.clone();
             let call_id = c.id.call_id.clone();
@@ -1186,11 +1216,7 @@ async fn drive_timer(ctx: &Arc<Context>, call: &mut Option<ActiveCall>) {
             };
             let body = answer.render(&c.local);
             let mut headers = sdp_header();
-            headers.push(Header::Other(
-                "Session-Expires".into(),
-                format!("{};refresher=uas", timer.interval().as_secs()),
-            ));
-            headers.push(Header::Other("Supported".into(), "timer".into()));
+            headers.extend(refresh_headers());
             let dialog = c.dialog.clone();
             let events = ctx.events.clone();
             let call_id = c.id.call_id.clone();
@@ -1623,7 +1649,7 @@ async fn drive_pending(ctx: &Arc<Context>, call: &mut Option<ActiveCall>) {
                     return;
                 }
                 c.answered = Some(Instant::now());
-                c.timer = SessionTimer::for_answer(&c.timer_answer, Instant::now());
+                c.timer = SessionTimer::for_answer(&c.timer_answer, Refresher::Uas, Instant::now());
                 if let Some(cart) = &ctx.cart {
                     cart.connected(c.cart_call, &c.record(ctx, ""));
                 }
@@ -1707,7 +1733,7 @@ async fn answer_webrtc(
         return;
     }
     c.answered = Some(Instant::now());
-    c.timer = SessionTimer::for_answer(&c.timer_answer, Instant::now());
+    c.timer = SessionTimer::for_answer(&c.timer_answer, Refresher::Uas, Instant::now());
     c.pending = None;
     c.webrtc = Some(WebRtcSdp { offer, answer });
     cart.connected(c.cart_call, &c.record(ctx, ""));
@@ -1906,11 +1932,13 @@ async fn place_call(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, uri: &str
         route_set,
         ..Default::default()
     };
-    let dialing = Dialing {
+    let mut dialing = Dialing {
         option,
         keys,
         challenges: 0,
+        session_expires: session_timer::REQUESTED_SE,
     };
+    dialing.ask_session_timer(session_timer::REQUESTED_SE, session_timer::MIN_SE);
     let (dialog, id) = match dial(ctx, dialing) {
         Ok(d) => d,
         Err(e) => return outgoing_failed(ctx, uri, &e),
@@ -2065,37 +2093,32 @@ async fn on_loop_event(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, event:
                     let uri = dialing.option.callee.to_string();
                     match answer_challenge(&resp, &ctx.credential, "INVITE", &uri) {
                         Ok(header) => {
-                            let auth = |h: &Header| {
-                                matches!(
-                                    h,
-                                    Header::Authorization(_) | Header::ProxyAuthorization(_)
-                                )
-                            };
-                            let headers = dialing.option.headers.get_or_insert_with(Vec::new);
-                            headers.retain(|h| !auth(h));
-                            headers.push(header);
+                            dialing.set_header(header);
                             dialing.challenges += 1;
-                            // The retry is a new transaction of the same call: same Call-ID, a
-                            // higher CSeq (the dialog layer's sequence only rises).
-                            dialing.option.call_id = Some(c.id.call_id.clone());
-                            match dial(ctx, *dialing) {
-                                Ok((dialog, id)) => {
-                                    debug!(call_id = %id.call_id, "sip: INVITE sent with credentials");
-                                    c.id = id;
-                                    c.dialog = dialog;
-                                    *call = Some(c);
-                                }
-                                Err(e) => {
-                                    info!(uri = %c.remote, reason = %e, "sip: call not answered");
-                                    end_call(ctx, c, false, &e).await;
-                                }
-                            }
+                            redial(ctx, call, c, *dialing, "with credentials").await;
                             return;
                         }
                         Err(e) => {
                             warn!(error = %e, "sip: cannot answer the INVITE's challenge");
                             Err(format!("{}: {e}", u16::from(resp.status_code.clone())))
                         }
+                    }
+                }
+                Ok((_, Some(resp)))
+                    if u16::from(resp.status_code.clone()) == 422 && dialing.challenges < 2 =>
+                {
+                    let min_se = header_value(&resp, "Min-SE", "Min-SE");
+                    match session_timer::retry_after_too_small(
+                        min_se.as_deref(),
+                        dialing.session_expires,
+                    ) {
+                        Some(interval) => {
+                            dialing.ask_session_timer(interval, interval);
+                            dialing.challenges += 1;
+                            redial(ctx, call, c, *dialing, "with the answerer's Min-SE").await;
+                            return;
+                        }
+                        None => Err("422".to_string()),
                     }
                 }
                 Ok((id, Some(resp))) => {
@@ -2126,6 +2149,10 @@ async fn on_loop_event(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, event:
                     c.offer = SessionDescription::parse(&body).ok();
                     c.answer = Some(answer);
                     c.answered = Some(Instant::now());
+                    let session_expires = header_value(&resp, "Session-Expires", "x");
+                    c.timer_answer = session_timer::settle_response(session_expires.as_deref());
+                    c.timer =
+                        SessionTimer::for_answer(&c.timer_answer, Refresher::Uac, Instant::now());
                     start_media(ctx, &mut c, false);
                     if let Some(cart) = &ctx.cart {
                         c.cart_call = Some(cart.connected(None, &c.record(ctx, "")));
@@ -2148,6 +2175,38 @@ async fn on_loop_event(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, event:
             }
         }
     }
+}
+
+/// Sends the cart's INVITE again, a new transaction of the same call: same Call-ID, a higher
+/// CSeq (the dialog layer's sequence only rises; RFC 3261 §8.1.3.5).
+async fn redial(
+    ctx: &Arc<Context>,
+    call: &mut Option<ActiveCall>,
+    mut c: ActiveCall,
+    mut dialing: Dialing,
+    why: &str,
+) {
+    dialing.option.call_id = Some(c.id.call_id.clone());
+    match dial(ctx, dialing) {
+        Ok((dialog, id)) => {
+            debug!(call_id = %id.call_id, why, "sip: INVITE sent again");
+            c.id = id;
+            c.dialog = dialog;
+            *call = Some(c);
+        }
+        Err(e) => {
+            info!(uri = %c.remote, reason = %e, "sip: call not answered");
+            end_call(ctx, c, false, &e).await;
+        }
+    }
+}
+
+/// A response header's value by its name or compact form.
+fn header_value(resp: &rsipstack::sip::Response, long: &str, compact: &str) -> Option<String> {
+    resp.headers
+        .iter()
+        .find(|h| h.name().eq_ignore_ascii_case(long) || h.name().eq_ignore_ascii_case(compact))
+        .map(|h| h.value().trim().to_string())
 }
 
 async fn on_dialog_state(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, state: DialogState) {

@@ -1,11 +1,15 @@
 //! Session timers (RFC 4028), sans-IO and clock-free: what the cart answers to an INVITE's
-//! `Session-Expires`/`Min-SE`, and, during the call, when to refresh it (we are the refresher)
-//! or give it up with a BYE (the peer is and went silent).
+//! `Session-Expires`/`Min-SE`, what the answer to its own INVITE settles, and, during the call,
+//! when to refresh it (we are the refresher) or give it up with a BYE (the peer is and went
+//! silent).
 
 use std::time::{Duration, Instant};
 
 /// The lowest session interval RFC 4028 §4 allows, and the cart's Min-SE.
 pub const MIN_SE: Duration = Duration::from_secs(90);
+/// The interval the cart's own INVITE asks for (RFC 4028 §4 recommends 1800 s); the refresher
+/// is left to the answerer.
+pub const REQUESTED_SE: Duration = Duration::from_secs(1800);
 /// The longest interval we keep: a day (RFC 4028 sets no maximum; a larger value is taken as a
 /// day, so a peer's absurd number cannot overflow a clock).
 pub const MAX_SE: Duration = Duration::from_secs(86_400);
@@ -84,6 +88,47 @@ fn delta_seconds(value: &str) -> Option<u64> {
     value.split(';').next()?.trim().parse().ok()
 }
 
+/// The refresher named by a `Session-Expires` value, if any.
+fn refresher_param(value: &str) -> Option<Refresher> {
+    let asked = value
+        .split(';')
+        .skip(1)
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("refresher"))?
+        .1
+        .trim()
+        .to_ascii_lowercase();
+    match asked.as_str() {
+        "uac" => Some(Refresher::Uac),
+        "uas" => Some(Refresher::Uas),
+        _ => None,
+    }
+}
+
+/// The UAC side of RFC 4028 §7.2: what the 2xx to the cart's own INVITE settles, from its
+/// `Session-Expires` value. None: the answerer runs no timer, and neither do we (§7.2: no
+/// session expiration). A 2xx that names no refresher leaves the refresh to us (the UAS MUST
+/// name one; refreshing when not needed costs a re-INVITE, missing one costs the call).
+pub fn settle_response(session_expires: Option<&str>) -> TimerAnswer {
+    let Some(secs) = session_expires.and_then(delta_seconds) else {
+        return TimerAnswer::None;
+    };
+    TimerAnswer::Timer {
+        interval: Duration::from_secs(secs.clamp(MIN_SE.as_secs(), MAX_SE.as_secs())),
+        refresher: session_expires
+            .and_then(refresher_param)
+            .unwrap_or(Refresher::Uac),
+        require: false,
+    }
+}
+
+/// The interval to ask for again after a 422 to the cart's INVITE (RFC 4028 §7.3): the
+/// answer's `Min-SE`, if it is above what was asked and not absurd; else give up.
+pub fn retry_after_too_small(min_se: Option<&str>, asked: Duration) -> Option<Duration> {
+    let min_se = Duration::from_secs(min_se.and_then(delta_seconds)?);
+    (min_se > asked && min_se <= MAX_SE).then_some(min_se)
+}
+
 /// Decides the UAS side of RFC 4028 §9 for an incoming INVITE.
 pub fn answer_invite(request: &TimerRequest<'_>) -> TimerAnswer {
     let Some(se) = request.session_expires else {
@@ -97,17 +142,11 @@ pub fn answer_invite(request: &TimerRequest<'_>) -> TimerAnswer {
             min_se_secs: MIN_SE.as_secs(),
         };
     }
-    let asked = se
-        .split(';')
-        .skip(1)
-        .filter_map(|p| p.split_once('='))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("refresher"))
-        .map(|(_, v)| v.trim().to_ascii_lowercase());
     // Without timer support at the caller only we can refresh (§9); otherwise honour its
     // choice, and when it left the choice to us let it refresh (it asked for the timer).
-    let refresher = match (request.supported, asked.as_deref()) {
+    let refresher = match (request.supported, refresher_param(se)) {
         (false, _) => Refresher::Uas,
-        (true, Some("uas")) => Refresher::Uas,
+        (true, Some(Refresher::Uas)) => Refresher::Uas,
         (true, _) => Refresher::Uac,
     };
     // A Min-SE above the Session-Expires is the caller's mistake; the larger one wins.
@@ -151,14 +190,15 @@ impl SessionTimer {
         }
     }
 
-    /// From a [`TimerAnswer::Timer`] we gave as UAS.
-    pub fn for_answer(answer: &TimerAnswer, now: Instant) -> Option<Self> {
+    /// From a settled [`TimerAnswer::Timer`]; `we_are` is the cart's side of the call (UAS
+    /// for calls it answered, UAC for its own).
+    pub fn for_answer(answer: &TimerAnswer, we_are: Refresher, now: Instant) -> Option<Self> {
         match answer {
             TimerAnswer::Timer {
                 interval,
                 refresher,
                 ..
-            } => Some(Self::new(*interval, *refresher == Refresher::Uas, now)),
+            } => Some(Self::new(*interval, *refresher == we_are, now)),
             _ => None,
         }
     }
@@ -219,13 +259,13 @@ impl SessionTimer {
     }
 }
 
-/// The headers of a refresh the cart sends as the UAS refresher (RFC 4028 §7.4): the interval
-/// with us as refresher, and `Supported: timer`.
-pub fn refresh_headers(interval: Duration) -> Vec<(&'static str, String)> {
+/// The headers of a refresh the cart sends as the refresher (RFC 4028 §7.4): the interval
+/// with us (`we_are`, our side of the call) as refresher, and `Supported: timer`.
+pub fn refresh_headers(interval: Duration, we_are: Refresher) -> Vec<(&'static str, String)> {
     vec![
         (
             "Session-Expires",
-            format!("{};refresher=uas", interval.as_secs()),
+            format!("{};refresher={}", interval.as_secs(), we_are.token()),
         ),
         ("Supported", "timer".to_string()),
     ]
@@ -391,11 +431,75 @@ mod tests {
     }
 
     #[test]
+    fn the_answer_to_our_invite_settles_the_timer_and_its_refresher() {
+        assert_eq!(settle_response(None), TimerAnswer::None);
+        assert_eq!(settle_response(Some("soon")), TimerAnswer::None);
+        let timer = |secs, refresher| TimerAnswer::Timer {
+            interval: Duration::from_secs(secs),
+            refresher,
+            require: false,
+        };
+        assert_eq!(
+            settle_response(Some("90;refresher=uac")),
+            timer(90, Refresher::Uac)
+        );
+        assert_eq!(
+            settle_response(Some("1800; Refresher=UAS")),
+            timer(1800, Refresher::Uas)
+        );
+        // No refresher named: ours to refresh; below the floor or above a day: clamped.
+        assert_eq!(settle_response(Some("600")), timer(600, Refresher::Uac));
+        assert_eq!(
+            settle_response(Some("5;refresher=uas")),
+            timer(90, Refresher::Uas)
+        );
+        assert_eq!(
+            settle_response(Some("999999999999;refresher=uac")),
+            timer(86_400, Refresher::Uac)
+        );
+        // As UAC refresher the cart refreshes at half the interval and names itself.
+        let t0 = Instant::now();
+        let t = SessionTimer::for_answer(&timer(90, Refresher::Uac), Refresher::Uac, t0).unwrap();
+        assert_eq!(t.poll_timeout(), Some(t0 + Duration::from_secs(45)));
+        assert_eq!(
+            refresh_headers(Duration::from_secs(90), Refresher::Uac)[0].1,
+            "90;refresher=uac"
+        );
+        // The answerer refreshing: the cart only watches for expiry.
+        let watch = SessionTimer::for_answer(&timer(90, Refresher::Uas), Refresher::Uac, t0);
+        assert_eq!(
+            watch.unwrap().poll_timeout(),
+            Some(t0 + Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn a_422_to_our_invite_is_retried_once_with_its_min_se() {
+        let asked = REQUESTED_SE;
+        assert_eq!(
+            retry_after_too_small(Some("3600"), asked),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            retry_after_too_small(Some("900"), asked),
+            None,
+            "not above what we asked"
+        );
+        assert_eq!(retry_after_too_small(None, asked), None);
+        assert_eq!(retry_after_too_small(Some("x"), asked), None);
+        assert_eq!(
+            retry_after_too_small(Some("99999999"), asked),
+            None,
+            "beyond a day"
+        );
+    }
+
+    #[test]
     fn for_answer_makes_the_uas_the_refresher_only_when_agreed() {
         let t0 = Instant::now();
-        assert!(SessionTimer::for_answer(&TimerAnswer::None, t0).is_none());
+        assert!(SessionTimer::for_answer(&TimerAnswer::None, Refresher::Uas, t0).is_none());
         let uas = answer_invite(&req(Some("120;refresher=uas"), None, true));
-        let t = SessionTimer::for_answer(&uas, t0).unwrap();
+        let t = SessionTimer::for_answer(&uas, Refresher::Uas, t0).unwrap();
         assert_eq!(t.poll_timeout(), Some(t0 + Duration::from_secs(60)));
         assert_eq!(t.interval(), Duration::from_secs(120));
     }
@@ -434,7 +538,7 @@ mod tests {
     #[test]
     fn the_uas_refresh_names_us_as_refresher() {
         assert_eq!(
-            refresh_headers(Duration::from_secs(90)),
+            refresh_headers(Duration::from_secs(90), Refresher::Uas),
             [
                 ("Session-Expires", "90;refresher=uas".to_string()),
                 ("Supported", "timer".to_string())

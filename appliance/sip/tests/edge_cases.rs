@@ -12,6 +12,7 @@ use std::net::UdpSocket;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
+use telecart_sip::SipCommand;
 
 async fn registered_cart(
     k: &Kamailio,
@@ -40,13 +41,22 @@ fn sipp(scenario: &str, target: std::net::SocketAddr) -> (bool, String) {
 }
 
 fn sipp_for(scenario: &str, target: std::net::SocketAddr, timeout_secs: u32) -> (bool, String) {
+    run_sipp(scenario, Some(target), free_port(true), timeout_secs)
+}
+
+/// SIPp on `port`: calling `target` (UAC scenarios) or, without one, waiting for a call (UAS).
+fn run_sipp(
+    scenario: &str,
+    target: Option<std::net::SocketAddr>,
+    port: u16,
+    timeout_secs: u32,
+) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port(true);
     let media_port = free_port(true);
     let out = Command::new("sipp")
         .arg("-sf")
         .arg(repo_file(&format!("tests/peers/sip/sipp/{scenario}")))
-        .arg(target.to_string())
+        .args(target.map(|t| t.to_string()))
         .args(["-s", "cart1", "-i", "127.0.0.1", "-p"])
         .arg(port.to_string())
         .args([
@@ -269,6 +279,58 @@ async fn hostile_messages_get_rfc_answers_and_leave_registration_alone() {
         1,
         "{:?}",
         ep.status.borrow()
+    );
+    ep.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_answers_the_carts_call_and_leaves_the_session_refresh_to_it() {
+    if !have("kamailio") || !have("sipp") {
+        return;
+    }
+    let sipp_port = free_port(true);
+    let k = Kamailio::start_routing(&[("cart1", "pw")], "MD5", "doctor", sipp_port);
+    let (ep, _media) = registered_cart(&k, 0).await;
+    let sipp =
+        tokio::task::spawn_blocking(move || run_sipp("uas_session_timer.xml", None, sipp_port, 90));
+    // SIPp binds its port before reading the scenario's first message.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ep.commands
+        .send(SipCommand::Call("sip:doctor@127.0.0.1".into()))
+        .await
+        .unwrap();
+    let status = ep.status.clone();
+    let answered = wait_until(Duration::from_secs(10), || {
+        status.borrow().call.as_ref().map(|c| c.1) == Some("answered")
+    })
+    .await;
+    if !answered {
+        let _ = ep.commands.send(SipCommand::HangUp).await;
+        let (_, out) = sipp.await.unwrap();
+        panic!("not answered: {:?}\nSIPp:\n{out}", status.borrow());
+    }
+    // The refresh is due at 45 s (half of 90); hang up after it.
+    tokio::time::sleep(Duration::from_secs(50)).await;
+    assert_eq!(
+        status.borrow().call.as_ref().map(|c| c.1),
+        Some("answered"),
+        "the refreshed call is still up"
+    );
+    ep.commands.send(SipCommand::HangUp).await.unwrap();
+    let (ok, out) = sipp.await.unwrap();
+    assert!(
+        ok,
+        "SIPp (UAS, session timer):\n{out}\n{}",
+        k.peer.log_text()
+    );
+    let klog = k.peer.log_text();
+    assert!(
+        klog.matches("request INVITE sip:doctor@").count() >= 2,
+        "the INVITE (and its digest retry) through Kamailio:\n{klog}"
+    );
+    assert!(
+        klog.contains("in-dialog INVITE"),
+        "the refresh through Kamailio's Record-Route:\n{klog}"
     );
     ep.shutdown().await;
 }

@@ -587,33 +587,8 @@ async fn the_cart_answers_a_sha256_proxy_challenge_to_its_invite() {
         return;
     }
     let doctor = Baresip::launch("", "<sip:doctor@127.0.0.1>;answermode=auto;regint=0");
-    let dir = tempfile::tempdir().unwrap();
-    let (udp, tcp) = (free_port(false), free_port(false));
-    let lookup = "\tif (!lookup(\"location\")) {";
-    let template = std::fs::read_to_string(repo_file("tests/peers/sip/kamailio.cfg")).unwrap();
-    assert!(template.contains(lookup), "kamailio.cfg changed: no lookup");
-    let users: String = users()
-        .iter()
-        .map(|(u, p)| format!("\t$sht(users=>{u}) = \"{p}\";\n"))
-        .collect();
-    let cfg = template
-        .replace(
-            lookup,
-            &format!(
-                "\tif ($rU == \"doctor\") {{\n\t\t$du = \"sip:127.0.0.1:{}\";\n\t\txlog(\"L_INFO\", \"static route $rm to doctor\\n\");\n\t\tt_relay();\n\t\texit;\n\t}}\n{lookup}",
-                doctor.sip
-            ),
-        )
-        .replace("@@UDP_PORT@@", &udp.to_string())
-        .replace("@@TCP_PORT@@", &tcp.to_string())
-        .replace("@@ALGORITHM@@", "SHA-256")
-        .replace("@@USERS@@", &users)
-        .replace("@@EXTRA_LISTEN@@", "")
-        .replace("@@EXTRA_MODULES@@", "")
-        .replace("@@EXTRA_ROUTES@@", "");
-    let mut peer = spawn_kamailio(dir, &cfg);
-    wait_tcp(tcp, "kamailio", &mut peer);
-    let k = Kamailio { udp, tcp, peer };
+    let k = Kamailio::start_routing(&users(), "SHA-256", "doctor", doctor.sip);
+    let udp = k.udp;
 
     let media = PipelineMedia::start();
     let ep = telecart_sip::start(

@@ -121,12 +121,41 @@ impl Kamailio {
         Self::start_with(users, algorithm, "", "", "")
     }
 
+    /// Starts Kamailio that relays INVITEs for `user` to `127.0.0.1:port` without a
+    /// registration (peers that cannot register, or cannot with this digest algorithm), after
+    /// authenticating and record-routing them as any call.
+    pub fn start_routing(users: &[(&str, &str)], algorithm: &str, user: &str, port: u16) -> Self {
+        let route = format!(
+            "\tif ($rU == \"{user}\") {{\n\t\t$du = \"sip:127.0.0.1:{port}\";\n\t\t\
+             xlog(\"L_INFO\", \"static route $rm to {user}\\n\");\n\t\tt_relay();\n\t\texit;\n\t}}\n"
+        );
+        Self::launch(users, algorithm, "", "", "", &route)
+    }
+
     pub fn start_with(
         users: &[(&str, &str)],
         algorithm: &str,
         extra_listen: &str,
         extra_modules: &str,
         extra_routes: &str,
+    ) -> Self {
+        Self::launch(
+            users,
+            algorithm,
+            extra_listen,
+            extra_modules,
+            extra_routes,
+            "",
+        )
+    }
+
+    fn launch(
+        users: &[(&str, &str)],
+        algorithm: &str,
+        extra_listen: &str,
+        extra_modules: &str,
+        extra_routes: &str,
+        static_routes: &str,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let udp = free_port(false);
@@ -143,7 +172,8 @@ impl Kamailio {
             .replace("@@USERS@@", &users)
             .replace("@@EXTRA_LISTEN@@", extra_listen)
             .replace("@@EXTRA_MODULES@@", extra_modules)
-            .replace("@@EXTRA_ROUTES@@", extra_routes);
+            .replace("@@EXTRA_ROUTES@@", extra_routes)
+            .replace("@@STATIC_ROUTES@@", static_routes);
         let mut peer = spawn_kamailio(dir, &cfg);
         wait_tcp(tcp, "kamailio", &mut peer);
         Self { udp, tcp, peer }
