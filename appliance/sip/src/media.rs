@@ -708,36 +708,22 @@ impl MediaSession {
             self.dtls_progress(stream, result);
             return;
         }
-        let opened;
-        let data = match protection {
-            Protection::Plain => data,
+        let session = match protection {
+            Protection::Plain => None,
             Protection::Broken => return,
-            Protection::Dtls(d) => {
-                let Some(s) = d.component(rtcp_socket).srtp.as_mut() else {
+            Protection::Dtls(d) => match d.component(rtcp_socket).srtp.as_mut() {
+                Some(s) => Some(s),
+                None => {
                     self.stats.dtls_unkeyed_drops += 1;
                     return;
-                };
-                let result = if control {
-                    s.unprotect_rtcp(data)
-                } else {
-                    s.unprotect_rtp(data)
-                };
-                match result {
-                    Ok(plain) => {
-                        opened = plain;
-                        &opened[..]
-                    }
-                    Err(SrtpError::Replayed) => {
-                        self.stats.srtp_replayed += 1;
-                        return;
-                    }
-                    Err(_) => {
-                        self.stats.srtp_auth_failures += 1;
-                        return;
-                    }
                 }
-            }
-            Protection::Srtp(s) => {
+            },
+            Protection::Srtp(s) => Some(&mut **s),
+        };
+        let opened;
+        let data = match session {
+            None => data,
+            Some(s) => {
                 let result = if control {
                     s.unprotect_rtcp(data)
                 } else {
