@@ -2154,15 +2154,16 @@ async fn on_loop_event(ctx: &Arc<Context>, call: &mut Option<ActiveCall>, event:
                     c.timer =
                         SessionTimer::for_answer(&c.timer_answer, Refresher::Uac, Instant::now());
                     start_media(ctx, &mut c, false);
-                    if let Some(cart) = &ctx.cart {
-                        c.cart_call = Some(cart.connected(None, &c.record(ctx, "")));
-                    }
+                    // The status first: whoever the cart's machine tells sees it answered.
                     ctx.status.send_modify(|s| {
                         s.calls_answered += 1;
                         if let Some((_, state)) = s.call.as_mut() {
                             *state = "answered";
                         }
                     });
+                    if let Some(cart) = &ctx.cart {
+                        c.cart_call = Some(cart.connected(None, &c.record(ctx, "")));
+                    }
                     *call = Some(c);
                 }
                 Err(e) => {

@@ -333,7 +333,32 @@ enum Protection {
     Broken,
 }
 
+/// The SRTP context for one datagram of a stream, or why there is none.
+enum Keying<'a> {
+    /// Plain RTP.
+    Plain,
+    /// Protected with this session.
+    Session(&'a mut SrtpSession),
+    /// DTLS-SRTP whose handshake has not given keys yet: nothing passes.
+    Unkeyed,
+    /// Keys that made no context: nothing passes.
+    Broken,
+}
+
 impl Protection {
+    /// The context for a datagram on the RTP (or, without rtcp-mux, the RTCP) socket.
+    fn keying(&mut self, rtcp_socket: bool) -> Keying<'_> {
+        match self {
+            Self::Plain => Keying::Plain,
+            Self::Srtp(s) => Keying::Session(s),
+            Self::Dtls(d) => match d.component(rtcp_socket).srtp.as_mut() {
+                Some(s) => Keying::Session(s),
+                None => Keying::Unkeyed,
+            },
+            Self::Broken => Keying::Broken,
+        }
+    }
+
     fn for_keys(keys: Option<&SdesKeys>) -> Self {
         match keys {
             None => Self::Plain,
@@ -480,9 +505,9 @@ impl MediaSession {
             StreamKind::Audio => &mut self.audio_protection,
             StreamKind::Video => &mut self.video_protection,
         };
-        match protection {
-            Protection::Plain => {}
-            Protection::Srtp(s) => {
+        match protection.keying(t.rtcp_socket) {
+            Keying::Plain => {}
+            Keying::Session(s) => {
                 let sealed = if rtcp {
                     s.protect_rtcp(&t.data)
                 } else {
@@ -496,25 +521,11 @@ impl MediaSession {
                     }
                 }
             }
-            Protection::Dtls(d) => {
-                let Some(s) = d.component(t.rtcp_socket).srtp.as_mut() else {
-                    self.stats.dtls_unkeyed_drops += 1;
-                    return;
-                };
-                let sealed = if rtcp {
-                    s.protect_rtcp(&t.data)
-                } else {
-                    s.protect_rtp(&t.data)
-                };
-                match sealed {
-                    Ok(data) => t.data = data,
-                    Err(_) => {
-                        self.stats.srtp_protect_failures += 1;
-                        return;
-                    }
-                }
+            Keying::Unkeyed => {
+                self.stats.dtls_unkeyed_drops += 1;
+                return;
             }
-            Protection::Broken => {
+            Keying::Broken => {
                 self.stats.srtp_protect_failures += 1;
                 return;
             }
@@ -708,17 +719,14 @@ impl MediaSession {
             self.dtls_progress(stream, result);
             return;
         }
-        let session = match protection {
-            Protection::Plain => None,
-            Protection::Broken => return,
-            Protection::Dtls(d) => match d.component(rtcp_socket).srtp.as_mut() {
-                Some(s) => Some(s),
-                None => {
-                    self.stats.dtls_unkeyed_drops += 1;
-                    return;
-                }
-            },
-            Protection::Srtp(s) => Some(&mut **s),
+        let session = match protection.keying(rtcp_socket) {
+            Keying::Plain => None,
+            Keying::Session(s) => Some(s),
+            Keying::Unkeyed => {
+                self.stats.dtls_unkeyed_drops += 1;
+                return;
+            }
+            Keying::Broken => return,
         };
         let opened;
         let data = match session {
