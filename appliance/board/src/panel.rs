@@ -122,6 +122,11 @@ impl Panel {
         std::mem::take(&mut self.initial)
     }
 
+    /// The privacy switch's debounced position.
+    pub fn privacy_on(&self) -> bool {
+        self.privacy.is_on()
+    }
+
     /// Feeds levels sampled at `now`; returns the machine inputs they make.
     pub fn poll_at(&mut self, now: Instant, raw: &RawInputs) -> Vec<Input> {
         let mut out = Vec::new();

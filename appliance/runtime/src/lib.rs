@@ -9,6 +9,7 @@ pub mod console;
 pub mod metrics;
 pub mod overlay;
 pub mod pipeline;
+pub mod privacy_follower;
 pub mod session_log;
 pub mod sip;
 pub mod tls;

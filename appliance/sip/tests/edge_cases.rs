@@ -24,15 +24,7 @@ async fn registered_cart(
     let ep = telecart_sip::start(config, "pw".into(), media.clone())
         .await
         .unwrap();
-    let status = ep.status.clone();
-    assert!(
-        wait_until(Duration::from_secs(10), || status.borrow().registration
-            == "registered")
-        .await,
-        "{:?}\n{}",
-        status.borrow(),
-        k.peer.log_text()
-    );
+    expect_registered(&ep.status, &k.peer).await;
     (ep, media)
 }
 

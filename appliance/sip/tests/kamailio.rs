@@ -35,20 +35,6 @@ impl telecart_sip::MediaPort for NoMedia {
     fn play(&self, _: telecart_core::AudioFrame) {}
 }
 
-async fn registered(
-    status: &mut tokio::sync::watch::Receiver<SipStatus>,
-    timeout: Duration,
-) -> SipStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let s = status.borrow().clone();
-        if s.registration == "registered" || Instant::now() > deadline {
-            return s;
-        }
-        let _ = tokio::time::timeout(Duration::from_millis(200), status.changed()).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registers_with_digest_md5_and_sha256_over_udp_and_tcp() {
     if !have("kamailio") {
@@ -69,7 +55,7 @@ async fn registers_with_digest_md5_and_sha256_over_udp_and_tcp() {
             .await
             .unwrap();
             let mut status = ep.status.clone();
-            let s = registered(&mut status, Duration::from_secs(10)).await;
+            let s = registered_within(&status, Duration::from_secs(10)).await;
             assert_eq!(
                 s.registration,
                 "registered",
@@ -113,7 +99,7 @@ async fn wrong_password_is_a_failure_with_backoff_not_a_loop() {
     .await
     .unwrap();
     let mut status = ep.status.clone();
-    let s = registered(&mut status, Duration::from_secs(3)).await;
+    let s = registered_within(&status, Duration::from_secs(3)).await;
     assert_eq!(s.registration, "failed", "{s:?}");
     assert!(
         s.last_error.as_deref().unwrap_or("").contains("401"),
@@ -141,7 +127,7 @@ async fn baresip_calls_the_cart_through_kamailio_audio_both_ways_and_video() {
     .await
     .unwrap();
     let mut status = ep.status.clone();
-    let s = registered(&mut status, Duration::from_secs(10)).await;
+    let s = registered_within(&status, Duration::from_secs(10)).await;
     assert_eq!(s.registration, "registered", "{s:?}");
 
     let mut doctor = Baresip::start("doctor", DOCTOR_PASSWORD, k.udp, "");
@@ -237,7 +223,7 @@ async fn callers_not_allowed_are_refused_with_403_and_allowed_ones_answered() {
     .unwrap();
     let mut status = ep.status.clone();
     assert_eq!(
-        registered(&mut status, Duration::from_secs(10))
+        registered_within(&status, Duration::from_secs(10))
             .await
             .registration,
         "registered"
@@ -295,7 +281,7 @@ async fn a_cart_registered_over_tcp_gets_its_calls_down_that_connection() {
     .await
     .unwrap();
     let mut status = ep.status.clone();
-    let s = registered(&mut status, Duration::from_secs(10)).await;
+    let s = registered_within(&status, Duration::from_secs(10)).await;
     assert_eq!(s.registration, "registered", "{s:?}");
 
     // baresip calls over UDP; Kamailio finds the cart's binding, whose Contact names the
@@ -438,7 +424,7 @@ async fn sip_calls_go_through_the_carts_state_machine_and_session_log() {
     cart.controller.attach_sip(ep.commands.clone());
     let mut status = ep.status.clone();
     assert_eq!(
-        registered(&mut status, Duration::from_secs(10))
+        registered_within(&status, Duration::from_secs(10))
             .await
             .registration,
         "registered"
@@ -599,7 +585,7 @@ async fn the_cart_answers_a_sha256_proxy_challenge_to_its_invite() {
     .await
     .unwrap();
     let mut status = ep.status.clone();
-    let s = registered(&mut status, Duration::from_secs(10)).await;
+    let s = registered_within(&status, Duration::from_secs(10)).await;
     assert_eq!(s.registration, "registered", "{s:?}\n{}", k.peer.log_text());
     let dialed = Instant::now();
     ep.commands
@@ -686,7 +672,7 @@ async fn the_cart_cancels_its_own_call_while_it_rings() {
     .await
     .unwrap();
     let mut status = ep.status.clone();
-    let s = registered(&mut status, Duration::from_secs(10)).await;
+    let s = registered_within(&status, Duration::from_secs(10)).await;
     assert_eq!(s.registration, "registered", "{s:?}");
     ep.commands
         .send(SipCommand::Call("sip:doctor@127.0.0.1".into()))

@@ -64,11 +64,7 @@ async fn registers_over_tls_trusting_only_the_configured_ca() {
         .await
         .unwrap();
     let status = ep.status.clone();
-    let ok = wait_until(Duration::from_secs(10), || {
-        status.borrow().registration == "registered"
-    })
-    .await;
-    assert!(ok, "{:?}\n{}", status.borrow(), k.peer.log_text());
+    expect_registered(&status, &k.peer).await;
     assert!(
         k.peer.log_text().contains("proto tls"),
         "{}",
@@ -124,11 +120,7 @@ async fn registers_over_websocket_and_takes_a_call_down_it() {
         .await
         .unwrap();
     let status = ep.status.clone();
-    let ok = wait_until(Duration::from_secs(10), || {
-        status.borrow().registration == "registered"
-    })
-    .await;
-    assert!(ok, "{:?}\n{}", status.borrow(), k.peer.log_text());
+    expect_registered(&status, &k.peer).await;
     assert!(
         k.peer.log_text().contains("proto ws"),
         "{}",
@@ -214,11 +206,7 @@ async fn registers_over_secure_websocket_trusting_only_the_configured_ca() {
         .await
         .unwrap();
     let status = ep.status.clone();
-    let ok = wait_until(Duration::from_secs(10), || {
-        status.borrow().registration == "registered"
-    })
-    .await;
-    assert!(ok, "{:?}\n{}", status.borrow(), k.peer.log_text());
+    expect_registered(&status, &k.peer).await;
     assert!(
         k.peer.log_text().contains("proto wss"),
         "{}",

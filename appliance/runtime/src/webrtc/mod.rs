@@ -21,6 +21,7 @@ pub use whip::{
 };
 
 use crate::pipeline::Pipeline;
+use crate::privacy_follower::PrivacyFollower;
 use std::sync::Arc;
 
 /// Starts the pipeline `config` describes, publishes it once over WHIP and
@@ -32,12 +33,15 @@ pub async fn publish_config(
 ) -> anyhow::Result<PublishReport> {
     apply_config(&config.webrtc, &mut opts)?;
     let max_bitrate_bps = config.video.max_bitrate_kbps * 1000;
-    let pipeline = Arc::new(
-        tokio::task::spawn_blocking(move || {
-            Pipeline::start(&config, telecart_cart::privacy::PrivacySwitch::new())
-        })
-        .await??,
-    );
+    // The cart's privacy switch gates a publish of its camera as it gates calls.
+    let follower = tokio::task::spawn_blocking({
+        let board = config.board.clone();
+        move || PrivacyFollower::start(&board)
+    })
+    .await??;
+    let privacy = follower.privacy();
+    let pipeline =
+        Arc::new(tokio::task::spawn_blocking(move || Pipeline::start(&config, privacy)).await??);
     let media = session::MediaSources {
         video: pipeline.video.clone(),
         audio: pipeline.audio.clone(),
@@ -46,7 +50,7 @@ pub async fn publish_config(
     };
     let result = publish(media, &opts, SharedStats::new(), stop).await;
     pipeline.request_stop();
-    tokio::task::spawn_blocking(move || drop(pipeline)).await?;
+    tokio::task::spawn_blocking(move || drop((pipeline, follower))).await?;
     Ok(result?)
 }
 

@@ -487,6 +487,26 @@ pub fn sip_config(
     toml::from_str(&text).unwrap()
 }
 
+/// Waits up to `timeout` for the cart to be registered; the status it ended on.
+pub async fn registered_within(
+    status: &tokio::sync::watch::Receiver<telecart_sip::SipStatus>,
+    timeout: Duration,
+) -> telecart_sip::SipStatus {
+    wait_until(timeout, || status.borrow().registration == "registered").await;
+    status.borrow().clone()
+}
+
+/// Waits up to 10 s for the cart to be registered with `registrar`; fails the test with the
+/// cart's status and the registrar's log otherwise.
+pub async fn expect_registered(
+    status: &tokio::sync::watch::Receiver<telecart_sip::SipStatus>,
+    registrar: &Peer,
+) -> telecart_sip::SipStatus {
+    let s = registered_within(status, Duration::from_secs(10)).await;
+    assert_eq!(s.registration, "registered", "{s:?}\n{}", registrar.log_text());
+    s
+}
+
 pub async fn wait_until<F: FnMut() -> bool>(timeout: Duration, mut f: F) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
