@@ -32,16 +32,6 @@ fn peers_present() -> bool {
     have("kamailio") && have("baresip")
 }
 
-async fn registered(status: &tokio::sync::watch::Receiver<telecart_sip::SipStatus>) {
-    assert!(
-        wait_until(Duration::from_secs(10), || status.borrow().registration
-            == "registered")
-        .await,
-        "{:?}",
-        status.borrow()
-    );
-}
-
 /// The lines of baresip's log that speak of DTLS or SRTP (what it negotiated, or why not).
 fn dtls_lines(doctor: &Baresip) -> String {
     doctor
@@ -118,7 +108,7 @@ async fn baresip_1_0_calling_with_dtls_srtp_is_answered_then_ended_for_its_rsa_c
     .await
     .unwrap();
     let status = ep.status.clone();
-    registered(&status).await;
+    expect_registered(&status, &k.peer).await;
     let mut doctor = Baresip::start("doctor", DOCTOR_PASSWORD, k.udp, ";mediaenc=dtls_srtp");
     assert!(
         doctor.wait_registered(Duration::from_secs(10)),
@@ -182,7 +172,7 @@ async fn the_cart_offering_dtls_srtp_to_baresip_1_0_ends_the_call_for_its_missin
     .await
     .unwrap();
     let status = ep.status.clone();
-    registered(&status).await;
+    expect_registered(&status, &k.peer).await;
     let doctor = Baresip::start_answering(
         "doctor",
         DOCTOR_PASSWORD,
@@ -274,7 +264,7 @@ async fn srtp_mandatory_refuses_a_plain_rtp_call_with_488_before_it_rings() {
         .await
         .unwrap();
     let status = ep.status.clone();
-    registered(&status).await;
+    expect_registered(&status, &k.peer).await;
     // baresip with plain RTP (no mediaenc) through Kamailio.
     let mut doctor = Baresip::start("doctor", DOCTOR_PASSWORD, k.udp, "");
     assert!(
@@ -345,7 +335,7 @@ async fn aiortc_calls_the_cart_with_dtls_srtp_without_ice() {
     .await
     .unwrap();
     let status = ep.status.clone();
-    registered(&status).await;
+    expect_registered(&status, &k.peer).await;
     let cart = ep.local_addr.to_string();
     let peer = tokio::task::spawn_blocking(move || {
         std::process::Command::new(python)

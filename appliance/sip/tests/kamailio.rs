@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use telecart_sip::{SipCommand, SipStatus};
+use telecart_sip::SipCommand;
 
 const CART_PASSWORD: &str = "cart-secret-1";
 const DOCTOR_PASSWORD: &str = "doctor-secret-2";
@@ -54,7 +54,7 @@ async fn registers_with_digest_md5_and_sha256_over_udp_and_tcp() {
             )
             .await
             .unwrap();
-            let mut status = ep.status.clone();
+            let status = ep.status.clone();
             let s = registered_within(&status, Duration::from_secs(10)).await;
             assert_eq!(
                 s.registration,
@@ -98,7 +98,7 @@ async fn wrong_password_is_a_failure_with_backoff_not_a_loop() {
     )
     .await
     .unwrap();
-    let mut status = ep.status.clone();
+    let status = ep.status.clone();
     let s = registered_within(&status, Duration::from_secs(3)).await;
     assert_eq!(s.registration, "failed", "{s:?}");
     assert!(
@@ -126,7 +126,7 @@ async fn baresip_calls_the_cart_through_kamailio_audio_both_ways_and_video() {
     )
     .await
     .unwrap();
-    let mut status = ep.status.clone();
+    let status = ep.status.clone();
     let s = registered_within(&status, Duration::from_secs(10)).await;
     assert_eq!(s.registration, "registered", "{s:?}");
 
@@ -221,7 +221,7 @@ async fn callers_not_allowed_are_refused_with_403_and_allowed_ones_answered() {
     )
     .await
     .unwrap();
-    let mut status = ep.status.clone();
+    let status = ep.status.clone();
     assert_eq!(
         registered_within(&status, Duration::from_secs(10))
             .await
@@ -280,7 +280,7 @@ async fn a_cart_registered_over_tcp_gets_its_calls_down_that_connection() {
     )
     .await
     .unwrap();
-    let mut status = ep.status.clone();
+    let status = ep.status.clone();
     let s = registered_within(&status, Duration::from_secs(10)).await;
     assert_eq!(s.registration, "registered", "{s:?}");
 
@@ -422,7 +422,7 @@ async fn sip_calls_go_through_the_carts_state_machine_and_session_log() {
         .await
         .unwrap();
     cart.controller.attach_sip(ep.commands.clone());
-    let mut status = ep.status.clone();
+    let status = ep.status.clone();
     assert_eq!(
         registered_within(&status, Duration::from_secs(10))
             .await
@@ -584,7 +584,7 @@ async fn the_cart_answers_a_sha256_proxy_challenge_to_its_invite() {
     )
     .await
     .unwrap();
-    let mut status = ep.status.clone();
+    let status = ep.status.clone();
     let s = registered_within(&status, Duration::from_secs(10)).await;
     assert_eq!(s.registration, "registered", "{s:?}\n{}", k.peer.log_text());
     let dialed = Instant::now();
@@ -671,7 +671,7 @@ async fn the_cart_cancels_its_own_call_while_it_rings() {
     )
     .await
     .unwrap();
-    let mut status = ep.status.clone();
+    let status = ep.status.clone();
     let s = registered_within(&status, Duration::from_secs(10)).await;
     assert_eq!(s.registration, "registered", "{s:?}");
     ep.commands

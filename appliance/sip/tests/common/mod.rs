@@ -503,7 +503,12 @@ pub async fn expect_registered(
     registrar: &Peer,
 ) -> telecart_sip::SipStatus {
     let s = registered_within(status, Duration::from_secs(10)).await;
-    assert_eq!(s.registration, "registered", "{s:?}\n{}", registrar.log_text());
+    assert_eq!(
+        s.registration,
+        "registered",
+        "{s:?}\n{}",
+        registrar.log_text()
+    );
     s
 }
 
