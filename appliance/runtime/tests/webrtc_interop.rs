@@ -1240,10 +1240,10 @@ fn tls_certificate(dir: &std::path::Path) -> (PathBuf, PathBuf) {
 }
 
 fn publish_through_5_percent_loss_keeps_decoding() {
-    // netem drops 5 % of everything, retransmissions and aiortc's PLI included, and aiortc
-    // never asks twice: once in a few runs its decoder then waits for a key frame nobody
-    // requested (a CI rehearsal decoded 146 of 300, stopping at frame 149, with no PLI at the
-    // cart). One fresh attempt; a cart that cannot keep decoding fails both.
+    // netem drops 5 % of everything, retransmissions and aiortc's PLI included. Once in a few
+    // runs aiortc then delivers nothing more, periodic IDRs notwithstanding (a CI rehearsal
+    // decoded 146 of 300, stopping at frame 149, no decoder error, no PLI at the cart). One
+    // fresh attempt; a cart that cannot keep decoding fails both.
     if std::panic::catch_unwind(publish_through_5_percent_loss_once).is_err() {
         eprintln!("publish under 5 % loss: first attempt failed (above), trying once more");
         publish_through_5_percent_loss_once();
